@@ -1,0 +1,91 @@
+"""The application factory: config -> logging -> registry -> blueprints -> errors.
+
+Run it with `flask --app app run` or `gunicorn -c gunicorn.conf.py "app:create_app()"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g
+
+from blueprints import classifier, errors, gallery, instrumentation, numbers, ocr, system, tracking
+from config import ConfigError, load_config
+from models import registry
+
+__all__ = ["ConfigError", "create_app"]
+
+
+class RequestIdFilter(logging.Filter):
+    """Add the current request id (or '-') to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            try:
+                record.request_id = g.get("request_id", "-")
+            except RuntimeError:  # outside a request
+                record.request_id = "-"
+        return True
+
+
+def configure_logging(config: Mapping[str, Any]) -> None:
+    """Log to the console, and to a rotating file when LOG_FILE is set."""
+    handlers: dict[str, dict] = {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]},
+    }
+    if config["LOG_FILE"]:
+        Path(config["LOG_FILE"]).parent.mkdir(parents=True, exist_ok=True)
+        handlers["file"] = {
+            "class": "logging.handlers.RotatingFileHandler",
+            "filename": config["LOG_FILE"],
+            "maxBytes": config["LOG_FILE_MAX_BYTES"],
+            "backupCount": config["LOG_FILE_BACKUPS"],
+            "encoding": "utf-8",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        }
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"request_id": {"()": RequestIdFilter}},
+            "formatters": {
+                "plain": {
+                    "format": "%(asctime)s %(levelname)s [%(process)d] %(name)s rid=%(request_id)s: %(message)s"
+                }
+            },
+            "handlers": handlers,
+            "root": {"level": config["LOG_LEVEL"], "handlers": list(handlers)},
+        }
+    )
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; `config` overrides every other source (tests use it)."""
+    settings = load_config(config)
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(settings)
+    app.json.sort_keys = False
+    os.makedirs(app.instance_path, exist_ok=True)
+    configure_logging(app.config)
+
+    registry.init_app(app)
+
+    instrumentation.init_app(app)
+    for module in (system, numbers, classifier, ocr, tracking, gallery):
+        app.register_blueprint(module.bp)
+        if hasattr(module, "init_app"):
+            module.init_app(app)
+    errors.init_app(app)
+    logging.getLogger(__name__).info(
+        "app ready in pid %d: %d models loaded, %d failed",
+        os.getpid(),
+        len(app.extensions["registry"].models),
+        len(app.extensions["registry"].failures),
+    )
+    return app

@@ -1,0 +1,142 @@
+"""System endpoints: CPU and memory, liveness, readiness, metrics, and the API description."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+from flask import Blueprint, current_app, jsonify, render_template
+from pydantic import BaseModel
+
+from blueprints.instrumentation import metrics_response
+from blueprints.openapi import get_spec
+from models.registry import get_registry
+
+bp = Blueprint("system", __name__)
+
+
+class SystemInfo(BaseModel):
+    """CPU and memory use, in the original app's string format plus numbers."""
+
+    memory: str
+    cpu: str
+    memory_percent: float
+    cpu_percent: float
+    memory_total_bytes: int
+    memory_available_bytes: int
+    process_rss_bytes: int
+    pid: int
+
+
+class ModelStatus(BaseModel):
+    """One configured model as seen by this worker."""
+
+    name: str
+    kind: str | None = None
+    file: str | None = None
+    version: str | None = None
+    load_ms: float | None = None
+    loaded: bool
+    warm: bool | None = None
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    """Whether every configured model is loaded and warm."""
+
+    ready: bool
+    pid: int
+    models: list[ModelStatus]
+
+
+SCHEMAS = (SystemInfo, Readiness)
+
+_process = psutil.Process(os.getpid())
+
+
+@bp.get("/api/system_info")
+def system_info():
+    """Report CPU and memory use of the machine and this worker.
+    ---
+    get:
+      summary: CPU and memory use
+      responses:
+        200:
+          description: '"memory" and "cpu" keep the original string format, e.g. "65%".'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/SystemInfo'}
+    """
+    memory = psutil.virtual_memory()
+    # Non-blocking: the percentage since the previous call (primed at start-up).
+    cpu = psutil.cpu_percent(interval=None)
+    info = SystemInfo(
+        memory=f"{memory.percent:.0f}%",
+        cpu=f"{cpu:.0f}%",
+        memory_percent=memory.percent,
+        cpu_percent=cpu,
+        memory_total_bytes=memory.total,
+        memory_available_bytes=memory.available,
+        process_rss_bytes=_process.memory_info().rss,
+        pid=os.getpid(),
+    )
+    return jsonify(info.model_dump())
+
+
+@bp.get("/health")
+def health():
+    """Say the process is alive.
+    ---
+    get:
+      summary: Liveness
+      responses:
+        200:
+          description: The process answers.
+    """
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready():
+    """Say whether every configured model is loaded and warmed.
+    ---
+    get:
+      summary: Readiness
+      responses:
+        200:
+          description: Every model is loaded and warm.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Readiness'}
+        503:
+          description: A model is not loaded; its error is listed.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Readiness'}
+    """
+    registry = get_registry()
+    body = {"ready": registry.ready, "pid": os.getpid(), "models": registry.status()}
+    return jsonify(body), (200 if registry.ready else 503)
+
+
+@bp.get("/metrics")
+def metrics():
+    """Expose Prometheus metrics, aggregated across gunicorn workers."""
+    return metrics_response()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """Serve the OpenAPI 3 description of the JSON API."""
+    return jsonify(get_spec(current_app))
+
+
+@bp.get("/docs")
+def docs():
+    """Serve the interactive API documentation (Swagger UI, served from static/)."""
+    return render_template("docs.html")
+
+
+def init_app(app) -> None:
+    """Prime the CPU counter so the first /api/system_info reading is meaningful."""
+    psutil.cpu_percent(interval=None)

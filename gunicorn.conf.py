@@ -1,0 +1,56 @@
+"""gunicorn settings for production: `gunicorn -c gunicorn.conf.py "app:create_app()"`."""
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+
+# Bind where the app's configuration says (env PORT / VISION_PORT), on all interfaces in a container.
+bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('VISION_HOST', '0.0.0.0')}:{os.environ.get('VISION_PORT', os.environ.get('PORT', '8000'))}")
+
+# One worker per core: inference is CPU-bound, more processes than cores only add switching.
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
+
+# gthread: a few threads per worker overlap request I/O (upload, JSON, saving) with inference.
+# ONNX Runtime sessions are thread-safe and use 1 intra-op thread each (ONNX_THREADS).
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+
+# Never load the app before the fork: each worker builds its own model registry after forking,
+# because ONNX Runtime/TensorFlow state created before a fork can hang when used after it.
+preload_app = False
+
+# A request that takes 30 s is stuck (inference is milliseconds); restart the worker.
+timeout = 30
+# Let in-flight requests finish on reload or shutdown.
+graceful_timeout = 20
+# Keep-alive between a load balancer and gunicorn.
+keepalive = 5
+
+# Recycle workers now and then so slow leaks cannot grow without bound; jitter avoids all at once.
+max_requests = 20000
+max_requests_jitter = 2000
+
+# Logs to stdout/stderr, for journald or docker logs; the app logs each request itself.
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# Prometheus metrics from every worker go to one folder, so /metrics sums all workers.
+# Set before any worker imports prometheus_client; emptied at each start.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"vision-metrics-{os.getpid()}")
+)
+
+
+def on_starting(server):
+    """Start with an empty metrics folder so old workers' counts are not added."""
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Mark a dead worker's gauges so they stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,144 @@
+"""ONNX Runtime sessions shared by every served model: load once, warm up, time each call."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from prometheus_client import Histogram
+
+INFERENCE_SECONDS = Histogram(
+    "model_inference_seconds",
+    "Time spent in one model inference (ONNX Runtime run), by model.",
+    ["model"],
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+
+
+class ModelInputError(ValueError):
+    """An input a model cannot use; the HTTP layer answers it with a 4xx JSON error."""
+
+    def __init__(self, message: str, code: str = "bad_image", status: int = 400, **extra: Any):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.extra = extra
+
+
+class ModelFileError(RuntimeError):
+    """A model file that cannot be served (missing, corrupt, or not matching its labels)."""
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class OnnxSession:
+    """One ONNX Runtime session; `run` is thread-safe, so no lock is needed around it."""
+
+    def __init__(self, path: Path, *, name: str, intra_op_threads: int = 1):
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file not found: {path}")
+        options = ort.SessionOptions()
+        # Few threads per session: gunicorn runs workers x threads <= cores, and more
+        # intra-op threads per call only add contention for the small models served here.
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelFileError(f"cannot load ONNX model {path}: {exc}") from exc
+        self.name = name
+        self.path = path
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
+        self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inputs[0].shape)
+        self.sha256 = file_sha256(path)
+        meta = self.session.get_modelmeta()
+        self.version = meta.custom_metadata_map.get("version") or self.sha256[:12]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on one batch and return its first output."""
+        start = time.perf_counter()
+        out = self.session.run(None, {self.input_name: x})[0]
+        INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - start)
+        return out
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the model on one batch and return every output."""
+        start = time.perf_counter()
+        out = self.session.run(None, {self.input_name: x})
+        INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - start)
+        return out
+
+
+class ServedModel:
+    """Base of every served model: one ONNX file, preprocess -> predict -> postprocess.
+
+    Subclasses set `kind`, implement `preprocess` and `postprocess`, and may override
+    `warmup_input` when a zero tensor is not a meaningful warm-up.
+    """
+
+    kind = "model"
+
+    def __init__(self, name: str, path: Path, *, threads: int = 1, **options: Any):
+        start = time.perf_counter()
+        self.name = name
+        self.path = Path(path)
+        self.options = options
+        self.onnx = OnnxSession(self.path, name=name, intra_op_threads=threads)
+        self.load_ms = round((time.perf_counter() - start) * 1000, 1)
+        self.warm = False
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        """Turn a decoded image into the model's input tensor."""
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Run the model on a prepared tensor."""
+        return self.onnx.run(x)
+
+    def postprocess(self, y: np.ndarray, **kwargs: Any) -> dict:
+        """Turn raw model output into a JSON-ready dict."""
+        raise NotImplementedError
+
+    def __call__(self, image: Any, **kwargs: Any) -> dict:
+        return self.postprocess(self.predict(self.preprocess(image)), **kwargs)
+
+    def warmup_input(self) -> np.ndarray:
+        """Return a tensor for the warm-up inference."""
+        return np.zeros(self.onnx.input_shape, dtype=np.float32)
+
+    def warmup(self) -> None:
+        """Run one inference so the first request does not pay for lazy initialisation."""
+        start = time.perf_counter()
+        self.predict(self.warmup_input())
+        self.warmup_ms = round((time.perf_counter() - start) * 1000, 2)
+        self.warm = True
+
+    def describe(self) -> dict:
+        """Describe the loaded model for /ready and model listings."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "file": str(self.path),
+            "version": self.onnx.version,
+            "sha256": self.onnx.sha256,
+            "load_ms": self.load_ms,
+            "warm": self.warm,
+        }
