@@ -40,7 +40,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec = APISpec(
         title="Small vision models",
         version=API_VERSION,
-        openapi_version="3.0.3",
+        openapi_version="3.1.0",
         info={
             "description": "Handwritten digits, image classifiers, OCR of printed digit lines, nose "
             "tracking, and the store of every image received. Errors always have the shape "

@@ -1,0 +1,64 @@
+# Two commands on a fresh machine with Python 3.11+: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+HOST ?= 127.0.0.1
+PORT ?= 5000
+# Debian packages the tests and training need (Redis for the Celery path, Chromium for browser
+# tests, fonts for OCR renders, Tesseract for the OCR peer comparison, PostgreSQL for the store).
+APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
+	fonts-liberation fonts-freefont-ttf tesseract-ocr
+
+.PHONY: run test test-fast install install-dev system-deps lint bench serve gunicorn clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
+	$(PIP) install --quiet -e ".[train,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Set up and run the app on its embedded defaults (SQLite, in-process thumbnail worker).
+run: install
+	$(BIN)/python serve.py --host $(HOST) --port $(PORT)
+
+## Production-style: gunicorn with gunicorn.conf.py.
+gunicorn: install
+	$(BIN)/gunicorn -c gunicorn.conf.py "app:create_app()"
+
+## Install the Debian packages the full test suite uses (needs root or sudo).
+system-deps:
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing: $$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  fi; \
+	else echo "no apt-get: install $(APT_PACKAGES) yourself; tests that need them skip with a reason"; fi
+
+## Set up and run every test.
+test: system-deps install-dev
+	$(BIN)/python -m pytest
+
+## The fast tests only (no TensorFlow, no browser, no servers).
+test-fast: install
+	$(BIN)/python -m pytest -m "not tensorflow and not browser and not redis and not postgres and not slow"
+
+lint: install-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install-dev
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
