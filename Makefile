@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(PIP) install --quiet -e .
 	touch $@
 
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
+	$(PIP) install --quiet -e ".[dev]"
+	touch $@
+
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/activate
 	$(PIP) install --quiet -e ".[train,dev]"
 	touch $@
@@ -51,7 +55,7 @@ test: system-deps install-dev
 	$(BIN)/python -m pytest
 
 ## The fast tests only (no TensorFlow, no browser, no servers).
-test-fast: install
+test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not tensorflow and not browser and not redis and not postgres and not slow"
 
 lint: install-dev
