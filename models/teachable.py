@@ -190,6 +190,19 @@ def parse_labels(path: Path) -> list[str]:
     return [labels[i] for i in range(len(labels))]
 
 
+def teachable_input(image: np.ndarray) -> np.ndarray:
+    """Fit an RGB uint8 image to 224x224 (Lanczos) and scale to [-1, 1], as Teachable Machine's snippet does."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        raise ModelInputError(f"expected an RGB image, got an array of shape {list(array.shape)}")
+    if array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    fitted = ImageOps.fit(Image.fromarray(np.ascontiguousarray(array)), INPUT_SIZE, Image.Resampling.LANCZOS)
+    return (np.asarray(fitted).astype(np.float32) / 127.5 - 1)[np.newaxis]
+
+
 class TeachableModel(ServedModel):
     """A Teachable Machine image model: MobileNetV2 features + a Dense head, softmax over labels."""
 
@@ -220,19 +233,8 @@ class TeachableModel(ServedModel):
         return int(self.predict(self.warmup_input()).shape[-1])
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """Fit an RGB uint8 image to 224x224 (Lanczos) and scale to [-1, 1], as Teachable Machine does."""
-        array = np.asarray(image)
-        if array.ndim == 2:
-            array = np.stack([array] * 3, axis=-1)
-        if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
-            raise ModelInputError(f"expected an RGB image, got an array of shape {list(array.shape)}")
-        if array.dtype != np.uint8:
-            array = np.clip(array, 0, 255).astype(np.uint8)
-        fitted = ImageOps.fit(
-            Image.fromarray(np.ascontiguousarray(array)), INPUT_SIZE, Image.Resampling.LANCZOS
-        )
-        x = np.asarray(fitted).astype(np.float32) / 127.5 - 1
-        return x[np.newaxis]
+        """Fit an RGB uint8 image to 224x224 and scale it to [-1, 1]."""
+        return teachable_input(image)
 
     def postprocess(self, y: np.ndarray, *, top: int = 3, **kwargs: Any) -> dict:
         """Return the best label, its probability, and the `top` labels by probability."""
