@@ -1,14 +1,321 @@
-"""The classifier endpoints (being built; until the model is served they answer 503)."""
+"""Image classifiers (our doodle model, Teachable Machine exports) at /api/classifier[/<name>], and their pages."""
 
-from flask import Blueprint
+from __future__ import annotations
 
-from models.registry import get_registry
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template
+from pydantic import BaseModel
+
+from blueprints.errors import api_error
+from blueprints.image_input import keep_image, load_image, request_options
+from models.registry import CLASSIFIER_TYPES, ModelNotLoaded, get_registry
+from models.runtime import ServedModel
 
 bp = Blueprint("classifier", __name__)
 
+IMAGE_FIELDS = ("base64_drawing", "image", "file")
+GET_HINT = "POST a base64-encoded drawing as base64_drawing."
+DEFAULT_TOP = 3
+
+
+class LabelScore(BaseModel):
+    """One label and its probability."""
+
+    label: str
+    confidence: float
+
+
+class Prediction(BaseModel):
+    """The best label, its probability (0..1) and the best `top` labels."""
+
+    label: str
+    confidence: float
+    top: list[LabelScore]
+    model: str
+
+
+class GetHint(BaseModel):
+    """The original service's answer to a GET: how to call the endpoint."""
+
+    label: str
+    msg: str
+    error: str
+    code: str
+
+
+class ClassifierInfo(BaseModel):
+    """One configured classifier as this worker sees it."""
+
+    name: str
+    kind: str | None = None
+    url: str
+    default: bool
+    loaded: bool
+    input_mode: str | None = None
+    labels: list[str]
+    error: str | None = None
+
+
+class ClassifierList(BaseModel):
+    """Every configured classifier, and the one served at /api/classifier."""
+
+    default: str
+    models: list[ClassifierInfo]
+
+
+SCHEMAS = (Prediction, GetHint, ClassifierList)
+
+
+def classifier_specs() -> dict[str, dict]:
+    """Return the configured classifiers by name."""
+    return get_registry().by_kind(CLASSIFIER_TYPES)
+
+
+def require_known(name: str) -> None:
+    """Stop with 404 JSON unless a classifier of this name is configured."""
+    specs = classifier_specs()
+    if name not in specs:
+        api_error(
+            404, "unknown_model", f"There is no classifier named '{name}'.", model=name, models=sorted(specs)
+        )
+
+
+def get_classifier(name: str) -> ServedModel:
+    """Return a loaded classifier, or stop with 404 (unknown) or 503 (configured, not loaded)."""
+    require_known(name)
+    return get_registry().get(name)
+
+
+def parse_top(value: Any) -> int:
+    """Read the `top` option: a whole number from 1 up."""
+    if value is None or value == "":
+        return DEFAULT_TOP
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        top = int(value)
+        if isinstance(value, float) and value != top:
+            raise ValueError
+    except (TypeError, ValueError):
+        api_error(400, "invalid_top", f"'top' must be a whole number from 1 up, got {value!r}.")
+    if top < 1:
+        api_error(400, "invalid_top", f"'top' must be a whole number from 1 up, got {value!r}.")
+    return top
+
+
+def classify(name: str):
+    """Run one classifier on the request's image and answer its prediction."""
+    model = get_classifier(name)
+    image = load_image(fields=IMAGE_FIELDS)
+    top = parse_top(request_options().get("top"))
+    pixels = image.gray() if getattr(model, "input_mode", "rgb") == "gray" else image.rgb()
+    result = model(pixels, top=top)
+    keep_image(
+        image, endpoint="classifier", model=name, prediction=result["label"], confidence=result["confidence"]
+    )
+    return jsonify({**result, "model": name})
+
+
+def get_hint():
+    """Answer a GET like the original service: 400 and how to call the endpoint."""
+    return jsonify({"label": "null", "msg": GET_HINT, "error": GET_HINT, "code": "use_post"}), 400
+
+
+@bp.get("/api/classifier")
+def hint_default():
+    """Explain how to call the classifier.
+    ---
+    get:
+      summary: How to call the classifier (always 400, as the original service)
+      responses:
+        400:
+          description: '{"label": "null", "msg": "POST a base64-encoded drawing as base64_drawing."}'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GetHint'}
+    """
+    return get_hint()
+
 
 @bp.post("/api/classifier")
-def predict():
-    """Answer with the model's prediction (503 while the model is not loaded)."""
-    get_registry().get("doodles")
-    return {}
+def predict_default():
+    """Classify an image with the default classifier.
+    ---
+    post:
+      summary: Classify a drawing or photo with the default classifier (DEFAULT_CLASSIFIER)
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                base64_drawing: {type: string, description: 'data URL or base64 of a PNG/JPEG/... image'}
+                image: {type: string, description: 'same as base64_drawing'}
+                top: {type: integer, minimum: 1, default: 3, description: 'how many labels to list'}
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                image: {type: string, format: binary}
+                top: {type: integer, minimum: 1, default: 3}
+          image/*:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: The best label, its probability (0..1) and the best `top` labels.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Prediction'}
+        400:
+          description: No image, bad base64, bad JSON or a bad `top`.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413:
+          description: The image is too large.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        415:
+          description: The data is not an image.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        503:
+          description: The default classifier is not loaded.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    name = current_app.config["DEFAULT_CLASSIFIER"]
+    if name not in classifier_specs():
+        raise ModelNotLoaded(name, "DEFAULT_CLASSIFIER names no configured classifier")
+    return classify(name)
+
+
+@bp.get("/api/classifier/models")
+def list_models():
+    """List the configured classifiers.
+    ---
+    get:
+      summary: The configured classifiers, their labels, and whether each is loaded
+      responses:
+        200:
+          description: Every classifier; `default` is the one served at /api/classifier.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ClassifierList'}
+    """
+    registry = get_registry()
+    default = current_app.config["DEFAULT_CLASSIFIER"]
+    rows = []
+    for name, spec in classifier_specs().items():
+        model = registry.models.get(name)
+        rows.append(
+            ClassifierInfo(
+                name=name,
+                kind=spec.get("type"),
+                url=f"/api/classifier/{name}",
+                default=name == default,
+                loaded=model is not None,
+                input_mode=getattr(model, "input_mode", None),
+                labels=list(getattr(model, "labels", [])),
+                error=registry.failures.get(name),
+            ).model_dump()
+        )
+    return jsonify({"default": default, "models": rows})
+
+
+@bp.get("/api/classifier/<name>")
+def hint_named(name: str):
+    """Explain how to call one classifier.
+    ---
+    get:
+      summary: How to call this classifier (400 when it exists, 404 when it does not)
+      responses:
+        400:
+          description: '{"label": "null", "msg": "POST a base64-encoded drawing as base64_drawing."}'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GetHint'}
+        404:
+          description: No classifier has this name.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    require_known(name)
+    return get_hint()
+
+
+@bp.post("/api/classifier/<name>")
+def predict_named(name: str):
+    """Classify an image with a named classifier.
+    ---
+    post:
+      summary: Classify a drawing or photo with the classifier `name` (see /api/classifier/models)
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                base64_drawing: {type: string, description: 'data URL or base64 of a PNG/JPEG/... image'}
+                image: {type: string, description: 'same as base64_drawing'}
+                top: {type: integer, minimum: 1, default: 3}
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                image: {type: string, format: binary}
+                top: {type: integer, minimum: 1, default: 3}
+          image/*:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: The best label, its probability (0..1) and the best `top` labels.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Prediction'}
+        400:
+          description: No image, bad base64, bad JSON or a bad `top`.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404:
+          description: No classifier has this name.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413:
+          description: The image is too large.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        415:
+          description: The data is not an image.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        503:
+          description: The classifier is configured but failed to load.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    return classify(name)
+
+
+@bp.get("/doodle")
+def doodle_page():
+    """Serve the page that classifies a drawing while it is drawn."""
+    return render_template("doodle.html", model=current_app.config["DEFAULT_CLASSIFIER"])
+
+
+@bp.get("/classify")
+def classify_page():
+    """Serve the page that classifies an uploaded photo with any configured classifier."""
+    return render_template("classify.html", default=current_app.config["DEFAULT_CLASSIFIER"])
