@@ -208,6 +208,12 @@ def list_models():
             application/json:
               schema: {$ref: '#/components/schemas/ClassifierList'}
     """
+    default = current_app.config["DEFAULT_CLASSIFIER"]
+    return jsonify({"default": default, "models": classifier_rows()})
+
+
+def classifier_rows() -> list[dict]:
+    """Describe every configured classifier: kind, labels, and whether it is loaded."""
     registry = get_registry()
     default = current_app.config["DEFAULT_CLASSIFIER"]
     rows = []
@@ -225,7 +231,7 @@ def list_models():
                 error=registry.failures.get(name),
             ).model_dump()
         )
-    return jsonify({"default": default, "models": rows})
+    return rows
 
 
 @bp.get("/api/classifier/<name>")
@@ -318,4 +324,8 @@ def doodle_page():
 @bp.get("/classify")
 def classify_page():
     """Serve the page that classifies an uploaded photo with any configured classifier."""
-    return render_template("classify.html", default=current_app.config["DEFAULT_CLASSIFIER"])
+    rows = classifier_rows()
+    # Photos suit Teachable Machine models better than the doodle model, so one is preselected.
+    photo_models = [row["name"] for row in rows if row["loaded"] and row["kind"] == "teachable"]
+    default = photo_models[0] if photo_models else current_app.config["DEFAULT_CLASSIFIER"]
+    return render_template("classify.html", classifiers=rows, default=default)

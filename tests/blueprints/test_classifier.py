@@ -271,3 +271,14 @@ def test_openapi_documents_the_classifier(client):
     paths = client.get("/openapi.json").get_json()["paths"]
     assert {"get", "post"} <= set(paths["/api/classifier"]) and "post" in paths["/api/classifier/{name}"]
     assert "get" in paths["/api/classifier/models"]
+
+
+# --- pages -------------------------------------------------------------------------------------------
+
+
+def test_classify_page_lists_the_classifiers(client):
+    r = client.get("/classify")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    assert 'value="flask-mug"' in html and 'data-labels="Flask, Mug"' in html
+    assert "/static/js/classify.js" in html and "cdn" not in html.lower()

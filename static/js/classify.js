@@ -1,0 +1,120 @@
+// The photo page: send a photo to the chosen classifier and show its most likely labels.
+// Every text from the server is set with textContent, never parsed as HTML.
+(() => {
+  "use strict";
+  const TOP = 5;
+  // Large phone photos are shrunk before upload: the models look at 224x224 pixels anyway.
+  const MAX_SIDE = 1600;
+  const $ = (id) => document.getElementById(id);
+  const form = $("classify-form");
+  const select = $("classify-model");
+  const fileInput = $("classify-file");
+  const submit = $("classify-submit");
+  const message = $("classify-message");
+  const preview = $("classify-preview");
+  const best = $("classify-best");
+  const list = $("classify-top");
+
+  function say(text, kind) {
+    message.textContent = text || "";
+    message.className = "message" + (text ? " " + (kind || "error") : "");
+  }
+
+  function showLabels() {
+    const option = select.selectedOptions[0];
+    const labels = option ? option.dataset.labels : "";
+    $("classify-labels").textContent = labels ? "Knows: " + labels : "";
+  }
+
+  async function shrink(file) {
+    if (!window.createImageBitmap || file.type === "image/gif") return file;
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    } catch (err) {
+      return file; // let the server say what is wrong with it
+    }
+    const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+    if (scale === 1 && file.size < 2 * 1024 * 1024) return file;
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(bitmap.width * scale);
+    canvas.height = Math.round(bitmap.height * scale);
+    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.92));
+    return blob || file;
+  }
+
+  function render(result) {
+    best.className = "";
+    best.textContent = result.label + " (" + (result.confidence * 100).toFixed(1) + "%)";
+    list.replaceChildren(
+      ...result.top.map((row) => {
+        const item = document.createElement("li");
+        const name = document.createElement("span");
+        name.textContent = row.label;
+        const bar = document.createElement("div");
+        bar.className = "bar";
+        bar.setAttribute("role", "presentation");
+        const fill = document.createElement("span");
+        fill.style.width = (row.confidence * 100).toFixed(1) + "%";
+        bar.append(fill);
+        const value = document.createElement("span");
+        value.textContent = (row.confidence * 100).toFixed(1) + "%";
+        item.append(name, bar, value);
+        return item;
+      })
+    );
+  }
+
+  async function classify(event) {
+    event.preventDefault();
+    const file = fileInput.files[0];
+    if (!select.value) return say("Choose a classifier first.");
+    if (!file) return say("Choose a photo first.");
+    say("Classifying…", "ok");
+    submit.disabled = true;
+    try {
+      const body = new FormData();
+      const upload = await shrink(file);
+      body.append("image", upload, file.name || "photo.jpg");
+      body.append("top", String(TOP));
+      let response;
+      try {
+        response = await fetch("/api/classifier/" + encodeURIComponent(select.value), { method: "POST", body });
+      } catch (err) {
+        throw new Error("The server cannot be reached: " + err.message);
+      }
+      let result = null;
+      try {
+        result = await response.json();
+      } catch (err) {
+        result = null;
+      }
+      if (!response.ok) {
+        throw new Error(result && result.error ? result.error : "The server answered " + response.status + ".");
+      }
+      render(result);
+      say("");
+    } catch (err) {
+      say(err.message);
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files[0];
+    if (!file) return;
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(file);
+    preview.alt = "The chosen photo";
+    preview.hidden = false;
+    form.requestSubmit();
+  });
+  select.addEventListener("change", () => {
+    showLabels();
+    if (fileInput.files[0]) form.requestSubmit();
+  });
+  form.addEventListener("submit", classify);
+  showLabels();
+})();
