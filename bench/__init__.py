@@ -1,0 +1,1 @@
+"""Benchmarks: gunicorn with the production config under wrk; `python -m bench.run` (make bench)."""

@@ -1,0 +1,228 @@
+"""Realistic request payloads for load tests, built from the committed fixtures under tests/data/.
+
+Each endpoint gets a list of `Payload`s: the exact bytes to send and a `check` that says what is
+wrong with an answer (None when it is right): the right keys, and for a known input the known
+answer. The benchmark (bench.run, through wrk) and the load test (locust.py) send the same bytes.
+Nothing here imports Flask or the models, so the module loads in any process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+
+# A nose point may move this much (fraction of the image side) and still be "the same answer".
+NOSE_TOLERANCE = 0.02
+
+Check = Callable[[int, Any], "str | None"]
+
+
+class FixtureMissing(LookupError):
+    """The fixtures an endpoint's payloads are built from are not in tests/data/."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request: method, path, body and content type, and how to judge its answer."""
+
+    endpoint: str
+    method: str
+    path: str
+    body: bytes | None = None
+    content_type: str | None = None
+    expected: Any = None
+    check: Check = field(default=lambda status, body: None, repr=False, compare=False)
+    note: str = ""
+
+    def verdict(self, status: int, body: Any) -> str | None:
+        """Return what is wrong with an answer (status and decoded JSON body), or None."""
+        return self.check(status, body)
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    """Wrap bytes in a base64 data URL."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def json_body(value: dict) -> tuple[bytes, str]:
+    """Encode a JSON request body."""
+    return json.dumps(value).encode(), "application/json"
+
+
+def multipart_body(field_name: str, filename: str, data: bytes, mime: str) -> tuple[bytes, str]:
+    """Encode one file as a multipart/form-data body, as a browser would."""
+    boundary = f"----vision{secrets.token_hex(12)}"
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+        f"Content-Type: {mime}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return head + data + tail, f"multipart/form-data; boundary={boundary}"
+
+
+def mime_of(path: Path) -> str:
+    """Return the image MIME type of a fixture file from its extension."""
+    return {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".bmp": "image/bmp",
+        ".gif": "image/gif",
+        ".webp": "image/webp",
+    }.get(path.suffix.lower(), "application/octet-stream")
+
+
+def decode_data_url(value: str) -> tuple[bytes, str]:
+    """Return the bytes and MIME type of a data URL (or plain base64, taken as PNG)."""
+    if value.startswith("data:"):
+        head, _, b64 = value.partition(",")
+        return base64.b64decode(b64), head[5:].split(";")[0] or "image/png"
+    return base64.b64decode(value), "image/png"
+
+
+def spread(items: list, limit: int | None) -> list:
+    """Keep at most `limit` items, taken evenly across the list so every class stays represented."""
+    if not limit or len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def needs(status: int, body: Any, want_status: int, keys: Iterable[str]) -> str | None:
+    """Say what is wrong when the status differs or a key is missing."""
+    if status != want_status:
+        detail = body.get("error") if isinstance(body, dict) else None
+        return f"status {status}, expected {want_status}" + (f": {detail}" if detail else "")
+    if not isinstance(body, dict):
+        return "answer is not a JSON object"
+    missing = [k for k in keys if k not in body]
+    return f"missing keys {missing}" if missing else None
+
+
+def check_equal(key: str, expected: Any, keys: Iterable[str], status: int = 200) -> Check:
+    """A check that the answer has `keys` and that body[key] == expected."""
+
+    def check(got_status: int, body: Any) -> str | None:
+        problem = needs(got_status, body, status, keys)
+        if problem:
+            return problem
+        if expected is not None and body[key] != expected:
+            return f"{key} {body[key]!r}, expected {expected!r}"
+        return None
+
+    return check
+
+
+def check_point(expected: tuple[float, float] | None, tolerance: float = NOSE_TOLERANCE) -> Check:
+    """A check that a nose answer has x and y, within `tolerance` of the known point."""
+
+    def check(status: int, body: Any) -> str | None:
+        problem = needs(status, body, 200, ("x", "y"))
+        if problem:
+            return problem
+        if expected is None:
+            return None
+        dx, dy = abs(body["x"] - expected[0]), abs(body["y"] - expected[1])
+        if max(dx, dy) > tolerance:
+            return f"nose ({body['x']:.3f}, {body['y']:.3f}), expected ({expected[0]:.3f}, {expected[1]:.3f})"
+        return None
+
+    return check
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON fixture, or say which one is missing."""
+    if not path.is_file():
+        raise FixtureMissing(f"{path.relative_to(ROOT)} is missing")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def health(limit: int | None = None) -> list[Payload]:
+    """The trivial route: the baseline every endpoint is compared with."""
+    return [Payload("/health", "GET", "/health", check=check_equal("status", "ok", ("status",)))]
+
+
+def system_info(limit: int | None = None) -> list[Payload]:
+    """CPU and memory of the machine, in the original string format."""
+    return [
+        Payload(
+            "/api/system_info", "GET", "/api/system_info", check=check_equal("cpu", None, ("memory", "cpu"))
+        )
+    ]
+
+
+def predict(limit: int | None = 50) -> list[Payload]:
+    """Canvas-like digits (400x400 transparent PNG data URLs) with their true labels."""
+    samples = read_json(DATA / "numbers" / "canvas_digits.json")
+    payloads = []
+    for sample in spread(samples, limit):
+        body, mime = json_body({"image": sample["image"]})
+        payloads.append(
+            Payload(
+                "/api/predict",
+                "POST",
+                "/api/predict",
+                body,
+                mime,
+                expected=sample["label"],
+                check=check_equal("prediction", sample["label"], ("prediction", "certainty")),
+                note=f"digit {sample['label']}",
+            )
+        )
+    return payloads
+
+
+def gallery_upload(limit: int | None = None) -> list[Payload]:
+    """The original gallery contract: POST /images with a multipart `file`; 201 with id and url."""
+    path = DATA / "gallery" / "exif_gps.jpg"
+    if not path.is_file():
+        raise FixtureMissing(f"{path.relative_to(ROOT)} is missing")
+    body, mime = multipart_body("file", path.name, path.read_bytes(), mime_of(path))
+    return [
+        Payload(
+            "/images", "POST", "/images", body, mime, check=check_equal("id", None, ("id", "url"), status=201)
+        )
+    ]
+
+
+# Endpoint name -> payload builder. The order is the order of the benchmark's table.
+BUILDERS: dict[str, Callable[..., list[Payload]]] = {
+    "/health": health,
+    "/api/predict": predict,
+    "/api/system_info": system_info,
+    "/images": gallery_upload,
+}
+
+
+def build(
+    endpoints: Iterable[str] | None = None, limit: int | None = 50
+) -> tuple[dict[str, list[Payload]], dict[str, str]]:
+    """Build payloads for these endpoints (all by default); return them and why any are missing."""
+    built: dict[str, list[Payload]] = {}
+    missing: dict[str, str] = {}
+    for name in endpoints or BUILDERS:
+        try:
+            payloads = BUILDERS[name](limit)
+        except FixtureMissing as exc:
+            missing[name] = str(exc)
+            continue
+        if payloads:
+            built[name] = payloads
+        else:
+            missing[name] = "no samples in its fixture"
+    return built, missing
