@@ -318,7 +318,13 @@ def predict_named(name: str):
 @bp.get("/doodle")
 def doodle_page():
     """Serve the page that classifies a drawing while it is drawn."""
-    return render_template("doodle.html", model=current_app.config["DEFAULT_CLASSIFIER"])
+    rows = classifier_rows()
+    doodle_models = [row for row in rows if row["loaded"] and row["kind"] == "doodle"]
+    default = current_app.config["DEFAULT_CLASSIFIER"]
+    chosen = doodle_models[0] if doodle_models else next((r for r in rows if r["name"] == default), None)
+    return render_template(
+        "doodle.html", model=chosen["name"] if chosen else default, labels=chosen["labels"] if chosen else []
+    )
 
 
 @bp.get("/classify")

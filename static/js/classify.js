@@ -45,7 +45,7 @@
   }
 
   function render(result) {
-    best.className = "";
+    best.className = "best";
     best.textContent = result.label + " (" + (result.confidence * 100).toFixed(1) + "%)";
     list.replaceChildren(
       ...result.top.map((row) => {

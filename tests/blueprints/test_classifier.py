@@ -282,3 +282,17 @@ def test_classify_page_lists_the_classifiers(client):
     assert r.status_code == 200 and r.mimetype == "text/html"
     assert 'value="flask-mug"' in html and 'data-labels="Flask, Mug"' in html
     assert "/static/js/classify.js" in html and "cdn" not in html.lower()
+
+
+def test_doodle_page_uses_the_drawpad(client):
+    r = client.get("/doodle")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    assert "/static/js/drawpad.js" in html and "/static/js/doodle.js" in html
+    assert 'id="doodle-clear"' in html and 'data-model="' in html
+
+
+def test_doodle_page_names_a_doodle_model_with_its_labels(tclient):
+    # Without a doodle model the page falls back to DEFAULT_CLASSIFIER.
+    html = tclient.get("/doodle").get_data(as_text=True)
+    assert 'data-model="flask-mug"' in html and "Flask, Mug" in html
