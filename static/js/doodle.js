@@ -16,6 +16,7 @@
   const message = $("doodle-message");
   const best = $("doodle-best");
   const list = $("doodle-top");
+  const live = $("doodle-live");
   let timer = null;
   let inFlight = false;
   let again = false; // the drawing changed while a request was on its way
@@ -44,6 +45,7 @@
     again = false;
     best.className = "best muted";
     best.textContent = "Nothing yet.";
+    live.hidden = true;
     list.replaceChildren();
     say("");
   }
@@ -126,6 +128,8 @@
   function render(result) {
     best.className = "best";
     best.textContent = result.label + " (" + percent(result.confidence) + ")";
+    live.textContent = result.label + " " + percent(result.confidence);
+    live.hidden = false;
     list.replaceChildren(
       ...result.top.map((row) => {
         const item = document.createElement("li");
