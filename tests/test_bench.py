@@ -1,0 +1,144 @@
+"""The benchmark harness: its report and targets, its wrk script, and a tiny real run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import payloads, report, wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_results(predict_rps: float, p99: float, rss: float, ready: float) -> dict:
+    """Results shaped as bench.run writes them."""
+
+    def points(rps: float, p99_ms: float) -> list[dict]:
+        return [
+            {
+                "clients": c,
+                "rps": rps,
+                "p50_ms": p99_ms / 3,
+                "p90_ms": p99_ms / 2,
+                "p99_ms": p99_ms,
+                "max_ms": p99_ms * 2,
+                "non_2xx": 0,
+                "socket_errors": 0,
+                "requests": 100,
+                "seconds": 1.0,
+            }
+            for c in (1, 8, 32)
+        ]
+
+    return {
+        "date": "2026-01-01 00:00 UTC",
+        "command": "python -m bench.run",
+        "workers": 2,
+        "clients": [1, 8, 32],
+        "duration_s": 6.0,
+        "warmup_s": 1.0,
+        "machine": {
+            "cpu": "test CPU",
+            "cores": 2,
+            "memory_gib": 24.0,
+            "os": "Linux",
+            "python": "3.11",
+            "versions": {"gunicorn": "x"},
+            "wrk": "wrk 4",
+            "load_before": [0.1, 0.1, 0.1],
+        },
+        "endpoints": {
+            "/health": {"payloads": 1, "dropped": [], "points": points(1000.0, 5.0)},
+            "/api/predict": {
+                "payloads": 50,
+                "dropped": ["digit 3: prediction 5, expected 3"],
+                "points": points(predict_rps, p99),
+            },
+        },
+        "skipped": {"/api/ocr": "tests/data/ocr is missing"},
+        "first_ready_s": ready - 0.5,
+        "all_ready_s": ready,
+        "rss_ready_mb": {"1": rss - 10, "2": rss - 12},
+        "rss_after_mb": {"1": rss, "2": rss - 1},
+        "plot_name": "performance.png",
+    }
+
+
+def test_targets_are_judged_from_the_figures():
+    met = {what: ok for what, _, _, ok in report.targets(fake_results(600.0, 20.0, 200.0, 3.0))}
+    assert all(met.values()) and len(met) == 4
+    missed = {what: ok for what, _, _, ok in report.targets(fake_results(400.0, 30.0, 300.0, 6.0))}
+    assert not any(missed.values())
+
+
+def test_report_section_replaces_only_its_markers(tmp_path):
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text(
+        f"# Performance\n\nintro\n\n{report.START}\nOLD-SECTION\n{report.END}\n\n## Where the time goes\n\nnotes\n"
+    )
+    report.write_markdown(fake_results(400.0, 30.0, 300.0, 6.0), doc)
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nintro\n") and text.endswith("## Where the time goes\n\nnotes\n")
+    assert "OLD-SECTION" not in text and "| `/api/predict` | 8 | 400 |" in text and "40%" in text
+    assert "**no**" in text and "`/api/ocr`: tests/data/ocr is missing" in text and "digit 3" in text
+
+
+def test_plot_is_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "p.png"
+    report.plot(fake_results(600.0, 20.0, 200.0, 3.0), target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wrk_script_sends_every_payload_body(tmp_path):
+    built = payloads.health() + payloads.gallery_upload()
+    script = wrk.write_script(built, tmp_path, "t")
+    lua = script.read_text()
+    assert '"/health"' in lua and '"/images"' in lua and "multipart/form-data; boundary=" in lua
+    body_files = sorted(tmp_path.glob("t-*.body"))
+    assert [f.read_bytes() for f in body_files] == [built[1].body]
+
+
+@pytest.mark.slow
+def test_a_tiny_benchmark_run_measures_the_baseline(tmp_path):
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--endpoints",
+            "/health",
+            "--clients",
+            "1,4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--workers",
+            "1",
+            "--allow-missing",
+            "--no-docs",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    points = results["endpoints"]["/health"]["points"]
+    assert [p["clients"] for p in points] == [1, 4]
+    assert all(p["requests"] > 10 and p["non_2xx"] == 0 and p["socket_errors"] == 0 for p in points)
+    assert all(0 < p["p50_ms"] <= p["p99_ms"] for p in points)
+    assert 0 < results["all_ready_s"] < 120 and len(results["rss_after_mb"]) == 1
+    assert all(50 < mb < 2000 for mb in results["rss_after_mb"].values())
