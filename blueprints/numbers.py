@@ -1,14 +1,143 @@
-"""The numbers endpoints (being built; until the model is served they answer 503)."""
+"""Handwritten digits: the drawing page at / and POST /api/predict."""
 
-from flask import Blueprint
+from __future__ import annotations
 
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template
+from pydantic import BaseModel
+
+from blueprints.errors import api_error
+from blueprints.image_input import keep_image, load_image, request_options
 from models.registry import get_registry
 
 bp = Blueprint("numbers", __name__)
 
+MODEL = "numbers"
+LOW_CERTAINTY = "Certainty too low for a reliable prediction. Try again."
+
+
+class DigitScore(BaseModel):
+    """One digit and its certainty in percent."""
+
+    digit: int
+    certainty: float
+
+
+class DigitPrediction(BaseModel):
+    """The digit, its certainty in percent (2 decimals), and the `top` best digits when asked."""
+
+    prediction: int
+    certainty: float
+    top: list[DigitScore] | None = None
+
+
+class LowCertainty(BaseModel):
+    """422: the best guess is under the threshold; it is still given."""
+
+    error: str
+    code: str
+    prediction: int
+    certainty: float
+    top: list[DigitScore] | None = None
+
+
+SCHEMAS = (DigitPrediction, LowCertainty)
+
+
+def parse_top(value: Any) -> int:
+    """Read the optional `top`: a whole number from 1 to 10 (0 when absent)."""
+    if value is None or value == "":
+        return 0
+    top = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        top = value
+    elif isinstance(value, float) and value.is_integer():
+        top = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        top = int(value.strip())
+    if top is None or not 1 <= top <= 10:
+        api_error(400, "invalid_top", f"'top' must be a whole number from 1 to 10, got {value!r}.")
+    return top
+
+
+@bp.get("/")
+def index():
+    """Show the drawing page."""
+    return render_template("index.html", threshold=current_app.config["PREDICT_THRESHOLD"])
+
 
 @bp.post("/api/predict")
 def predict():
-    """Answer with the model's prediction (503 while the model is not loaded)."""
-    get_registry().get("numbers")
-    return {}
+    """Recognise one handwritten digit.
+    ---
+    post:
+      summary: Recognise a handwritten digit (0-9)
+      description: >
+        The drawing is made to look like an MNIST digit (white on black, 20x20 box, centred by
+        centre of mass) and classified. Under the certainty threshold (PREDICT_THRESHOLD, default
+        60) the answer is 422 low_certainty, still with the prediction and its certainty.
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [image]
+              properties:
+                image: {type: string, description: 'data URL or base64 of a PNG/JPEG/... drawing'}
+                top: {type: integer, minimum: 1, maximum: 10, description: 'also list the k best digits'}
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                image: {type: string, format: binary}
+                top: {type: integer, minimum: 1, maximum: 10}
+          image/*:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: '{"prediction": 5, "certainty": 75.32}; certainty is a percentage.'
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/DigitPrediction'}
+        400:
+          description: No image, bad base64 or JSON, a bad `top`, or nothing drawn (code nothing_drawn).
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413:
+          description: The image is too large.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        415:
+          description: The data is not an image.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        422:
+          description: Certainty under the threshold (code low_certainty); the guess is included.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/LowCertainty'}
+        503:
+          description: The digit model is not loaded.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    model = get_registry().get(MODEL)
+    image = load_image()
+    top = parse_top(request_options().get("top"))
+    result = model(image.gray(), top=top)
+    keep_image(
+        image,
+        endpoint="predict",
+        model=MODEL,
+        prediction=str(result["prediction"]),
+        confidence=result["certainty"] / 100,
+    )
+    if result["certainty"] < current_app.config["PREDICT_THRESHOLD"]:
+        api_error(422, "low_certainty", LOW_CERTAINTY, **result)
+    return jsonify(result)

@@ -1,0 +1,161 @@
+// The digit page: draw on the pad, send it to /api/predict, show the digit, its certainty
+// and the alternatives; CPU and memory from /api/system_info every few seconds.
+// Every text from the server is set with textContent, never parsed as HTML.
+(() => {
+  "use strict";
+  const TOP = 3;
+  const SYSTEM_EVERY_MS = 5000;
+  const $ = (id) => document.getElementById(id);
+  const send = $("numbers-send");
+  const clearButton = $("numbers-clear");
+  const undoButton = $("numbers-undo");
+  const auto = $("numbers-auto");
+  const hint = $("numbers-hint");
+  const message = $("numbers-message");
+  const digit = $("numbers-digit");
+  const certainty = $("numbers-certainty");
+  const bar = $("numbers-bar");
+  const list = $("numbers-top");
+  let sequence = 0; // answers to older requests are dropped
+
+  const pad = DrawPad.create($("numbers-pad"), {
+    lineWidth: 18,
+    reference: 280,
+    // 280x280 is ten times MNIST's 28: plenty of detail, and a small PNG to send and decode.
+    exportSize: 280,
+    onchange: () => {
+      hint.hidden = !pad.isEmpty();
+      if (auto.checked && !pad.isEmpty()) predict();
+    },
+  });
+
+  function say(text, kind) {
+    message.textContent = text || "";
+    message.className = "message" + (text ? " " + (kind || "error") : "");
+  }
+
+  function reset() {
+    digit.textContent = "?";
+    digit.className = "digit empty";
+    certainty.textContent = "–";
+    setBar(0, false);
+    list.replaceChildren();
+  }
+
+  function setBar(value, unsure) {
+    bar.setAttribute("aria-valuenow", String(value));
+    bar.classList.toggle("unsure", unsure);
+    bar.firstElementChild.style.width = value + "%";
+  }
+
+  function render(result, unsure) {
+    digit.textContent = String(result.prediction);
+    digit.className = "digit" + (unsure ? " unsure" : "");
+    certainty.textContent = result.certainty.toFixed(2) + "%";
+    setBar(result.certainty, unsure);
+    const rows = result.top || [];
+    list.replaceChildren(
+      ...rows.map((row, index) => {
+        const item = document.createElement("li");
+        if (index === 0) item.className = "best";
+        const name = document.createElement("span");
+        name.textContent = String(row.digit);
+        const track = document.createElement("div");
+        track.className = "bar";
+        track.setAttribute("role", "presentation");
+        const fill = document.createElement("span");
+        fill.style.width = row.certainty + "%";
+        track.append(fill);
+        const value = document.createElement("span");
+        value.textContent = row.certainty.toFixed(2) + "%";
+        item.append(name, track, value);
+        return item;
+      })
+    );
+  }
+
+  async function predict() {
+    if (pad.isEmpty()) {
+      reset();
+      return say("Nothing drawn: draw a digit first.", "warn");
+    }
+    const mine = ++sequence;
+    send.disabled = true;
+    say("Recognising…", "ok");
+    try {
+      const response = await fetch("/api/predict", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ image: pad.toDataURL("image/png"), top: TOP }),
+      });
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (err) {
+        body = null;
+      }
+      if (mine !== sequence) return;
+      if (response.ok && body) {
+        render(body, false);
+        say("");
+      } else if (response.status === 422 && body && body.code === "low_certainty") {
+        render(body, true);
+        say(body.error, "warn");
+      } else {
+        reset();
+        const text = body && body.error ? body.error : "The server answered " + response.status + ".";
+        say(text, body && body.code === "nothing_drawn" ? "warn" : "error");
+      }
+    } catch (err) {
+      if (mine === sequence) say("Cannot reach the server: " + err.message, "error");
+    } finally {
+      if (mine === sequence) send.disabled = false;
+    }
+  }
+
+  function clearAll() {
+    sequence++;
+    send.disabled = false;
+    pad.clear();
+    reset();
+    say("");
+  }
+
+  send.addEventListener("click", predict);
+  clearButton.addEventListener("click", clearAll);
+  undoButton.addEventListener("click", () => pad.undo());
+  pad.canvas.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      predict();
+    } else if (event.key === "Escape" || event.key === "Delete" || event.key === "Backspace") {
+      event.preventDefault();
+      clearAll();
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if ((event.ctrlKey || event.metaKey) && event.key === "z" && !event.target.closest("input, textarea")) {
+      event.preventDefault();
+      pad.undo();
+    }
+  });
+
+  // Server load: cheap JSON, refreshed while the page is visible.
+  async function system() {
+    if (document.hidden) return;
+    try {
+      const response = await fetch("/api/system_info", { headers: { Accept: "application/json" } });
+      const info = await response.json();
+      if (!response.ok) throw new Error(info.error || String(response.status));
+      $("numbers-cpu").textContent = info.cpu;
+      $("numbers-memory").textContent = info.memory;
+      $("numbers-server-status").textContent = "";
+    } catch (err) {
+      $("numbers-server-status").textContent = "unavailable";
+    }
+  }
+  system();
+  setInterval(system, SYSTEM_EVERY_MS);
+  document.addEventListener("visibilitychange", system);
+  reset();
+})();
