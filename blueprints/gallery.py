@@ -1,9 +1,625 @@
-"""The image store's endpoints (being built)."""
+"""The image store over HTTP: uploads, metadata, thumbnails, labels, the export, and /gallery."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+import logging
+import math
+import re
+import tempfile
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request, send_file, url_for
+from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
+
+from blueprints.errors import api_error, error_response
+from blueprints.image_input import load_image, request_options
+from models.store import (
+    DONE,
+    FAILED,
+    ID_PATTERN,
+    PENDING,
+    ImageStore,
+    NewImage,
+    StoredImage,
+    StoreError,
+    clean_label,
+    clean_name,
+    default_database_url,
+    extension_for,
+    resolve_image_dir,
+)
+from models.tasks import start_thumbnails
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("gallery", __name__)
 
+MAX_PER_PAGE = 100
+UPLOAD_ENDPOINT = "upload"
 
-def init_app(app) -> None:
-    """Set up the image store (not built yet)."""
+
+class ImageCreated(BaseModel):
+    """The id of a stored upload and the URL of its metadata."""
+
+    id: str
+    url: str
+
+
+class Thumbnail(BaseModel):
+    """A thumbnail's state: made in the background, pending until then."""
+
+    status: Literal["pending", "done", "failed"]
+    url: str
+    error: str | None = None
+    attempts: int
+
+
+class GpsPosition(BaseModel):
+    """Where a photo was taken, from its EXIF, in decimal degrees (altitude in metres)."""
+
+    latitude: float
+    longitude: float
+    altitude: float | None = None
+
+
+class ImageSummary(BaseModel):
+    """One stored image, without its EXIF."""
+
+    id: str
+    url: str
+    download_url: str
+    created_at: str
+    endpoint: str
+    model: str | None = None
+    prediction: str | None = None
+    confidence: float | None = None
+    label: str | None = None
+    labelled_at: str | None = None
+    original_name: str | None = None
+    byte_size: int
+    format: str
+    mime: str
+    width: int
+    height: int
+    sha256: str
+    thumbnail: Thumbnail
+
+
+class ImageMeta(ImageSummary):
+    """One stored image with its EXIF (bytes as text or {"base64": ...}) and GPS position."""
+
+    exif: dict[str, Any] | None = None
+    gps: GpsPosition | None = None
+
+
+class ImagePage(BaseModel):
+    """One page of stored images, newest first."""
+
+    items: list[ImageSummary]
+    page: int
+    per_page: int
+    total: int
+    pages: int
+
+
+class ThumbnailPending(BaseModel):
+    """The thumbnail is not made yet: ask again after `retry_after_s`."""
+
+    id: str
+    status: Literal["pending"]
+    url: str
+    retry_after_s: int
+
+
+class LabelRequest(BaseModel):
+    """The correct answer for an image (1-64 printable characters), or null to clear it."""
+
+    label: str | None
+
+
+SCHEMAS = (ImageCreated, ImageMeta, ImagePage, ThumbnailPending, LabelRequest)
+
+
+def get_store() -> ImageStore:
+    """Return the current app's image store."""
+    return current_app.extensions["store"]
+
+
+@bp.errorhandler(StoreError)
+def _store_error(exc: StoreError):
+    log.error("image store error on %s %s: %s", request.method, request.path, exc)
+    if exc.reason == "disk":
+        return error_response(
+            507, "insufficient_storage", "The image could not be written to disk; it is logged."
+        )
+    return error_response(503, "store_unavailable", "The image database is unavailable; try again later.")
+
+
+@bp.errorhandler(SQLAlchemyError)
+def _database_error(exc: SQLAlchemyError):
+    log.error("image database error on %s %s: %s", request.method, request.path, exc)
+    return error_response(503, "store_unavailable", "The image database is unavailable; try again later.")
+
+
+def _find(image_id: str) -> StoredImage:
+    """Return a stored image or stop with 404 (an id of the wrong shape names nothing)."""
+    record = get_store().get(image_id) if ID_PATTERN.match(image_id) else None
+    if record is None:
+        api_error(404, "image_not_found", f"No stored image has the id '{image_id[:64]}'.", id=image_id[:64])
+    return record
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def summary(record: StoredImage) -> dict[str, Any]:
+    """Describe a record as JSON, without EXIF."""
+    return {
+        "id": record.id,
+        "url": url_for("gallery.get_image", image_id=record.id),
+        "download_url": url_for("gallery.download", image_id=record.id),
+        "created_at": _iso(record.created_at),
+        "endpoint": record.endpoint,
+        "model": record.model,
+        "prediction": record.prediction,
+        "confidence": record.confidence,
+        "label": record.label,
+        "labelled_at": _iso(record.labelled_at),
+        "original_name": record.original_name,
+        "byte_size": record.byte_size,
+        "format": record.format,
+        "mime": record.mime,
+        "width": record.width,
+        "height": record.height,
+        "sha256": record.sha256,
+        "thumbnail": {
+            "status": record.thumb_status,
+            "url": url_for("gallery.vignette", image_id=record.id),
+            "error": record.thumb_error,
+            "attempts": record.thumb_attempts,
+        },
+    }
+
+
+def metadata(record: StoredImage) -> dict[str, Any]:
+    """Describe a record as JSON, with EXIF and GPS."""
+    return {**summary(record), "exif": record.exif, "gps": record.gps}
+
+
+@bp.post("/images")
+def upload():
+    """Store an uploaded image; its thumbnail is made in the background.
+    ---
+    post:
+      summary: Upload an image to the store
+      description: >
+        Multipart field `file` (or `image`); raw image bytes and JSON base64 are accepted too.
+        Optional fields `model` and `label` file the image under a model with its correct answer.
+        The file is stored under a name made from the new id, never the uploaded name.
+      requestBody:
+        content:
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                file: {type: string, format: binary}
+                model: {type: string, example: numbers}
+                label: {type: string, example: '7'}
+              required: [file]
+      responses:
+        201:
+          description: Stored; `url` gives the metadata.
+          headers:
+            Location: {description: the metadata URL, schema: {type: string}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ImageCreated'}
+        400:
+          description: No file, an empty file, or a bad model or label.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413:
+          description: Larger than MAX_IMAGE_BYTES (or MAX_IMAGE_PIXELS).
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        415:
+          description: Not an image.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        503:
+          description: The database is unavailable (507 when the disk is full).
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    image = load_image(("file", "image"))
+    options = request_options()
+    try:
+        model = clean_name(options.get("model"), "model")
+        label = clean_label(options["label"]) if options.get("label") not in (None, "") else None
+    except ValueError as exc:
+        api_error(400, "invalid_field", str(exc))
+    new = NewImage(
+        data=image.encoded(),
+        format="PNG" if image.format == "ARRAY" else image.format,
+        width=image.width,
+        height=image.height,
+        endpoint=UPLOAD_ENDPOINT,
+        model=model,
+        label=label,
+        # Kept as metadata only (the file is named by id); a client's folders are not our business.
+        original_name=re.split(r"[\\/]", image.filename)[-1] if image.filename else None,
+    )
+    image_id = get_store().save(new)
+    url = url_for("gallery.get_image", image_id=image_id)
+    response = jsonify({"id": image_id, "url": url})
+    response.status_code = 201
+    response.headers["Location"] = url
+    return response
+
+
+@bp.get("/images/<image_id>")
+def get_image(image_id: str):
+    """Describe a stored image: where it came from, the prediction, label, EXIF and thumbnail.
+    ---
+    get:
+      summary: Metadata of a stored image
+      responses:
+        200:
+          description: The metadata; EXIF bytes are text where valid, else {"base64": ...}.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ImageMeta'}
+        404:
+          description: No image has this id.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    return jsonify(metadata(_find(image_id)))
+
+
+@bp.get("/vignette/<image_id>")
+def vignette(image_id: str):
+    """Serve an image's thumbnail (JPEG), or say it is still being made.
+    ---
+    get:
+      summary: Thumbnail of a stored image
+      responses:
+        200:
+          description: The thumbnail, at most THUMBNAIL_SIZE pixels on its longer side.
+          content:
+            image/jpeg: {}
+        202:
+          description: Not made yet; ask again after Retry-After seconds.
+          headers:
+            Retry-After: {schema: {type: integer}}
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ThumbnailPending'}
+        404:
+          description: No image has this id.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        422:
+          description: The thumbnail could not be made (the error says why).
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    record = _find(image_id)
+    store = get_store()
+    if record.thumb_status == DONE:
+        path = store.thumbnail_path(record.id)
+        if path.is_file():
+            # An id's thumbnail never changes, so clients may keep it.
+            return send_file(path, mimetype="image/jpeg", max_age=86400, conditional=True)
+        log.warning("thumbnail of %s is recorded as done but missing; making it again", record.id)
+        store.mark_thumbnail(record.id, PENDING)
+        if store.thumbnails is not None:
+            store.thumbnails.schedule(record.id)
+    elif record.thumb_status == FAILED:
+        api_error(
+            422,
+            "thumbnail_failed",
+            f"The thumbnail could not be made: {record.thumb_error}",
+            id=record.id,
+            status=FAILED,
+        )
+    body = {"id": record.id, "status": PENDING, "url": url_for("gallery.get_image", image_id=record.id)}
+    response = jsonify({**body, "retry_after_s": 1})
+    response.status_code = 202
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.get("/images/<image_id>/download")
+def download(image_id: str):
+    """Send the original file with its content type.
+    ---
+    get:
+      summary: Download the original image
+      parameters:
+        - {name: inline, in: query, schema: {type: boolean}, description: 'show instead of download'}
+      responses:
+        200:
+          description: The bytes as received, named <id>.<ext>.
+          content:
+            image/*: {}
+        404:
+          description: No image has this id.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    record = _find(image_id)
+    path = get_store().file_path(record)
+    if not path.is_file():
+        log.error("image %s is in the database but its file %s is missing", record.id, path)
+        api_error(404, "file_missing", f"The file of image '{record.id}' is missing from the store.")
+    inline = request.args.get("inline", "").lower() in ("1", "true", "yes")
+    response = send_file(
+        path,
+        mimetype=record.mime,
+        as_attachment=not inline,
+        download_name=f"{record.id}.{extension_for(record.format)}",
+        max_age=3600,
+        conditional=True,
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@bp.delete("/images/<image_id>")
+def delete_image(image_id: str):
+    """Delete a stored image, its thumbnail and its row.
+    ---
+    delete:
+      summary: Delete a stored image
+      responses:
+        204:
+          description: Deleted.
+        404:
+          description: No image has this id.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    record = _find(image_id)
+    if not get_store().delete(record.id):
+        api_error(404, "image_not_found", f"No stored image has the id '{record.id}'.", id=record.id)
+    return "", 204
+
+
+@bp.post("/images/<image_id>/label")
+def set_label(image_id: str):
+    """Record the correct answer for an image, for retraining.
+    ---
+    post:
+      summary: Label a stored image
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/LabelRequest'}
+            example: {label: '7'}
+      responses:
+        200:
+          description: Labelled; the new metadata.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ImageMeta'}
+        400:
+          description: No label field, or a label that is empty, too long or not text.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404:
+          description: No image has this id.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    record = _find(image_id)
+    body = request.get_json(silent=True) if request.is_json else None
+    if body is None and request.form:
+        body = request.form.to_dict()
+    if not isinstance(body, dict) or "label" not in body:
+        api_error(400, "missing_label", 'Send JSON {"label": "7"} (or {"label": null} to clear it).')
+    try:
+        updated = get_store().set_label(record.id, body["label"])
+    except ValueError as exc:
+        api_error(400, "invalid_label", str(exc))
+    if updated is None:
+        api_error(404, "image_not_found", f"No stored image has the id '{record.id}'.", id=record.id)
+    return jsonify(metadata(updated))
+
+
+def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        api_error(400, "invalid_parameter", f"'{name}' must be a whole number from {minimum} to {maximum}.")
+    return value
+
+
+def _moment_arg(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    text = raw.strip().replace("Z", "+00:00")
+    # An unencoded "+02:00" arrives as " 02:00" (a query string's + is a space).
+    candidates = [text, "+".join(text.rsplit(" ", 1))] if " " in text else [text]
+    for candidate in candidates:
+        try:
+            moment = datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    else:
+        api_error(400, "invalid_parameter", f"'{name}' must be an ISO 8601 date or time, e.g. 2024-05-01.")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@bp.get("/images")
+def list_images():
+    """List stored images, newest first, a page at a time.
+    ---
+    get:
+      summary: List stored images
+      parameters:
+        - {name: page, in: query, schema: {type: integer, minimum: 1, default: 1}}
+        - {name: per_page, in: query, schema: {type: integer, minimum: 1, maximum: 100, default: 24}}
+        - {name: model, in: query, schema: {type: string}, description: 'only this model'}
+        - {name: label, in: query, schema: {type: string}, description: 'only images with this label'}
+        - {name: labelled, in: query, schema: {type: boolean}, description: 'only labelled (or unlabelled)'}
+        - {name: endpoint, in: query, schema: {type: string}, description: 'only from this endpoint (upload, ...)'}
+        - {name: date, in: query, schema: {type: string, format: date}, description: 'only this day (UTC)'}
+        - {name: since, in: query, schema: {type: string, format: date-time}, description: 'from (inclusive)'}
+        - {name: until, in: query, schema: {type: string, format: date-time}, description: 'to (exclusive)'}
+      responses:
+        200:
+          description: One page.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ImagePage'}
+        400:
+          description: A parameter out of range or not a date.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    page = _int_arg("page", 1, 1, 1_000_000)
+    per_page = _int_arg("per_page", 24, 1, MAX_PER_PAGE)
+    since, until = _moment_arg("since"), _moment_arg("until")
+    day = request.args.get("date")
+    if day:
+        try:
+            start = datetime.combine(date.fromisoformat(day), time(0), tzinfo=UTC)
+        except ValueError:
+            api_error(400, "invalid_parameter", "'date' must be a day as YYYY-MM-DD.")
+        since, until = (
+            max(since or start, start),
+            min(until or start + timedelta(days=1), start + timedelta(days=1)),
+        )
+    labelled_raw = request.args.get("labelled", "").lower()
+    if labelled_raw not in ("", "true", "false", "1", "0", "yes", "no"):
+        api_error(400, "invalid_parameter", "'labelled' must be true or false.")
+    labelled = None if not labelled_raw else labelled_raw in ("true", "1", "yes")
+    items, total = get_store().list(
+        page=page,
+        per_page=per_page,
+        model=request.args.get("model") or None,
+        label=request.args.get("label") or None,
+        labelled=labelled,
+        endpoint=request.args.get("endpoint") or None,
+        since=since,
+        until=until,
+    )
+    return jsonify(
+        {
+            "items": [summary(r) for r in items],
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "pages": math.ceil(total / per_page),
+        }
+    )
+
+
+@bp.get("/images/export")
+def export():
+    """Download the labelled images as a zip for retraining.
+    ---
+    get:
+      summary: Export labelled images
+      description: >
+        A zip with `labels.csv` (UTF-8, a header row; columns file, label, id, model, prediction,
+        confidence, endpoint, created_at, format, width, height, sha256, where `file` is the path
+        inside the zip) and the original files under `images/<id>.<ext>`. The training scripts read
+        it with `--extra PATH` (training/gallery_export.py).
+      parameters:
+        - {name: model, in: query, schema: {type: string}, description: 'only this model, e.g. numbers'}
+      responses:
+        200:
+          description: The zip; header X-Image-Count says how many images it holds.
+          content:
+            application/zip: {}
+    """
+    model = request.args.get("model") or None
+    try:
+        model = clean_name(model, "model")
+    except ValueError as exc:
+        api_error(400, "invalid_parameter", str(exc))
+    # Spooled: small exports stay in memory, large ones go to a temporary file.
+    buffer = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 - send_file closes it
+    count = get_store().export_zip(buffer, model=model)
+    buffer.seek(0)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    response = send_file(
+        buffer,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=f"labelled-{model or 'all'}-{stamp}.zip",
+    )
+    response.headers["X-Image-Count"] = str(count)
+    return response
+
+
+@bp.get("/gallery")
+def gallery_page():
+    """Show the stored images as a grid of thumbnails, with labels that can be corrected."""
+    store = get_store()
+    try:
+        stored = store.models()
+    except (StoreError, SQLAlchemyError) as exc:
+        log.error("gallery: image database unavailable: %s", exc)
+        stored = []
+    configured = (
+        list(current_app.extensions.get("registry").specs) if "registry" in current_app.extensions else []
+    )
+    models = sorted(set(stored) | set(configured))
+    return render_template("gallery.html", models=models, thumbnail_size=store.thumbnail_size)
+
+
+def init_app(app: Flask) -> None:
+    """Create the image store and its thumbnail runner; keep it in app.extensions["store"]."""
+    database_url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
+    image_dir = resolve_image_dir(Path(app.root_path), app.config["IMAGE_DIR"])
+    store = ImageStore(
+        database_url,
+        image_dir,
+        thumbnail_size=app.config["THUMBNAIL_SIZE"],
+        queue_size=int(app.config.get("STORE_QUEUE_SIZE", 256)),
+    )
+    try:
+        store.ensure_schema()
+    except StoreError as exc:
+        # Predictions must go on without the store: writes retry the schema, and fail counted.
+        log.error("image store unavailable at start-up (DATABASE_URL=%s): %s", store.engine.url, exc)
+    start_thumbnails(
+        store,
+        broker_url=app.config["CELERY_BROKER_URL"],
+        workers=app.config["THUMBNAIL_WORKERS"],
+        retry_seconds=float(app.config.get("THUMBNAIL_RETRY_SECONDS", 60)),
+    )
+    log.info(
+        "image store: %s, files in %s, thumbnails %s",
+        store.engine.url,  # the URL's repr hides a password
+        image_dir,
+        "on Celery" if app.config["CELERY_BROKER_URL"] else "in-process",
+    )
+    app.extensions["store"] = store

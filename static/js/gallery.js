@@ -1,0 +1,237 @@
+// The gallery page: list stored images, open one's metadata, correct its label, upload, delete.
+// Every text that came from the server is set with textContent, never parsed as HTML.
+(() => {
+  "use strict";
+  const PER_PAGE = 24;
+  const $ = (id) => document.getElementById(id);
+  const grid = $("gallery-grid");
+  const message = $("gallery-message");
+  const dialog = $("image-dialog");
+  const dialogMessage = $("dialog-message");
+  const filters = $("gallery-filters");
+  let page = 1;
+  let pages = 0;
+  let current = null; // the metadata shown in the dialog
+
+  function say(box, text, kind) {
+    box.textContent = text || "";
+    box.className = "message" + (text ? " " + (kind || "error") : "");
+  }
+
+  async function api(url, options) {
+    let response;
+    try {
+      response = await fetch(url, options);
+    } catch (err) {
+      throw new Error("The server cannot be reached: " + err.message);
+    }
+    if (response.status === 204) return null;
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = null;
+    }
+    if (!response.ok) {
+      const text = body && body.error ? body.error : "The server answered " + response.status + ".";
+      throw new Error(text);
+    }
+    return body;
+  }
+
+  function query() {
+    const params = new URLSearchParams({ page: String(page), per_page: String(PER_PAGE) });
+    for (const [key, value] of new FormData(filters)) {
+      if (value) params.set(key, value);
+    }
+    return params;
+  }
+
+  function percent(confidence) {
+    if (confidence === null || confidence === undefined) return "";
+    // Models report confidence as a fraction (0-1) or a percentage; show both as percent.
+    const value = confidence <= 1 ? confidence * 100 : confidence;
+    return value.toFixed(1) + "%";
+  }
+
+  function thumbnail(item) {
+    const box = document.createElement("div");
+    box.className = "thumb-placeholder";
+    if (item.thumbnail.status === "failed") {
+      box.textContent = "No thumbnail: " + (item.thumbnail.error || "failed");
+      return box;
+    }
+    box.textContent = "Thumbnail on its way…";
+    const img = new Image();
+    img.className = "thumb";
+    img.alt = "";
+    img.loading = "lazy";
+    let tries = 0;
+    img.addEventListener("load", () => box.replaceWith(img));
+    // /vignette answers 202 JSON while the thumbnail is made: the <img> fails, so try again.
+    img.addEventListener("error", () => {
+      tries += 1;
+      if (tries <= 10) setTimeout(() => { img.src = item.thumbnail.url + "?try=" + tries; }, 800 * tries);
+      else box.textContent = "Thumbnail not ready yet";
+    });
+    img.src = item.thumbnail.url;
+    return box;
+  }
+
+  function card(item) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.append(thumbnail(item));
+    const caption = document.createElement("span");
+    caption.className = "caption";
+    const guess = item.prediction !== null ? item.prediction : "—";
+    caption.textContent = (item.model || item.endpoint) + ": " + guess + " " + percent(item.confidence);
+    if (item.label !== null) {
+      const label = document.createElement("span");
+      label.className = "label";
+      label.textContent = " ✓ " + item.label;
+      caption.append(label);
+    }
+    button.append(caption);
+    button.setAttribute("aria-label", "Open image " + item.id + ", " + caption.textContent);
+    button.addEventListener("click", () => openImage(item.id));
+    li.append(button);
+    return li;
+  }
+
+  async function load() {
+    say(message, "");
+    try {
+      const body = await api("/images?" + query().toString());
+      pages = body.pages;
+      grid.replaceChildren(...body.items.map(card));
+      $("gallery-count").textContent = body.total + " image" + (body.total === 1 ? "" : "s");
+      $("page-info").textContent = pages ? "Page " + body.page + " of " + pages : "";
+      $("page-prev").disabled = page <= 1;
+      $("page-next").disabled = page >= pages;
+      if (!body.items.length) say(message, "No images match these filters yet.", "warn");
+    } catch (err) {
+      say(message, err.message);
+    }
+    const model = $("filter-model").value;
+    $("export-link").href = "/images/export" + (model ? "?model=" + encodeURIComponent(model) : "");
+  }
+
+  function row(name, value) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = name;
+    const td = document.createElement("td");
+    td.textContent = value === null || value === undefined || value === "" ? "—" : String(value);
+    tr.append(th, td);
+    return tr;
+  }
+
+  function showMeta(meta) {
+    current = meta;
+    $("dialog-title").textContent = "Image " + meta.id;
+    $("dialog-image").src = meta.download_url + "?inline=1";
+    $("dialog-image").alt = "Stored image " + meta.id;
+    $("dialog-download").href = meta.download_url;
+    $("label-input").value = meta.label || "";
+    const rows = [
+      row("Received", new Date(meta.created_at).toLocaleString()),
+      row("From", meta.endpoint),
+      row("Model", meta.model),
+      row("Prediction", meta.prediction),
+      row("Confidence", percent(meta.confidence)),
+      row("Label", meta.label),
+      row("Size", meta.width + " × " + meta.height + " px, " + meta.byte_size + " bytes"),
+      row("Format", meta.format + " (" + meta.mime + ")"),
+      row("Uploaded as", meta.original_name),
+      row("Thumbnail", meta.thumbnail.status + (meta.thumbnail.error ? ": " + meta.thumbnail.error : "")),
+    ];
+    if (meta.gps) rows.push(row("GPS", meta.gps.latitude + ", " + meta.gps.longitude
+      + (meta.gps.altitude !== null ? " (" + meta.gps.altitude + " m)" : "")));
+    rows.push(row("SHA-256", meta.sha256));
+    $("dialog-meta").replaceChildren(...rows);
+    $("dialog-exif").textContent = meta.exif ? JSON.stringify(meta.exif, null, 2) : "No EXIF.";
+  }
+
+  async function openImage(id) {
+    say(dialogMessage, "");
+    try {
+      showMeta(await api("/images/" + encodeURIComponent(id)));
+      if (!dialog.open) dialog.showModal();
+      $("label-input").focus();
+    } catch (err) {
+      say(message, err.message);
+    }
+  }
+
+  async function saveLabel(label) {
+    if (!current) return;
+    try {
+      const meta = await api("/images/" + current.id + "/label", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ label }),
+      });
+      showMeta(meta);
+      say(dialogMessage, label === null ? "Label cleared." : "Label saved.", "ok");
+      load();
+    } catch (err) {
+      say(dialogMessage, err.message);
+    }
+  }
+
+  $("label-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveLabel($("label-input").value.trim());
+  });
+  $("label-clear").addEventListener("click", () => saveLabel(null));
+  $("dialog-close").addEventListener("click", () => dialog.close());
+  $("dialog-delete").addEventListener("click", async () => {
+    if (!current || !window.confirm("Delete this image and its metadata?")) return;
+    try {
+      await api("/images/" + current.id, { method: "DELETE" });
+      dialog.close();
+      say(message, "Image deleted.", "ok");
+      load();
+    } catch (err) {
+      say(dialogMessage, err.message);
+    }
+  });
+
+  filters.addEventListener("submit", (event) => {
+    event.preventDefault();
+    page = 1;
+    load();
+  });
+  filters.addEventListener("change", () => { page = 1; load(); });
+  $("page-prev").addEventListener("click", () => { if (page > 1) { page -= 1; load(); } });
+  $("page-next").addEventListener("click", () => { if (page < pages) { page += 1; load(); } });
+
+  $("gallery-upload").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = $("upload-file").files[0];
+    if (!file) {
+      say(message, "Choose an image file first.");
+      return;
+    }
+    const form = new FormData();
+    form.append("file", file);
+    const label = $("upload-label").value.trim();
+    if (label) form.append("label", label);
+    const model = $("filter-model").value;
+    if (model) form.append("model", model);
+    try {
+      const created = await api("/images", { method: "POST", body: form });
+      say(message, "Uploaded as " + created.id + ".", "ok");
+      event.target.reset();
+      page = 1;
+      await load();
+    } catch (err) {
+      say(message, err.message);
+    }
+  });
+
+  load();
+})();
