@@ -187,6 +187,71 @@ def predict(limit: int | None = 50) -> list[Payload]:
     return payloads
 
 
+def faces() -> list[tuple[Path, tuple[float, float], float]]:
+    """Face images with their nose point and a tolerance, both as fractions of the image size.
+
+    Webcam-like 320x240 JPEG frames (a face somewhere in the frame) and tight 96x96 face crops.
+    The tolerance is a quarter of the inter-ocular distance: a nose found farther off is wrong.
+    """
+    folder = DATA / "tracking"
+    labels = read_json(folder / "labels.json")
+    found = []
+    for row in labels.get("frames", []) + labels.get("crops", []):
+        path = folder / row["file"]
+        if "width" in row:
+            width, height = row["width"], row["height"]
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                width, height = image.size
+        eyes = [a - b for a, b in zip(row["eye_left_outer"], row["eye_right_outer"], strict=True)]
+        iod = (eyes[0] ** 2 + eyes[1] ** 2) ** 0.5
+        nose = (row["nose"][0] / width, row["nose"][1] / height)
+        found.append((path, nose, 0.25 * iod / max(width, height)))
+    return found
+
+
+def image_64(limit: int | None = 50) -> list[Payload]:
+    """The original webcam contract: JSON {"image": <plain base64 of a JPEG/PNG>} -> {"x", "y"}."""
+    out = []
+    for path, nose, tolerance in spread(faces(), limit):
+        body, mime = json_body({"image": base64.b64encode(path.read_bytes()).decode()})
+        out.append(
+            Payload(
+                "/image-64",
+                "POST",
+                "/image-64",
+                body,
+                mime,
+                expected=nose,
+                check=check_point(nose, tolerance),
+                note=path.name,
+            )
+        )
+    return out
+
+
+def image_bin(limit: int | None = 50) -> list[Payload]:
+    """The original upload contract: multipart `image` -> {"x", "y"}."""
+    out = []
+    for path, nose, tolerance in spread(faces(), limit):
+        body, mime = multipart_body("image", path.name, path.read_bytes(), mime_of(path))
+        out.append(
+            Payload(
+                "/image-bin",
+                "POST",
+                "/image-bin",
+                body,
+                mime,
+                expected=nose,
+                check=check_point(nose, tolerance),
+                note=path.name,
+            )
+        )
+    return out
+
+
 def gallery_upload(limit: int | None = None) -> list[Payload]:
     """The original gallery contract: POST /images with a multipart `file`; 201 with id and url."""
     path = DATA / "gallery" / "exif_gps.jpg"
@@ -204,6 +269,8 @@ def gallery_upload(limit: int | None = None) -> list[Payload]:
 BUILDERS: dict[str, Callable[..., list[Payload]]] = {
     "/health": health,
     "/api/predict": predict,
+    "/image-64": image_64,
+    "/image-bin": image_bin,
     "/api/system_info": system_info,
     "/images": gallery_upload,
 }
