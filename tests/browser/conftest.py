@@ -218,10 +218,18 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
 
 
-@pytest.fixture(scope="session")
-def screenshot() -> Callable:
-    """Return a function saving a full-page screenshot under test-artifacts/screenshots/."""
+@pytest.fixture(scope="session", autouse=True)
+def screenshots_folder() -> Path:
+    """Create the screenshots folder and drop the failure shots of an earlier run."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("FAILED-*.png"):
+        old.unlink()
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="session")
+def screenshot(screenshots_folder) -> Callable:
+    """Return a function saving a full-page screenshot under test-artifacts/screenshots/."""
 
     def save(page, name: str) -> Path:
         path = SCREENSHOTS / f"{safe_name(name)}.png"
