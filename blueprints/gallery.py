@@ -273,7 +273,7 @@ def get_image(image_id: str):
       summary: Metadata of a stored image
       responses:
         200:
-          description: The metadata; EXIF bytes are text where valid, else {"base64": ...}.
+          description: 'The metadata; EXIF bytes are text where valid, else {"base64": ...}.'
           content:
             application/json:
               schema: {$ref: '#/components/schemas/ImageMeta'}
@@ -332,7 +332,7 @@ def vignette(image_id: str):
             "thumbnail_failed",
             f"The thumbnail could not be made: {record.thumb_error}",
             id=record.id,
-            status=FAILED,
+            thumbnail_status=FAILED,
         )
     body = {"id": record.id, "status": PENDING, "url": url_for("gallery.get_image", image_id=record.id)}
     response = jsonify({**body, "retry_after_s": 1})
