@@ -1,0 +1,138 @@
+"""The gallery `/gallery` in a real browser: the images just sent appear, and a label can be corrected.
+
+The live server keeps every image (SAVE_IMAGES on, a temporary store). The test sends a drawn digit
+from `/` and a photo from `/track`, finds them in the store by the SHA-256 of the bytes the browser
+sent, then works the gallery page as a user would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.strokes import SEVEN, mouse_draw
+
+pytestmark = pytest.mark.browser
+
+FACE = Path(__file__).parents[1] / "data" / "tracking" / "frame_1.jpg"
+
+
+def stored(page, sha256: str, timeout: float = 10.0) -> dict:
+    """Wait until the store holds an image with these bytes and return its summary."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = page.request.get("/images?per_page=100").json()
+        found = [item for item in body["items"] if item["sha256"] == sha256]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no stored image has sha256 {sha256} after {timeout} s"
+        time.sleep(0.2)
+
+
+def send_digit(page) -> str:
+    """Draw a 7 on `/`, send it, and return the SHA-256 of the PNG the page sent."""
+    assert page.goto("/").ok
+    mouse_draw(page, page.get_by_role("img", name=re.compile("Drawing area")), SEVEN)
+    with page.expect_request("**/api/predict") as sent:
+        page.get_by_role("button", name="Send", exact=True).click()
+    data_url = json.loads(sent.value.post_data)["image"]
+    return hashlib.sha256(base64.b64decode(data_url.split(",", 1)[1])).hexdigest()
+
+
+def send_face(page) -> str:
+    """Upload a face photo on `/track` and return the SHA-256 of the file."""
+    assert page.goto("/track").ok
+    with page.expect_response("**/api/track"):
+        page.get_by_label("Or a photo").set_input_files(str(FACE))
+    return hashlib.sha256(FACE.read_bytes()).hexdigest()
+
+
+def card(page, image_id: str):
+    """The gallery button that opens one image."""
+    return page.get_by_role("button", name=re.compile(f"^Open image {image_id},"))
+
+
+def test_the_images_just_sent_appear_and_a_label_can_be_corrected(page, screenshot):
+    digit = stored(page, send_digit(page))
+    face = stored(page, send_face(page))
+    assert digit["model"] == "numbers" and face["model"] == "tracking"
+
+    assert page.goto("/gallery").ok
+    grid = page.get_by_role("list", name="Stored images")
+    for item in (digit, face):
+        expect(card(page, item["id"])).to_be_visible()
+        # The thumbnail is made in the background; the page retries until it is there.
+        thumb = grid.get_by_role("listitem").filter(has=card(page, item["id"])).locator("img.thumb")
+        expect(thumb).to_be_visible(timeout=15_000)
+        assert thumb.evaluate("img => img.naturalWidth") > 0
+    expect(card(page, digit["id"])).to_contain_text(f"numbers: {digit['prediction']}")
+    screenshot(page, "gallery")
+
+    card(page, digit["id"]).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading", name=f"Image {digit['id']}")).to_be_visible()
+    expect(dialog.get_by_role("img", name=f"Stored image {digit['id']}")).to_be_visible()
+    expect(dialog.get_by_role("row", name=re.compile("^Prediction"))).to_contain_text(digit["prediction"])
+    label = dialog.get_by_label("Correct label")
+    expect(label).to_be_focused()
+    label.fill("1")
+    dialog.get_by_role("button", name="Save label").click()
+    expect(dialog.get_by_role("status")).to_have_text("Label saved.")
+    expect(dialog.get_by_role("row", name=re.compile("^Label"))).to_contain_text("1")
+    screenshot(page, "gallery-label")
+    assert page.request.get(digit["url"]).json()["label"] == "1"
+
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    expect(card(page, digit["id"])).to_contain_text("✓ 1")
+    page.get_by_label("Labels").select_option("Labelled")
+    expect(card(page, digit["id"])).to_be_visible()
+    expect(card(page, face["id"])).to_have_count(0)
+
+
+def test_a_server_error_saving_a_label_shows_a_readable_message(page):
+    digit = stored(page, send_digit(page))
+    page.route(
+        "**/images/*/label",
+        lambda route: route.fulfill(
+            status=500, json={"error": "The database is down (test).", "code": "internal"}
+        ),
+    )
+    assert page.goto("/gallery").ok
+    card(page, digit["id"]).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Correct label").fill("7")
+    dialog.get_by_role("button", name="Save label").click()
+    expect(dialog.get_by_role("status")).to_have_text("The database is down (test).")
+    assert page.request.get(digit["url"]).json()["label"] is None
+
+
+def test_a_4xx_saving_a_label_shows_the_servers_message(page):
+    """A real 400 from the server (a label longer than allowed, slipped into the request) is shown."""
+    digit = stored(page, send_digit(page))
+    page.route("**/images/*/label", lambda route: route.continue_(post_data=json.dumps({"label": "x" * 500})))
+    assert page.goto("/gallery").ok
+    card(page, digit["id"]).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Correct label").fill("7")
+    with page.expect_response("**/images/*/label") as answer:
+        dialog.get_by_role("button", name="Save label").click()
+    assert answer.value.status == 400, answer.value.text()
+    expect(dialog.get_by_role("status")).to_have_text(answer.value.json()["error"])
+
+
+def test_a_gallery_that_cannot_load_says_so(page):
+    page.route(
+        re.compile(r"/images\?"),
+        lambda route: route.fulfill(status=503, json={"error": "The image store is unavailable (test)."}),
+    )
+    assert page.goto("/gallery").ok
+    expect(page.locator("#gallery-message")).to_have_text("The image store is unavailable (test).")
