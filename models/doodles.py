@@ -1,0 +1,195 @@
+"""The doodle classifier: a canvas drawing, made to look like a Quick, Draw! bitmap, named by a small CNN."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from models.runtime import ModelFileError, ModelInputError, ServedModel
+
+SIZE = 28
+# Quick, Draw! bitmaps are centred with their ink spanning exactly 26 of 28 px on the long side.
+LONG_SIDE = 26
+# Median stroke width of the training bitmaps (ink mass / stroke length), in 28x28 pixels.
+STROKE_WIDTH = 1.6
+# Strokes are normalised at this multiple of the final size, then area-averaged down, which gives
+# the soft anti-aliased edges the dataset has.
+OVERSAMPLE = 4
+# Below this contrast (0..255) against the background nothing counts as drawn (JPEG noise, paper grain).
+MIN_CONTRAST = 40
+
+_TEACHABLE_LINE = re.compile(r"^(\d+)\s+(.+)$")
+
+
+def read_labels(path: Path) -> list[str]:
+    """Read class names, one per line; accept Teachable Machine's "0 Name" form too."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ModelFileError(f"labels file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"labels file {path} is not UTF-8: {exc}") from None
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise ModelFileError(f"labels file {path} is empty")
+    matches = [_TEACHABLE_LINE.match(line) for line in lines]
+    # Only strip numbers when every line is "<i> Name" with i = 0, 1, 2...: a plain name may
+    # itself start with a digit.
+    if all(m and int(m.group(1)) == i for i, m in enumerate(matches)):
+        lines = [m.group(2).strip() for m in matches]
+    return lines
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """Return the strokes cropped to their bounding box, float32 0..1, white on black, either polarity in."""
+    g = np.asarray(gray)
+    if g.ndim == 3:
+        g = cv2.cvtColor(np.ascontiguousarray(g[:, :, :3]), cv2.COLOR_RGB2GRAY)
+    if g.ndim != 2 or g.size == 0:
+        raise ModelInputError("Expected a 2-D grayscale drawing.", code="bad_image")
+    if g.dtype != np.uint8:
+        g = np.clip(g, 0, 255).astype(np.uint8)
+    # The background is what most of the border shows: light canvas with dark strokes, or the reverse.
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    background = int(np.median(border))
+    level = np.full_like(g, background)
+    ink = cv2.subtract(level, g) if background >= 128 else cv2.subtract(g, level)
+    peak = int(ink.max())
+    if peak < MIN_CONTRAST:
+        raise ModelInputError("Nothing drawn: the canvas is empty.", code="nothing_drawn")
+    x, y, w, h = cv2.boundingRect(cv2.findNonZero((ink >= peak / 2).astype(np.uint8)))
+    # Scale by the strongest stroke so a pale pen colour counts as fully drawn.
+    return np.minimum(ink[y : y + h, x : x + w].astype(np.float32) / peak, 1.0)
+
+
+def _thinning_tables() -> np.ndarray:
+    """Tabulate Zhang-Suen's deletion rule for both sub-steps over all 256 neighbourhoods."""
+    tables = np.zeros((2, 256), dtype=bool)
+    for code in range(256):
+        p2, p3, p4, p5, p6, p7, p8, p9 = ((code >> i) & 1 for i in range(8))
+        ring = (p2, p3, p4, p5, p6, p7, p8, p9, p2)
+        neighbours = sum(ring[:8])
+        transitions = sum(ring[i] == 0 and ring[i + 1] == 1 for i in range(8))
+        core = 2 <= neighbours <= 6 and transitions == 1
+        tables[0, code] = core and p2 * p4 * p6 == 0 and p4 * p6 * p8 == 0
+        tables[1, code] = core and p2 * p4 * p8 == 0 and p2 * p6 * p8 == 0
+    return tables
+
+
+_THINNING = _thinning_tables()
+
+
+def thin(mask: np.ndarray) -> np.ndarray:
+    """Reduce a binary drawing to 1-px-wide strokes (Zhang-Suen thinning)."""
+    img = np.pad(mask.astype(np.uint8), 1)
+    centre = img[1:-1, 1:-1]
+    changed = True
+    while changed:
+        changed = False
+        for table in _THINNING:
+            # Neighbours P2..P9, clockwise from north, packed into one byte per pixel.
+            code = (
+                img[:-2, 1:-1]
+                | img[:-2, 2:] << 1
+                | img[1:-1, 2:] << 2
+                | img[2:, 2:] << 3
+                | img[2:, 1:-1] << 4
+                | img[2:, :-2] << 5
+                | img[1:-1, :-2] << 6
+                | img[:-2, :-2] << 7
+            )
+            remove = table[code] & (centre == 1)
+            if remove.any():
+                centre[remove] = 0
+                changed = True
+    return centre.astype(bool)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Estimate the mean stroke width of a binary drawing: area / (contour length / 2)."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    length = sum(cv2.arcLength(c, True) for c in contours) / 2.0
+    return float(mask.sum() / max(length, 1.0))
+
+
+def to_bitmap(gray: np.ndarray) -> np.ndarray:
+    """Make a drawing look like a Quick, Draw! bitmap: 28x28 uint8, white strokes on black.
+
+    Crops to the strokes, redraws them at the dataset's stroke width, scales the long side to
+    26 px keeping the aspect ratio, and centres the result.
+    """
+    crop = _ink(gray)
+    # Work at ~104 px on the long side: enough to thin strokes cleanly, small enough to be fast.
+    work = OVERSAMPLE * LONG_SIDE
+    scale = work / max(crop.shape)
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    # A low threshold keeps pen lines thinner than one working pixel connected after downscaling.
+    mask = cv2.resize(crop, size, interpolation=interpolation) >= 0.2
+    skeleton = thin(mask)
+    if not skeleton.any():  # a dot too small to thin: keep its centre
+        skeleton = np.zeros_like(mask)
+        skeleton[mask.shape[0] // 2, mask.shape[1] // 2] = True
+    sy, sx = np.nonzero(skeleton)
+    extent = max(sy.max() - sy.min(), sx.max() - sx.min()) + 1
+    # Choose the pen diameter d so that, after scaling the inked box (extent + d) to 26 px,
+    # the stroke is STROKE_WIDTH px wide: d * 26 / (extent + d) = STROKE_WIDTH.
+    diameter = max(1.0, STROKE_WIDTH * extent / (LONG_SIDE - STROKE_WIDTH))
+    pad = int(np.ceil(diameter)) + 2
+    skeleton = np.pad(skeleton, pad)
+    distance = cv2.distanceTransform((~skeleton).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    strokes = np.clip(diameter / 2 + 0.5 - distance, 0.0, 1.0)
+    ys, xs = np.nonzero(strokes > 0)
+    strokes = strokes[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = strokes.shape
+    f = LONG_SIDE / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    small = cv2.resize(strokes, (nw, nh), interpolation=cv2.INTER_AREA)
+    out = np.zeros((SIZE, SIZE), np.float32)
+    top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
+    out[top : top + nh, left : left + nw] = small
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+class DoodleModel(ServedModel):
+    """Classify a drawing as one of the Quick, Draw! classes the CNN was trained on."""
+
+    kind = "doodle"
+    input_mode = "gray"
+
+    def __init__(
+        self, name: str, path: Path, *, threads: int = 1, labels: Path | None = None, **options: Any
+    ):
+        super().__init__(name, path, threads=threads, **options)
+        labels_path = (
+            Path(labels) if labels is not None else self.path.with_name(f"{self.path.stem}_labels.txt")
+        )
+        self.labels_path = labels_path
+        self.labels: list[str] = read_labels(labels_path)
+        shape = self.onnx.session.get_outputs()[0].shape
+        outputs = shape[-1] if shape and isinstance(shape[-1], int) else None
+        if outputs != len(self.labels):
+            raise ModelFileError(
+                f"{labels_path} has {len(self.labels)} labels but {self.path} has {outputs} outputs"
+            )
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """Turn a grayscale drawing (either polarity) into a (1, 28, 28, 1) float32 bitmap, 0..255."""
+        return to_bitmap(image).astype(np.float32)[None, :, :, None]
+
+    def postprocess(self, y: np.ndarray, top: int = 3, **kwargs: Any) -> dict:
+        """Return the best label, its probability and the `top` most probable labels."""
+        probs = np.asarray(y, dtype=np.float64).reshape(-1)
+        k = max(1, min(int(top), len(self.labels)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        ranked = [{"label": self.labels[i], "confidence": round(float(probs[i]), 4)} for i in order]
+        return {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top": ranked}
+
+    def describe(self) -> dict:
+        """Describe the model, with its labels file and class count."""
+        return {**super().describe(), "labels_file": str(self.labels_path), "classes": len(self.labels)}

@@ -1,0 +1,259 @@
+"""The doodle model: labels, canvas preprocessing, and accuracy on committed held-out doodles."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.doodles import LONG_SIDE, STROKE_WIDTH, DoodleModel, read_labels, stroke_width, thin, to_bitmap
+from models.runtime import ModelFileError, ModelInputError
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "models" / "doodles.onnx"
+LABELS = ROOT / "models" / "doodles_labels.txt"
+FIXTURES = ROOT / "tests" / "data" / "doodles"
+
+
+@pytest.fixture(scope="module")
+def model() -> DoodleModel:
+    return DoodleModel("doodles", MODEL, labels=LABELS)
+
+
+@pytest.fixture(scope="module")
+def held_out() -> dict[str, np.ndarray]:
+    with np.load(FIXTURES / "doodles_28.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+def canvas_gray(path: Path) -> np.ndarray:
+    """Load a canvas PNG as the image module's gray() does: transparency composited on white."""
+    image = Image.open(path).convert("RGBA")
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    white.alpha_composite(image)
+    return np.asarray(white.convert("L"))
+
+
+def drawn_circle(size: int, radius: int, pen: int, centre: tuple[int, int] | None = None) -> np.ndarray:
+    """Return a black circle outline drawn with a pen of `pen` px on a white canvas."""
+    canvas = np.full((size, size), 255, np.uint8)
+    cv2.circle(canvas, centre or (size // 2, size // 2), radius, 0, pen, lineType=cv2.LINE_AA)
+    return canvas
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Return the Pearson correlation of two images' pixels."""
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+def ink_box(bitmap: np.ndarray) -> tuple[int, int, int, int]:
+    """Return (top, bottom, left, right) margins of the ink in a 28x28 bitmap."""
+    ys, xs = np.nonzero(bitmap)
+    return int(ys.min()), int(27 - ys.max()), int(xs.min()), int(27 - xs.max())
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cat\ndog\n", ["cat", "dog"]),
+        ("cat\ndog", ["cat", "dog"]),
+        ("house plant\r\nhot dog\r\n\r\n", ["house plant", "hot dog"]),
+        ("0 house plant\n1 Flower pot\n", ["house plant", "Flower pot"]),
+        ("0 Käse\n1 猫\n", ["Käse", "猫"]),
+        ("\ufeffapple\nbanana\n", ["apple", "banana"]),
+        ("3 little pigs\n101 dalmatians\n", ["3 little pigs", "101 dalmatians"]),
+    ],
+)
+def test_read_labels(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = tmp_path / "labels.txt"
+    path.write_bytes(text.encode("utf-8"))
+    assert read_labels(path) == expected
+
+
+def test_read_labels_missing_or_empty(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="not found"):
+        read_labels(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(ModelFileError, match="empty"):
+        read_labels(tmp_path / "empty.txt")
+
+
+def test_committed_labels_match_model(model: DoodleModel, held_out: dict) -> None:
+    assert model.labels == [str(n) for n in held_out["class_names"]]
+    assert len(model.labels) == 24
+    assert model.input_mode == "gray"
+    assert model.kind == "doodle"
+
+
+def test_label_count_mismatch_names_both_files(tmp_path: Path) -> None:
+    labels = tmp_path / "three.txt"
+    labels.write_text("a\nb\nc\n", encoding="utf-8")
+    with pytest.raises(ModelFileError) as err:
+        DoodleModel("doodles", MODEL, labels=labels)
+    assert str(labels) in str(err.value) and str(MODEL) in str(err.value)
+    assert "3 labels" in str(err.value) and "24 outputs" in str(err.value)
+
+
+# --- preprocessing ----------------------------------------------------------------------------
+
+
+def test_inversion_either_polarity_gives_the_same_bitmap() -> None:
+    dark_on_light = drawn_circle(300, 90, 14)
+    light_on_dark = 255 - dark_on_light
+    a, b = to_bitmap(dark_on_light), to_bitmap(light_on_dark)
+    assert a.dtype == np.uint8 and a.shape == (28, 28)
+    np.testing.assert_array_equal(a, b)
+    # White strokes on black, like the dataset: the corners are background.
+    assert a[0, 0] == 0 and a.max() > 200
+
+
+def test_crop_scales_long_side_to_26_and_centres() -> None:
+    corner = drawn_circle(400, 40, 8, centre=(60, 330))
+    centred = drawn_circle(400, 150, 20)
+    for canvas in (corner, centred):
+        bitmap = to_bitmap(canvas)
+        top, bottom, left, right = ink_box(bitmap)
+        assert 28 - top - bottom == LONG_SIDE
+        assert abs(top - bottom) <= 1 and abs(left - right) <= 1
+    # Where and how large it was drawn no longer matters.
+    assert correlation(to_bitmap(corner), to_bitmap(centred)) > 0.95
+
+
+def test_crop_keeps_aspect_ratio() -> None:
+    canvas = np.full((300, 500), 255, np.uint8)
+    cv2.rectangle(canvas, (50, 120), (450, 200), 0, 10)  # 400 x 80: a 5:1 box
+    top, bottom, left, right = ink_box(to_bitmap(canvas))
+    width, height = 28 - left - right, 28 - top - bottom
+    assert width == LONG_SIDE
+    assert 5 <= height <= 8
+    assert abs(top - bottom) <= 1
+
+
+@pytest.mark.parametrize("pen", [3, 10, 20, 40])
+def test_stroke_width_is_normalised_to_the_dataset(pen: int) -> None:
+    bitmap = to_bitmap(drawn_circle(600, 250, pen))
+    reference = to_bitmap(drawn_circle(600, 250, 12))
+    width = (bitmap / 255.0).sum() / (np.pi * 2 * 12.2)  # ink mass / circumference at 28x28
+    assert abs(width - STROKE_WIDTH) < 0.35
+    assert correlation(bitmap, reference) > 0.97
+
+
+def test_dataset_bitmaps_keep_their_look(held_out: dict) -> None:
+    x = held_out["x"][:60]
+    redone = np.stack([to_bitmap(b) for b in x])
+    assert np.median([correlation(a, b) for a, b in zip(x, redone, strict=True)]) > 0.6
+    widths = [stroke_width(b > 127) for b in redone]
+    assert 1.0 < np.median(widths) < 2.5
+
+
+def test_canvas_drawings_come_out_like_their_dataset_bitmaps(held_out: dict) -> None:
+    with open(FIXTURES / "labels.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[::6]
+    scores = [
+        correlation(to_bitmap(canvas_gray(FIXTURES / r["file"])), held_out["x"][int(r["file"][7:10])])
+        for r in rows
+    ]
+    assert np.median(scores) > 0.7
+
+
+def test_thin_gives_one_pixel_lines() -> None:
+    mask = np.zeros((40, 60), bool)
+    mask[15:24, 5:55] = True  # a 9-px-thick bar
+    skeleton = thin(mask)
+    assert skeleton.any()
+    assert skeleton.sum(axis=0)[10:50].max() == 1
+    assert thin(np.zeros((5, 5), bool)).sum() == 0
+
+
+@pytest.mark.parametrize(
+    "canvas",
+    [
+        np.full((280, 280), 255, np.uint8),
+        np.zeros((280, 280), np.uint8),
+        np.full((100, 100), 128, np.uint8),
+        (np.random.default_rng(0).integers(240, 256, (280, 280))).astype(np.uint8),
+    ],
+    ids=["white", "black", "gray", "paper-noise"],
+)
+def test_empty_canvas_is_nothing_drawn(model: DoodleModel, canvas: np.ndarray) -> None:
+    with pytest.raises(ModelInputError) as err:
+        model(canvas)
+    assert err.value.code == "nothing_drawn"
+    assert err.value.status == 400
+    assert err.value.message == "Nothing drawn: the canvas is empty."
+
+
+def test_a_single_dot_is_still_a_drawing(model: DoodleModel) -> None:
+    canvas = np.full((280, 280), 255, np.uint8)
+    cv2.circle(canvas, (140, 140), 4, 0, -1)
+    result = model(canvas)
+    assert result["label"] in model.labels
+
+
+# --- postprocess and the classifier contract ----------------------------------------------------
+
+
+def test_postprocess_shape(model: DoodleModel) -> None:
+    probs = np.full((1, 24), 0.01, np.float32)
+    probs[0, 9], probs[0, 12], probs[0, 16] = 0.61234567, 0.2, 0.05
+    out = model.postprocess(probs, top=3)
+    assert out["label"] == "cat" and out["confidence"] == 0.6123
+    assert [t["label"] for t in out["top"]] == ["cat", "dog", "horse"]
+    assert [t["confidence"] for t in out["top"]] == [0.6123, 0.2, 0.05]
+    assert len(model.postprocess(probs, top=1)["top"]) == 1
+    assert len(model.postprocess(probs, top=100)["top"]) == 24
+    assert len(model.postprocess(probs, top=0)["top"]) == 1
+
+
+def test_model_call_returns_the_contract(model: DoodleModel) -> None:
+    result = model(drawn_circle(280, 100, 12), top=5)
+    assert set(result) == {"label", "confidence", "top"}
+    assert len(result["top"]) == 5
+    confidences = [t["confidence"] for t in result["top"]]
+    assert confidences == sorted(confidences, reverse=True)
+    assert all(0.0 <= c <= 1.0 for c in confidences)
+    assert result["label"] == result["top"][0]["label"]
+
+
+# --- accuracy on committed held-out doodles -----------------------------------------------------
+
+
+def test_accuracy_floor_on_held_out_bitmaps(model: DoodleModel, held_out: dict) -> None:
+    x = held_out["x"].astype(np.float32)[..., None]
+    probs = np.concatenate([model.predict(x[i : i + 1]) for i in range(len(x))])
+    top1 = np.mean(probs.argmax(axis=1) == held_out["y"])
+    top3 = np.mean(
+        [y in row for y, row in zip(held_out["y"], np.argsort(-probs, axis=1)[:, :3], strict=True)]
+    )
+    assert top1 >= 0.88, f"held-out top-1 {top1:.3f}"
+    assert top3 >= 0.96, f"held-out top-3 {top3:.3f}"
+
+
+def test_accuracy_floor_on_canvas_drawings(model: DoodleModel) -> None:
+    with open(FIXTURES / "labels.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 360
+    correct = sum(model(canvas_gray(FIXTURES / r["file"]))["label"] == r["label"] for r in rows)
+    assert correct / len(rows) >= 0.85, f"canvas top-1 {correct / len(rows):.3f}"
+
+
+@pytest.mark.tensorflow
+def test_onnx_matches_keras(held_out: dict) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+    import onnxruntime as ort
+
+    keras_model = keras.models.load_model(ROOT / "models" / "doodles.keras")
+    x = held_out["x"][:64].astype(np.float32)[..., None]
+    expected = np.asarray(keras_model(x, training=False))
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert got.shape == expected.shape == (64, 24)
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -1,0 +1,78 @@
+"""Smoke test of training/doodles.py on the committed held-out doodles (seconds, TensorFlow only)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "data" / "doodles"
+
+
+@pytest.mark.tensorflow
+def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("tensorflow")
+    from models.doodles import DoodleModel
+    from training import doodles
+
+    # --extra reads gallery exports through training.gallery_export; stand in for it here.
+    drawing = Image.open(FIXTURES / "canvas" / "135_cat.png").convert("L")
+    blank = Image.new("L", (280, 280), 255)
+    gallery = types.ModuleType("training.gallery_export")
+    gallery.load_labelled_images = lambda path: [(drawing, "cat"), (blank, "cat"), (drawing, "unicorn")]
+    monkeypatch.setitem(sys.modules, "training.gallery_export", gallery)
+
+    out = tmp_path / "models"
+    results = doodles.main(
+        [
+            "--data", str(FIXTURES / "doodles_28.npz"),
+            "--out", str(out),
+            "--limit", "8",
+            "--epochs", "1",
+            "--batch-size", "32",
+            "--extra", str(tmp_path / "gallery.zip"),
+        ]
+    )  # fmt: skip
+
+    for name in ("doodles.keras", "doodles.onnx", "doodles_labels.txt", "doodles.md"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("doodles_confusion.png", "doodles_curves.png"):
+        assert Image.open(out / name).format == "PNG"
+    names = (out / "doodles_labels.txt").read_text(encoding="utf-8").splitlines()
+    assert len(names) == 24 and names[9] == "cat"
+    assert results["n_test"] == 24 and results["n_train"] == 24 * 6 + 1
+    assert 0.0 <= results["top1"] <= results["top3"] <= 1.0
+    assert results["onnx_diff"] < 1e-4
+    card = (out / "doodles.md").read_text(encoding="utf-8")
+    assert "top-3 accuracy" in card and "python -m training.doodles --data" in card
+    assert "1 gallery-labelled drawings" in card
+
+    model = DoodleModel("doodles", out / "doodles.onnx", labels=out / "doodles_labels.txt")
+    result = model(np.asarray(drawing))
+    assert result["label"] in names and len(result["top"]) == 3
+
+
+def test_split_is_stratified_and_disjoint() -> None:
+    from training.doodles import stratified_split
+
+    y = np.repeat(np.arange(3), [800, 2500, 4500])
+    train, val, test = stratified_split(y, 0.1, 0.05, seed=1)
+    assert len(set(train) | set(val) | set(test)) == len(y) == len(train) + len(val) + len(test)
+    assert np.bincount(y[test]).tolist() == [80, 250, 450]
+    assert np.bincount(y[val]).tolist() == [40, 125, 225]
+    again = stratified_split(y, 0.1, 0.05, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again, strict=True))
+
+
+def test_class_weights_balance_the_classes() -> None:
+    from training.doodles import class_weights
+
+    y = np.repeat(np.arange(2), [100, 400])
+    weights = class_weights(y, 2)
+    assert weights[0] * 100 == pytest.approx(weights[1] * 400)
+    assert np.mean([weights[c] for c in y]) == pytest.approx(1.0)
