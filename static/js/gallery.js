@@ -65,7 +65,7 @@
     const img = new Image();
     img.className = "thumb";
     img.alt = "";
-    img.loading = "lazy";
+    // Not lazy: a detached lazy image never loads, and a page holds at most 24 small JPEGs.
     let tries = 0;
     img.addEventListener("load", () => box.replaceWith(img));
     // /vignette answers 202 JSON while the thumbnail is made: the <img> fails, so try again.
@@ -193,8 +193,8 @@
     try {
       await api("/images/" + current.id, { method: "DELETE" });
       dialog.close();
+      await load();
       say(message, "Image deleted.", "ok");
-      load();
     } catch (err) {
       say(dialogMessage, err.message);
     }
@@ -224,10 +224,10 @@
     if (model) form.append("model", model);
     try {
       const created = await api("/images", { method: "POST", body: form });
-      say(message, "Uploaded as " + created.id + ".", "ok");
       event.target.reset();
       page = 1;
-      await load();
+      await load(); // clears the message box first, so the news comes after
+      say(message, "Uploaded as " + created.id + ".", "ok");
     } catch (err) {
       say(message, err.message);
     }
