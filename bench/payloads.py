@@ -9,6 +9,7 @@ Nothing here imports Flask or the models, so the module loads in any process.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import secrets
 from collections.abc import Callable, Iterable
@@ -187,6 +188,33 @@ def predict(limit: int | None = 50) -> list[Payload]:
     return payloads
 
 
+def classifier(limit: int | None = 50) -> list[Payload]:
+    """Canvas doodles as the doodle page sends them: {"base64_drawing": <PNG data URL>} -> label."""
+    folder = DATA / "doodles"
+    index = folder / "labels.csv"
+    if not index.is_file():
+        raise FixtureMissing(f"{index.relative_to(ROOT)} is missing")
+    with open(index, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for row in spread(rows, limit):
+        path = folder / row["file"]
+        body, mime = json_body({"base64_drawing": data_url(path.read_bytes(), mime_of(path))})
+        out.append(
+            Payload(
+                "/api/classifier",
+                "POST",
+                "/api/classifier",
+                body,
+                mime,
+                expected=row["label"],
+                check=check_equal("label", row["label"], ("label", "confidence", "top")),
+                note=path.name,
+            )
+        )
+    return out
+
+
 def faces() -> list[tuple[Path, tuple[float, float], float]]:
     """Face images with their nose point and a tolerance, both as fractions of the image size.
 
@@ -269,6 +297,7 @@ def gallery_upload(limit: int | None = None) -> list[Payload]:
 BUILDERS: dict[str, Callable[..., list[Payload]]] = {
     "/health": health,
     "/api/predict": predict,
+    "/api/classifier": classifier,
     "/image-64": image_64,
     "/image-bin": image_bin,
     "/api/system_info": system_info,
