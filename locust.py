@@ -41,9 +41,9 @@ def calibrate(host: str, built: dict[str, list[payloads.Payload]]) -> dict[str, 
     return kept
 
 
-@events.test_start.add_listener
-def on_test_start(environment, **_kwargs) -> None:
-    """Build the payloads from the fixtures and keep those with a known right answer."""
+@events.init.add_listener
+def on_init(environment, **_kwargs) -> None:
+    """Build the payloads from the fixtures and keep those with a known right answer (before the clock starts)."""
     built, missing = payloads.build(limit=40)
     for endpoint, why in missing.items():
         log.warning("%s: not load-tested (%s)", endpoint, why)
