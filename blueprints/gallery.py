@@ -348,6 +348,7 @@ def download(image_id: str):
     get:
       summary: Download the original image
       parameters:
+        - {name: image_id, in: path, required: true, schema: {type: string}}
         - {name: inline, in: query, schema: {type: boolean}, description: 'show instead of download'}
       responses:
         200:
