@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import configparser
-import fnmatch
 import os
 import re
 import shutil
@@ -98,17 +97,29 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck_and_gunicorn(dockerf
     assert any(word == "COPY" and args.startswith("--from=build") for word, args in dockerfile)
 
 
+def dockerignore_regex(pattern: str) -> re.Pattern:
+    """Translate a .dockerignore pattern (Go filepath.Match plus **) to a regex: * stops at /."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"(/.*)?")  # a matching folder leaves out everything under it
+
+
 def dockerignored(path: str, patterns: list[str]) -> bool:
     """Whether .dockerignore leaves a path out of the build context (last matching rule wins)."""
     ignored = False
     for pattern in patterns:
         negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").rstrip("/")
-        parts = path.split("/")
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        if any(
-            fnmatch.fnmatch(p, pattern) or fnmatch.fnmatch(p, pattern.replace("**/", "")) for p in prefixes
-        ):
+        if dockerignore_regex(pattern.lstrip("!").strip("/")).fullmatch(path):
             ignored = not negate
     return ignored
 
@@ -129,8 +140,17 @@ def test_models_and_app_code_are_baked_into_the_image():
     ]
     needed += [spec["path"] for spec in DEFAULTS["MODELS"].values()]
     needed += [spec["labels"] for spec in DEFAULTS["MODELS"].values() if "labels" in spec]
+    # Teachable Machine exports: the .h5 must be there too, the ONNX cache is checked against its hash.
+    needed += [str(p.relative_to(ROOT)) for p in (ROOT / "models" / "classifiers").glob("*/*") if p.is_file()]
     assert [p for p in needed if dockerignored(p, patterns)] == []
-    assert all(dockerignored(p, patterns) for p in (".venv/bin/python", ".git/HEAD", "tests/conftest.py"))
+    left_out = (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/conftest.py",
+        "blueprints/__pycache__/a.pyc",
+        "models/x.keras",
+    )
+    assert all(dockerignored(p, patterns) for p in left_out)
 
 
 def test_dockerfile_passes_hadolint():
