@@ -168,9 +168,10 @@ def parse_labels(path: Path) -> list[str]:
     if not rows:
         raise ModelFileError(f"labels file {path} has no labels")
     indexed = [line.split(maxsplit=1) for _, line in rows]
-    if not all(parts[0].isdigit() for parts in indexed):
-        if any(parts[0].isdigit() and len(parts) > 1 for parts in indexed):
-            bad = next(n for (n, _), parts in zip(rows, indexed, strict=True) if not parts[0].isdigit())
+    numbered = [parts[0].isascii() and parts[0].isdigit() for parts in indexed]
+    if not all(numbered):
+        if any(n and len(parts) > 1 for n, parts in zip(numbered, indexed, strict=True)):
+            bad = next(n for (n, _), ok in zip(rows, numbered, strict=True) if not ok)
             raise ModelFileError(
                 f"labels file {path} line {bad}: expected '<index> <name>' like the other lines"
             )

@@ -72,6 +72,7 @@ def write(tmp_path: Path, data: bytes) -> Path:
         (b"1 Mug\n0 Flask\n", ["Flask", "Mug"]),
         (b"0 0\n1 1\n", ["0", "1"]),
         (b"cat\ndog house\n", ["cat", "dog house"]),
+        ("\u00b2 squared\n3D printer\n".encode(), ["\u00b2 squared", "3D printer"]),
     ],
     ids=[
         "plain",
@@ -82,6 +83,7 @@ def write(tmp_path: Path, data: bytes) -> Path:
         "unordered",
         "digit-names",
         "no-index",
+        "unicode-digit",
     ],
 )
 def test_parse_labels(tmp_path, data, expected):
