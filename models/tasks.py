@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import secrets
+import sys
 import threading
 import time
 from pathlib import Path
@@ -312,6 +313,11 @@ def create_worker_app(overrides: dict[str, Any] | None = None):
     """Return the Celery app the worker runs, configured like the web app (file, then env)."""
     from celery import Celery
 
+    root = Path(__file__).resolve().parent.parent
+    if str(root) not in sys.path:
+        # The `celery` script puts the working folder on sys.path only while it imports this
+        # module; the app's config module (at the project root) is imported after that.
+        sys.path.insert(0, str(root))
     from config import ConfigError, load_config
     from models.store import default_database_url, resolve_image_dir
 
@@ -321,7 +327,6 @@ def create_worker_app(overrides: dict[str, Any] | None = None):
         raise ConfigError(
             "CELERY_BROKER_URL must be set to run the thumbnail worker (celery -A models.tasks worker)"
         )
-    root = Path(__file__).resolve().parent.parent
     # The same defaults as the web app: Flask's instance folder is <root>/instance.
     database_url = settings["DATABASE_URL"] or default_database_url(root / "instance")
     image_dir = resolve_image_dir(root, settings["IMAGE_DIR"])

@@ -161,7 +161,10 @@ def start_celery_worker(env: dict[str, str], log: Path, timeout: float = 90) -> 
     clean.pop("CELERY_BROKER_URL", None)
     clean.pop("PROMETHEUS_MULTIPROC_DIR", None)
     clean.update(env)
-    args = [sys.executable, "-m", "celery", "-A", "models.tasks", "worker", "--pool=solo", "--loglevel=INFO"]
+    # The documented command: the `celery` script next to this Python, run from the project root.
+    script = Path(sys.executable).parent / "celery"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "celery"]
+    args = [*command, "-A", "models.tasks", "worker", "--pool=solo", "--loglevel=INFO"]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"thumbs-{os.getpid()}@%h"]
     handle = open(log, "w")  # noqa: SIM115 - the worker writes to it for its whole life
     proc = subprocess.Popen(args, cwd=ROOT, env=clean, stdout=handle, stderr=subprocess.STDOUT)
