@@ -24,7 +24,7 @@ def circle(cx: float = 0.5, cy: float = 0.5, r: float = 0.3, points: int = 36) -
     ]
 
 
-def to_page(canvas, stroke: Stroke, step_px: float = 6.0) -> list[tuple[float, float]]:
+def to_page(canvas, stroke: Stroke, step_px: float = 10.0) -> list[tuple[float, float]]:
     """Map a stroke to viewport pixels, with a point every `step_px` along each segment."""
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()

@@ -24,34 +24,41 @@ pytestmark = pytest.mark.browser
 FACE = Path(__file__).parents[1] / "data" / "tracking" / "frame_1.jpg"
 
 
-def stored(page, sha256: str, timeout: float = 10.0) -> dict:
-    """Wait until the store holds an image with these bytes and return its summary."""
+def stored_ids(page) -> set[str]:
+    """The ids of the images stored so far (the newest hundred)."""
+    return {item["id"] for item in page.request.get("/images?per_page=100").json()["items"]}
+
+
+def stored(page, sha256: str, before: set[str], timeout: float = 10.0) -> dict:
+    """Wait until the store holds a new image (not in `before`) with these bytes; return its summary."""
     deadline = time.monotonic() + timeout
     while True:
         body = page.request.get("/images?per_page=100").json()
-        found = [item for item in body["items"] if item["sha256"] == sha256]
+        found = [item for item in body["items"] if item["sha256"] == sha256 and item["id"] not in before]
         if found:
             return found[0]
-        assert time.monotonic() < deadline, f"no stored image has sha256 {sha256} after {timeout} s"
+        assert time.monotonic() < deadline, f"no new stored image has sha256 {sha256} after {timeout} s"
         time.sleep(0.2)
 
 
-def send_digit(page) -> str:
-    """Draw a 7 on `/`, send it, and return the SHA-256 of the PNG the page sent."""
+def send_digit(page) -> dict:
+    """Draw a 7 on `/`, send it, and return the stored image."""
+    before = stored_ids(page)
     assert page.goto("/").ok
     mouse_draw(page, page.get_by_role("img", name=re.compile("Drawing area")), SEVEN)
     with page.expect_request("**/api/predict") as sent:
         page.get_by_role("button", name="Send", exact=True).click()
     data_url = json.loads(sent.value.post_data)["image"]
-    return hashlib.sha256(base64.b64decode(data_url.split(",", 1)[1])).hexdigest()
+    return stored(page, hashlib.sha256(base64.b64decode(data_url.split(",", 1)[1])).hexdigest(), before)
 
 
-def send_face(page) -> str:
-    """Upload a face photo on `/track` and return the SHA-256 of the file."""
+def send_face(page) -> dict:
+    """Upload a face photo on `/track` and return the stored image."""
+    before = stored_ids(page)
     assert page.goto("/track").ok
     with page.expect_response("**/api/track"):
         page.get_by_label("Or a photo").set_input_files(str(FACE))
-    return hashlib.sha256(FACE.read_bytes()).hexdigest()
+    return stored(page, hashlib.sha256(FACE.read_bytes()).hexdigest(), before)
 
 
 def card(page, image_id: str):
@@ -60,8 +67,8 @@ def card(page, image_id: str):
 
 
 def test_the_images_just_sent_appear_and_a_label_can_be_corrected(page, screenshot):
-    digit = stored(page, send_digit(page))
-    face = stored(page, send_face(page))
+    digit = send_digit(page)
+    face = send_face(page)
     assert digit["model"] == "numbers" and face["model"] == "tracking"
 
     assert page.goto("/gallery").ok
@@ -99,7 +106,7 @@ def test_the_images_just_sent_appear_and_a_label_can_be_corrected(page, screensh
 
 
 def test_a_server_error_saving_a_label_shows_a_readable_message(page):
-    digit = stored(page, send_digit(page))
+    digit = send_digit(page)
     page.route(
         "**/images/*/label",
         lambda route: route.fulfill(
@@ -117,7 +124,7 @@ def test_a_server_error_saving_a_label_shows_a_readable_message(page):
 
 def test_a_4xx_saving_a_label_shows_the_servers_message(page):
     """A real 400 from the server (a label longer than allowed, slipped into the request) is shown."""
-    digit = stored(page, send_digit(page))
+    digit = send_digit(page)
     page.route("**/images/*/label", lambda route: route.continue_(post_data=json.dumps({"label": "x" * 500})))
     assert page.goto("/gallery").ok
     card(page, digit["id"]).click()
