@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import re
@@ -56,6 +57,12 @@ def chromium_missing_reason() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install playwright; never `playwright install`)"
     return None
+
+
+# Test modules import Playwright; without it they are not collected at all (the reason is printed).
+if importlib.util.find_spec("playwright") is None:
+    collect_ignore_glob = ["test_*.py"]
+    print("browser tests not collected: playwright is not installed")
 
 
 def pytest_collection_modifyitems(config, items) -> None:
