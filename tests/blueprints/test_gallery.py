@@ -13,6 +13,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from apispec import APISpec
@@ -22,6 +23,7 @@ from prometheus_client import REGISTRY
 from app import create_app
 from blueprints.image_input import InputImage, keep_image
 from models.store import ID_PATTERN, ImageStore
+from models.tasks import start_thumbnails
 from tests.conftest import data_url, png_bytes
 from tests.store_servers import free_port, start_celery_worker, start_redis, stop_process
 from training.gallery_export import load_labelled_images
@@ -73,12 +75,25 @@ def build_app(monkeypatch, tmp_path: Path, **overrides):
     return create_app(config)
 
 
-@pytest.fixture
-def gallery_app(monkeypatch, tmp_path):
-    """An app whose store lives in tmp_path; the store is closed after the test."""
-    app = build_app(monkeypatch, tmp_path)
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory):
+    """One app for the module (loading every model per test would dominate the run time)."""
+    with pytest.MonkeyPatch.context() as mp:
+        app = build_app(mp, tmp_path_factory.mktemp("gallery"))
     yield app
     app.extensions["store"].close()
+
+
+@pytest.fixture
+def gallery_app(shared_app, tmp_path):
+    """The shared app with a fresh, empty store in tmp_path, built as init_app builds it."""
+    original = shared_app.extensions["store"]
+    store = ImageStore(f"sqlite:///{tmp_path / 'images.db'}", tmp_path / "saved", thumbnail_size=64)
+    start_thumbnails(store)
+    shared_app.extensions["store"] = store
+    yield shared_app
+    store.close()
+    shared_app.extensions["store"] = original
 
 
 @pytest.fixture
@@ -438,7 +453,7 @@ def test_a_full_disk_never_fails_the_prediction(gallery, monkeypatch):
     monkeypatch.setattr(ImageStore, "_write_file", staticmethod(no_space))
     before = failures("disk")
     canvas = np.full((280, 280), 255, np.uint8)
-    canvas[60:220, 130:150] = 0  # a one
+    cv2.polylines(canvas, [np.array([[70, 50], [210, 50], [130, 230]], np.int32)], False, 0, 18, cv2.LINE_AA)
     r = gallery.post("/api/predict", json={"image": data_url(png_bytes(canvas))})
     assert r.status_code in (200, 422)
     assert "prediction" in r.get_json()
