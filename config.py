@@ -57,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "CELERY_BROKER_URL": None,
     "THUMBNAIL_SIZE": 128,
     "THUMBNAIL_WORKERS": 1,
+    # Seconds between sweeps that re-send thumbnails still pending (broker was down, worker died).
+    "THUMBNAIL_RETRY_SECONDS": 60,
+    # Images waiting for the background writer; past this, new ones are dropped and counted.
+    "STORE_QUEUE_SIZE": 256,
 }
 
 
@@ -154,6 +158,8 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     _int(config, "ONNX_THREADS", 1, 64)
     _int(config, "THUMBNAIL_SIZE", 16, 1024)
     _int(config, "THUMBNAIL_WORKERS", 1, 32)
+    _int(config, "THUMBNAIL_RETRY_SECONDS", 1, 86400)
+    _int(config, "STORE_QUEUE_SIZE", 1, 100_000)
     _int(config, "LOG_FILE_MAX_BYTES", 1024)
     _int(config, "LOG_FILE_BACKUPS", 0, 100)
     _bool(config, "SAVE_IMAGES")
