@@ -215,6 +215,54 @@ def classifier(limit: int | None = 50) -> list[Payload]:
     return out
 
 
+def ocr_lines() -> list[tuple[Path, str]]:
+    """OCR fixtures with their text: clean renders (lines/) and print/scan-degraded JPEGs (degraded/)."""
+    found = []
+    for sub in ("lines", "degraded"):
+        index = DATA / "ocr" / sub / "labels.tsv"
+        if not index.is_file():
+            raise FixtureMissing(f"{index.relative_to(ROOT)} is missing")
+        for line in index.read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, _, text = line.partition("\t")
+                found.append((index.parent / name, text.replace("\\n", "\n")))
+    return found
+
+
+def legacy_array(path: Path) -> str:
+    """The original OCR client's format: a JSON string of the crop as a nested uint8 (gray) array."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return json.dumps(np.asarray(image.convert("L")).tolist(), separators=(",", ":"))
+
+
+def ocr(limit: int | None = 50) -> list[Payload]:
+    """Document lines as clients send them: data URL JSON, raw JPEG bytes, and the legacy nested array."""
+    out = []
+    for i, (path, text) in enumerate(spread(ocr_lines(), limit)):
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            body, mime = path.read_bytes(), mime_of(path)  # a scanner posting its file
+        elif i == 0:
+            body, mime = json_body({"image": legacy_array(path)})
+        else:
+            body, mime = json_body({"image": data_url(path.read_bytes(), mime_of(path))})
+        out.append(
+            Payload(
+                "/api/ocr",
+                "POST",
+                "/api/ocr",
+                body,
+                mime,
+                expected=text,
+                check=check_equal("text", text, ("text", "digits", "confidence", "characters")),
+                note=path.name,
+            )
+        )
+    return out
+
+
 def faces() -> list[tuple[Path, tuple[float, float], float]]:
     """Face images with their nose point and a tolerance, both as fractions of the image size.
 
@@ -298,6 +346,7 @@ BUILDERS: dict[str, Callable[..., list[Payload]]] = {
     "/health": health,
     "/api/predict": predict,
     "/api/classifier": classifier,
+    "/api/ocr": ocr,
     "/image-64": image_64,
     "/image-bin": image_bin,
     "/api/system_info": system_info,
