@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,13 @@ MIN_CONTRAST = 40
 # Stroke width at WORK resolution: MNIST digits upscaled 4x measure 9-11.5 px (quartiles).
 STROKE_MIN = 7.0
 STROKE_MAX = 16.0
+MAX_THIN = 4  # erode by at most this many pixels per side
 # Components under this share of the ink are stray taps or noise, not part of the digit.
 SPECK_SHARE = 0.04
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-
 NOTHING_DRAWN = "Nothing drawn: the canvas is empty."
 
 
+@lru_cache(maxsize=32)
 def _ellipse(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
@@ -38,6 +39,8 @@ def background_level(gray: np.ndarray) -> int:
 
 def _ink(gray: np.ndarray, background: int) -> np.ndarray:
     """Return ink strength (0..255) as the distance from the background, white ink on black."""
+    if background == 255:
+        return cv2.bitwise_not(gray)
     if background >= 128:
         return cv2.subtract(np.full_like(gray, background), gray)
     return cv2.subtract(gray, np.full_like(gray, background))
@@ -62,8 +65,12 @@ def _stretch(img: np.ndarray) -> np.ndarray:
 
 def _stroke_width(mask: np.ndarray) -> float:
     """Estimate the stroke width of a binary mask: twice its area over its boundary length."""
-    area = cv2.countNonZero(mask)
-    boundary = area - cv2.countNonZero(cv2.erode(mask, _CROSS))
+    ink = mask > 0
+    area = int(np.count_nonzero(ink))
+    # Interior pixels have ink on all four sides (the image edge counts as ink, as cv2.erode does).
+    padded = np.pad(ink, 1, constant_values=True)
+    interior = ink & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    boundary = area - int(np.count_nonzero(interior))
     return 2.0 * area / max(boundary, 1)
 
 
@@ -84,9 +91,9 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
         _, mask = cv2.threshold(gray, background - MIN_CONTRAST, 255, cv2.THRESH_BINARY_INV)
     else:
         _, mask = cv2.threshold(gray, background + MIN_CONTRAST, 255, cv2.THRESH_BINARY)
-    if not cv2.countNonZero(mask):
-        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=400)
     x, y, w, h = cv2.boundingRect(mask)
+    if not w:
+        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=400)
     crop = gray[y : y + h, x : x + w]
     work = _stretch(_ink(_to_work(crop), background))
 
@@ -95,7 +102,7 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count > 2:
         areas = stats[1:, cv2.CC_STAT_AREA]
-        keep = stats[1:][areas >= SPECK_SHARE * areas.sum()]
+        keep = stats[1:][areas >= min(SPECK_SHARE * areas.sum(), areas.max())]
         x0, y0 = keep[:, 0].min(), keep[:, 1].min()
         x1 = (keep[:, 0] + keep[:, 2]).max()
         y1 = (keep[:, 1] + keep[:, 3]).max()
@@ -113,7 +120,8 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     if width < STROKE_MIN:
         work = cv2.dilate(work, _ellipse(int(round(STROKE_MIN + 2 - width)) | 1))
     elif width > STROKE_MAX:
-        work = cv2.erode(work, _ellipse(int(round((width - STROKE_MAX) / 2)) * 2 + 1))
+        # Capped: a filled blob measures as enormously wide, and thinning stops at a few pixels.
+        work = cv2.erode(work, _ellipse(min(int(round((width - STROKE_MAX) / 2)), MAX_THIN) * 2 + 1))
 
     # 4. Scale into 20x20 keeping the aspect ratio, then centre by centre of mass in 28x28.
     wh, ww = work.shape
