@@ -1,14 +1,266 @@
-"""The tracking endpoints (being built; until the model is served they answer 503)."""
+"""Nose tracking: POST /image-64, /image-bin (the original routes), /api/track; /track and /dashboard."""
 
-from flask import Blueprint
+from __future__ import annotations
 
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, jsonify, render_template, request
+from pydantic import BaseModel
+
+from blueprints.errors import api_error
+from blueprints.image_input import InputImage, keep_image, load_image, request_options
+from blueprints.instrumentation import route_stats
 from models.registry import get_registry
 
 bp = Blueprint("tracking", __name__)
+log = logging.getLogger(__name__)
+
+MODEL = "tracking"
+# Dashboard rows: Flask endpoint -> (path, what it takes). The original counted base64 and binary.
+ROUTES = {
+    "tracking.image_64": ("/image-64", "base64"),
+    "tracking.image_bin": ("/image-bin", "binary"),
+    "tracking.track_any": ("/api/track", "any format"),
+}
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+class FaceBox(BaseModel):
+    """A face box, normalised to the input image (x, y = top-left corner)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+class NoseFace(BaseModel):
+    """One face: its nose tip and box, normalised to the input image."""
+
+    x: float
+    y: float
+    face: FaceBox
+
+
+class NosePosition(BaseModel):
+    """The nose tip of the largest face, normalised to the image (0..1), and every face found.
+
+    With no face only `found: false` is given.
+    """
+
+    found: bool
+    x: float | None = None
+    y: float | None = None
+    mode: str | None = None
+    face: FaceBox | None = None
+    faces: list[NoseFace] | None = None
+
+
+class RouteStats(BaseModel):
+    """Requests to one tracking route, across every worker, and their latency."""
+
+    path: str
+    takes: str
+    count: int
+    mean_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class TrackingStats(BaseModel):
+    """The dashboard's figures."""
+
+    routes: list[RouteStats]
+    total: int
+
+
+SCHEMAS = (NosePosition, TrackingStats)
+
+REQUEST_DOC = """
+      requestBody:
+        required: true
+        content:
+          {content}
+      responses:
+        200:
+          description: >
+            {{"x": 0.61, "y": 0.58, "found": true, "mode": "detected", "face": {{...}}, "faces": [...]}}:
+            x, y are the nose tip of the largest face, normalised to the image width and height.
+            mode is "detected" (Haar face detector) or "whole_image" (the image is the face crop).
+            No face: {{"found": false}}.
+          content:
+            application/json:
+              schema: {{$ref: '#/components/schemas/NosePosition'}}
+        400:
+          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+          content:
+            application/json:
+              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
+        413:
+          description: The image is too large.
+          content:
+            application/json:
+              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
+        415:
+          description: The data is not an image.
+          content:
+            application/json:
+              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
+        503:
+          description: The tracking model is not loaded.
+          content:
+            application/json:
+              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
+"""
+JSON_CONTENT = """application/json:
+            schema:
+              type: object
+              required: [image]
+              properties:
+                image: {type: string, description: 'base64 or data URL of a PNG/JPEG/... image'}
+                detect: {type: boolean, default: true, description: 'false: the image is a face crop'}"""
+MULTIPART_CONTENT = """multipart/form-data:
+            schema:
+              type: object
+              required: [image]
+              properties:
+                image: {type: string, format: binary}
+                detect: {type: boolean, default: true, description: 'also as query ?detect=0'}"""
+
+
+def parse_detect(value: Any) -> bool:
+    """Read the optional `detect` flag (default true)."""
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
+        return value.strip().lower() in TRUE
+    api_error(400, "invalid_detect", f"'detect' must be true or false (or 1 / 0), got {value!r}.")
+
+
+def track(image: InputImage, endpoint: str) -> Any:
+    """Run the tracker on a decoded image and answer its JSON."""
+    model = get_registry().get(MODEL)
+    detect = parse_detect(request_options().get("detect"))
+    start = time.perf_counter()
+    result = model(image.gray(), detect=detect)
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    log.debug(
+        "%s: %dx%d image, %s, %d face(s), inference %.1f ms",
+        endpoint,
+        image.width,
+        image.height,
+        result.get("mode", "no face"),
+        len(result.get("faces", ())),
+        elapsed_ms,
+    )
+    prediction = f"{result['x']:.3f},{result['y']:.3f}" if result["found"] else None
+    keep_image(image, endpoint=endpoint, model=MODEL, prediction=prediction, confidence=None)
+    return jsonify(result)
+
+
+@bp.post("/image-64")
+def image_64():
+    """Find the nose tip in a base64 image (the original route).
+    ---
+    post:
+      summary: Nose tip in a base64 image (original route)
+      description: 'JSON {"image": base64}. Faces are detected unless "detect" is false.'
+    """
+    mimetype = request.mimetype or ""
+    # JSON only (also unlabelled or text/plain JSON, as old clients send); files go to /image-bin.
+    if request.files or mimetype.startswith(("image/", "multipart/", "application/octet-stream")):
+        api_error(
+            415,
+            "expected_json",
+            'Send JSON {"image": "<base64>"} with Content-Type application/json; '
+            "multipart uploads go to /image-bin.",
+        )
+    return track(load_image(fields=("image",)), "image_64")
+
+
+@bp.post("/image-bin")
+def image_bin():
+    """Find the nose tip in an uploaded image file (the original route).
+    ---
+    post:
+      summary: Nose tip in an uploaded image (original route)
+      description: 'Multipart field `image`; `?detect=0` treats the image as a face crop.'
+    """
+    if not request.files:
+        api_error(
+            400,
+            "missing_image",
+            "Upload the image as a multipart/form-data file field named 'image'; base64 JSON goes to /image-64.",
+        )
+    return track(load_image(), "image_bin")
 
 
 @bp.post("/api/track")
-def predict():
-    """Answer with the model's prediction (503 while the model is not loaded)."""
-    get_registry().get("tracking")
-    return {}
+def track_any():
+    """Find the nose tip of every face in an image, in any accepted image format.
+    ---
+    post:
+      summary: Nose tip of every face in an image
+      description: >
+        Takes every image format of the service (JSON base64 or data URL, multipart, raw image
+        bytes, legacy nested arrays). Faces are found with OpenCV's Haar cascade, cropped,
+        and the nose tip regressed on each; largest face first.
+    """
+    return track(load_image(), "track")
+
+
+def _with_request_doc() -> None:
+    """Append the shared request/response YAML to the three routes' docstrings."""
+    image_64.__doc__ += REQUEST_DOC.format(content=JSON_CONTENT)
+    image_bin.__doc__ += REQUEST_DOC.format(content=MULTIPART_CONTENT)
+    track_any.__doc__ += REQUEST_DOC.format(
+        content=JSON_CONTENT
+        + "\n          "
+        + MULTIPART_CONTENT
+        + "\n          image/*:\n            schema: {type: string, format: binary}"
+    )
+
+
+_with_request_doc()
+
+
+def stats() -> dict:
+    """Return the dashboard figures, read from the metrics shared by every worker."""
+    figures = route_stats(list(ROUTES))
+    rows = [{"path": ROUTES[e][0], "takes": ROUTES[e][1], **figures[e]} for e in ROUTES]
+    return {"routes": rows, "total": sum(r["count"] for r in rows)}
+
+
+@bp.get("/api/track/stats")
+def stats_json():
+    """Count the tracking requests by route, with mean and p95 latency, across workers.
+    ---
+    get:
+      summary: Tracking request counts and latency (the dashboard's data)
+      description: Read from the Prometheus metrics, so every gunicorn worker is counted.
+      responses:
+        200:
+          description: One row per route; latencies in milliseconds, null before the first request.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/TrackingStats'}
+    """
+    return jsonify(stats())
+
+
+@bp.get("/dashboard")
+def dashboard():
+    """Show request counts and latency of the tracking routes."""
+    return render_template("dashboard.html", stats=stats())
+
+
+@bp.get("/track")
+def track_page():
+    """Show the webcam nose tracker."""
+    return render_template("track.html")

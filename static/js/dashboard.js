@@ -1,0 +1,53 @@
+// The dashboard: refresh the tracking routes' counts and latency every 2 seconds.
+(() => {
+  "use strict";
+  const EVERY_MS = 2000;
+  const $ = (id) => document.getElementById(id);
+  const rows = $("dash-rows");
+  const total = $("dash-total");
+  const updated = $("dash-updated");
+  const message = $("dash-message");
+  const pause = $("dash-pause");
+  let paused = false;
+  let timer = 0;
+
+  function say(text) {
+    message.textContent = text || "";
+    message.className = "message" + (text ? " error" : "");
+  }
+
+  function show(stats) {
+    stats.routes.forEach((route) => {
+      const row = rows.querySelector('tr[data-path="' + CSS.escape(route.path) + '"]');
+      if (!row) return;
+      ["count", "mean_ms", "p95_ms"].forEach((field) => {
+        const value = route[field];
+        row.querySelector('[data-field="' + field + '"]').textContent = value === null ? "–" : String(value);
+      });
+    });
+    total.textContent = String(stats.total);
+    updated.textContent = "Updated at " + new Date().toLocaleTimeString() + ".";
+  }
+
+  async function refresh() {
+    if (paused || document.hidden) return;
+    try {
+      const response = await fetch("/api/track/stats", { headers: { Accept: "application/json" } });
+      const body = await response.json().catch(() => null);
+      if (!response.ok) throw new Error(body && body.error ? body.error : "The server answered " + response.status + ".");
+      show(body);
+      say("");
+    } catch (err) {
+      say("Cannot refresh the figures: " + err.message);
+    }
+  }
+
+  pause.addEventListener("click", () => {
+    paused = !paused;
+    pause.setAttribute("aria-pressed", String(paused));
+    pause.textContent = paused ? "Resume updates" : "Pause updates";
+    if (!paused) refresh();
+  });
+  timer = setInterval(refresh, EVERY_MS);
+  window.addEventListener("pagehide", () => clearInterval(timer));
+})();
