@@ -132,11 +132,17 @@ def load_extra(paths: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndar
     return np.stack(xs).astype(np.uint8), np.asarray(ys, dtype=np.int64)
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Return balanced class weights, n / (k * n_c), so small classes count as much as large ones."""
+def class_weights(y: np.ndarray, n_classes: int, power: float = 0.5) -> dict[int, float]:
+    """Return class weights proportional to n_class ** -power, averaging 1 over the samples.
+
+    power=1 balances the classes fully; 0.5 (the default) gives an 800-drawing class 2.4x the
+    weight of a 4500-drawing one instead of 5.6x, which lifts the small classes without making
+    the model guess them whenever it is unsure (full balancing sent dogs to "horse").
+    """
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    weights = len(y) / (n_classes * np.maximum(counts, 1))
-    return {i: float(w) for i, w in enumerate(weights)}
+    raw = np.maximum(counts, 1) ** -power
+    raw *= len(y) / float(np.sum(counts * raw))
+    return {i: float(w) for i, w in enumerate(raw)}
 
 
 def build_model(n_classes: int):
@@ -149,18 +155,18 @@ def build_model(n_classes: int):
     x = layers.Rescaling(1.0 / 255.0)(inputs)
     # One conv at 28x28 and 7x7, two at 14x14: most of the accuracy of a deeper net for a third
     # of the compute, which keeps a full run within ~30 min on a shared 2-core CPU.
-    for block, (filters, convs, dropout) in enumerate(((32, 1, 0.1), (64, 2, 0.2), (128, 1, 0.3)), start=1):
+    for block, (filters, convs) in enumerate(((32, 1), (64, 2), (128, 1)), start=1):
         for conv in range(1, convs + 1):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}_{conv}")(x)
             x = layers.BatchNormalization(name=f"bn{block}_{conv}")(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(name=f"pool{block}")(x)
-        x = layers.Dropout(dropout)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(256, use_bias=False, name="fc")(x)
     x = layers.BatchNormalization(name="bn_fc")(x)
     x = layers.ReLU()(x)
-    x = layers.Dropout(0.4)(x)
+    # Dropout only in the head: with ~8 epochs in the time budget the net underfits, not overfits.
+    x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="doodles")
 
@@ -337,7 +343,7 @@ def write_fixtures(
     import cv2
     from PIL import Image
 
-    from models.doodles import thin
+    from models.doodles import restroke
 
     rng = np.random.default_rng(seed + 1)
     pick = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in range(len(names))])
@@ -357,16 +363,17 @@ def write_fixtures(
     for i, k in enumerate(pick):
         size = int(rng.choice([280, 400, 600]))
         side = int(size * rng.uniform(0.45, 0.9))
-        # Redraw the bitmap's strokes with a canvas pen: thin the upscaled strokes to their centre
-        # lines, then ink them 8-20 px wide with anti-aliased edges, as a browser canvas does.
+        # Redraw the bitmap's strokes with a canvas pen 8-20 px wide (anti-aliased, as a browser
+        # canvas draws), keeping coloured-in areas filled.
         big = cv2.resize(x[k], (side, side), interpolation=cv2.INTER_CUBIC) > 100
-        centre = thin(big)
         pen = float(rng.uniform(8.0, 20.0))
-        distance = cv2.distanceTransform((~centre).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        ink = np.rint(np.clip(pen / 2 + 0.5 - distance, 0.0, 1.0) * 255).astype(np.uint8)
+        ink = restroke(big, pen)
+        ys, xs = np.nonzero(ink > 0)
+        ink = np.rint(ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] * 255).astype(np.uint8)
+        h, w = ink.shape
         canvas = np.zeros((size, size), np.uint8)
-        top, left = (int(rng.integers(0, size - side + 1)) for _ in range(2))
-        canvas[top : top + side, left : left + side] = ink
+        top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
+        canvas[top : top + h, left : left + w] = ink
         name = f"{i:03d}_{names[y[k]].replace(' ', '_')}.png"
         if i % 3 == 2:  # black strokes on a transparent background, as a canvas toDataURL gives
             rgba = np.zeros((size, size, 4), np.uint8)
@@ -437,8 +444,9 @@ used for training or for choosing the epoch; early stopping watched a separate
 
 `{r["data"]}`: {r["n_total"]} Quick, Draw! 28x28 bitmaps (Google Creative Lab, *The Quick, Draw!
 Dataset*, `numpy_bitmap` files, CC BY 4.0), {len(names)} classes. The classes are imbalanced
-({min(r["counts"])} to {max(r["counts"])} drawings), so training used balanced class weights
-(n / (k * n_class)). {r["extra_note"]}
+({min(r["counts"])} to {max(r["counts"])} drawings), so training weighted each class by
+1 / sqrt(n_class) (normalised to a mean weight of 1): an 800-drawing class counts 2.4x as much
+per drawing as a 4500-drawing one. {r["extra_note"]}
 
 Training split: {r["n_train"]} drawings, augmented on the fly: left/right flip, stroke thickening or
 thinning (a blend towards a 3x3 dilation or erosion), rotation within 10 degrees, scale 0.90-1.05 and

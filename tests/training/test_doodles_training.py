@@ -69,10 +69,13 @@ def test_split_is_stratified_and_disjoint() -> None:
     assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again, strict=True))
 
 
-def test_class_weights_balance_the_classes() -> None:
+def test_class_weights_favour_small_classes() -> None:
     from training.doodles import class_weights
 
     y = np.repeat(np.arange(2), [100, 400])
-    weights = class_weights(y, 2)
-    assert weights[0] * 100 == pytest.approx(weights[1] * 400)
-    assert np.mean([weights[c] for c in y]) == pytest.approx(1.0)
+    full = class_weights(y, 2, power=1.0)
+    assert full[0] * 100 == pytest.approx(full[1] * 400)
+    soft = class_weights(y, 2)
+    assert soft[0] / soft[1] == pytest.approx(2.0)
+    for weights in (full, soft):
+        assert np.mean([weights[c] for c in y]) == pytest.approx(1.0)
