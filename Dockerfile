@@ -44,6 +44,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VISION_HOST=0.0.0.0 \
     PORT=8000 \
+    XDG_RUNTIME_DIR=/tmp \
     VISION_IMAGE_DIR=/data/images \
     DATABASE_URL=sqlite:////data/images.db
 
@@ -67,4 +68,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health\", timeout=4)"]
 
 # gunicorn.conf.py binds VISION_HOST:PORT; GUNICORN_WORKERS defaults to the CPU count.
+# XDG_RUNTIME_DIR=/tmp: gunicorn's control socket goes there, not into the read-only /app.
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]

@@ -113,6 +113,8 @@ class GunicornServer:
                 "VISION_IMAGE_DIR": str(self.workdir / "images"),
                 "DATABASE_URL": f"sqlite:///{self.workdir / 'images.db'}",
                 "PYTHONUNBUFFERED": "1",
+                # gunicorn's control socket: our own, not the ~/.gunicorn one other instances use.
+                "XDG_RUNTIME_DIR": str(self.workdir),
             }
         )
         env.update(self.extra_env)
