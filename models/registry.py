@@ -128,7 +128,12 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
             cls = model_class(spec["type"])
             model = cls(name, resolve_path(root, spec["path"]), threads=threads, **options)
             model.warmup()
-        except Exception as exc:  # one bad model must not stop the others
+        except Exception as exc:  # one bad model must not stop the others...
+            if getattr(exc, "fatal", False):
+                # ...but a configuration mistake (labels that do not fit their model) must stop
+                # start-up, or the service would answer with the wrong names.
+                log.critical("model %s: %s", name, exc)
+                raise
             failures[name] = f"{type(exc).__name__}: {exc}"
             log.error("model %s failed to load from %s: %s", name, spec.get("path"), exc)
             continue

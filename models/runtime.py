@@ -31,7 +31,15 @@ class ModelInputError(ValueError):
 
 
 class ModelFileError(RuntimeError):
-    """A model file that cannot be served (missing, corrupt, or not matching its labels)."""
+    """A model file that cannot be served (missing or corrupt); the other models still load."""
+
+    fatal = False
+
+
+class LabelMismatchError(ModelFileError):
+    """A labels file whose count differs from the model's outputs: the app refuses to start."""
+
+    fatal = True
 
 
 def file_sha256(path: Path) -> str:
