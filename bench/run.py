@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=payloads.ROOT / "docs" / "PERFORMANCE.md")
     parser.add_argument("--plot", type=Path, default=payloads.ROOT / "docs" / "performance.png")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for /ready")
     parser.add_argument(
         "--allow-missing",
         action="store_true",
@@ -75,6 +76,7 @@ def measure(args: argparse.Namespace, command: str) -> dict:
         workers=args.workers, env={"VISION_SAVE_IMAGES": "false"}, require_ready=not args.allow_missing
     )
     print(f"starting gunicorn on {server.base_url} ({args.workers} workers) ...", flush=True)
+    server.start(timeout=args.start_timeout)
     with server:
         results["first_ready_s"] = round(server.first_ready_s, 3)
         results["all_ready_s"] = round(server.all_ready_s, 3)

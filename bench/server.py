@@ -188,7 +188,8 @@ class GunicornServer:
             self.proc.wait(timeout=10)
 
     def __enter__(self) -> GunicornServer:
-        self.start()
+        if self.proc is None:
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
