@@ -157,7 +157,10 @@ def playwright_instance():
     reason = chromium_missing_reason()
     if reason:
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # Assertions wait up to 10 s (Playwright's default is 5): a busy CI machine is slow, not wrong.
+    expect.set_options(timeout=10_000)
 
     with sync_playwright() as p:
         yield p

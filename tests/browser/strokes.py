@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 Stroke = list[tuple[float, float]]
+# One pointer event every STEP_PX pixels along a stroke, as a quick hand would give.
+STEP_PX = 10.0
 
 # A seven: the top bar, then the slanted stem.
 SEVEN: list[Stroke] = [[(0.28, 0.22), (0.72, 0.22), (0.45, 0.82)]]
@@ -24,15 +26,25 @@ def circle(cx: float = 0.5, cy: float = 0.5, r: float = 0.3, points: int = 36) -
     ]
 
 
-def to_page(canvas, stroke: Stroke, step_px: float = 10.0) -> list[tuple[float, float]]:
-    """Map a stroke to viewport pixels, with a point every `step_px` along each segment."""
+def corners(canvas, stroke: Stroke) -> list[tuple[float, float]]:
+    """Map a stroke's points to viewport pixels."""
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     assert box, "the canvas is not visible"
-    pts = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
+    return [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
+
+
+def steps(a: tuple[float, float], b: tuple[float, float], step_px: float = STEP_PX) -> int:
+    """How many moves go from a to b."""
+    return max(1, int(math.hypot(b[0] - a[0], b[1] - a[1]) / step_px))
+
+
+def to_page(canvas, stroke: Stroke) -> list[tuple[float, float]]:
+    """Map a stroke to viewport pixels, with a point every STEP_PX along each segment."""
+    pts = corners(canvas, stroke)
     out = [pts[0]]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        n = max(1, int(math.hypot(x1 - x0, y1 - y0) / step_px))
+        n = steps((x0, y0), (x1, y1))
         out.extend((x0 + (x1 - x0) * k / n, y0 + (y1 - y0) * k / n) for k in range(1, n + 1))
     return out
 
@@ -40,11 +52,12 @@ def to_page(canvas, stroke: Stroke, step_px: float = 10.0) -> list[tuple[float, 
 def mouse_draw(page, canvas, strokes: list[Stroke]) -> None:
     """Draw with the mouse: press, move through every point, release."""
     for stroke in strokes:
-        pts = to_page(canvas, stroke)
+        pts = corners(canvas, stroke)
         page.mouse.move(*pts[0])
         page.mouse.down()
-        for x, y in pts[1:]:
-            page.mouse.move(x, y)
+        for a, b in zip(pts, pts[1:], strict=False):
+            # Playwright interpolates the moves itself: one call per segment, not per point.
+            page.mouse.move(*b, steps=steps(a, b))
         page.mouse.up()
 
 

@@ -61,6 +61,16 @@ def send_face(page) -> dict:
     return stored(page, hashlib.sha256(FACE.read_bytes()).hexdigest(), before)
 
 
+def upload(page) -> dict:
+    """Store the gallery's JPEG fixture through its API (a synchronous save) and return its summary."""
+    jpeg = (Path(__file__).parents[1] / "data" / "gallery" / "exif_gps.jpg").read_bytes()
+    response = page.request.post(
+        "/images", multipart={"file": {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": jpeg}}
+    )
+    assert response.status == 201, response.text()
+    return response.json()
+
+
 def card(page, image_id: str):
     """The gallery button that opens one image."""
     return page.get_by_role("button", name=re.compile(f"^Open image {image_id},"))
@@ -71,7 +81,7 @@ def test_the_images_just_sent_appear_and_a_label_can_be_corrected(page, screensh
     face = send_face(page)
     assert digit["model"] == "numbers" and face["model"] == "tracking"
 
-    assert page.goto("/gallery").ok
+    assert page.goto("/gallery", wait_until="domcontentloaded").ok
     grid = page.get_by_role("list", name="Stored images")
     for item in (digit, face):
         expect(card(page, item["id"])).to_be_visible()
@@ -106,28 +116,28 @@ def test_the_images_just_sent_appear_and_a_label_can_be_corrected(page, screensh
 
 
 def test_a_server_error_saving_a_label_shows_a_readable_message(page):
-    digit = send_digit(page)
+    image = upload(page)
     page.route(
         "**/images/*/label",
         lambda route: route.fulfill(
             status=500, json={"error": "The database is down (test).", "code": "internal"}
         ),
     )
-    assert page.goto("/gallery").ok
-    card(page, digit["id"]).click()
+    assert page.goto("/gallery", wait_until="domcontentloaded").ok
+    card(page, image["id"]).click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("Correct label").fill("7")
     dialog.get_by_role("button", name="Save label").click()
     expect(dialog.get_by_role("status")).to_have_text("The database is down (test).")
-    assert page.request.get(digit["url"]).json()["label"] is None
+    assert page.request.get(image["url"]).json()["label"] is None
 
 
 def test_a_4xx_saving_a_label_shows_the_servers_message(page):
     """A real 400 from the server (a label longer than allowed, slipped into the request) is shown."""
-    digit = send_digit(page)
+    image = upload(page)
     page.route("**/images/*/label", lambda route: route.continue_(post_data=json.dumps({"label": "x" * 500})))
-    assert page.goto("/gallery").ok
-    card(page, digit["id"]).click()
+    assert page.goto("/gallery", wait_until="domcontentloaded").ok
+    card(page, image["id"]).click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("Correct label").fill("7")
     with page.expect_response("**/images/*/label") as answer:
@@ -141,5 +151,5 @@ def test_a_gallery_that_cannot_load_says_so(page):
         re.compile(r"/images\?"),
         lambda route: route.fulfill(status=503, json={"error": "The image store is unavailable (test)."}),
     )
-    assert page.goto("/gallery").ok
+    assert page.goto("/gallery", wait_until="domcontentloaded").ok
     expect(page.locator("#gallery-message")).to_have_text("The image store is unavailable (test).")
