@@ -21,19 +21,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from models.runtime import ModelFileError, ModelInputError, ServedModel, file_sha256
+from models.runtime import LabelMismatchError, ModelFileError, ModelInputError, ServedModel, file_sha256
 
 log = logging.getLogger(__name__)
 
 # Bump when the converter changes what it writes, so old caches are rebuilt.
 CACHE_FORMAT = 1
 INPUT_SIZE = (224, 224)
-
-
-class LabelMismatchError(ModelFileError):
-    """A labels file whose count differs from the model's outputs; the app must not start with it."""
-
-    fatal = True
 
 
 def cache_paths(h5: Path) -> tuple[Path, Path]:

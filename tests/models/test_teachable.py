@@ -13,9 +13,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from models.registry import build_registry
-from models.runtime import ModelFileError, ModelInputError
+from models.runtime import LabelMismatchError, ModelFileError, ModelInputError
 from models.teachable import (
-    LabelMismatchError,
     TeachableModel,
     cache_is_fresh,
     cache_paths,
