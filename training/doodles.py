@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import platform
 import sys
 import time
@@ -58,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fixtures-per-class", type=int, default=15)
     p.add_argument("--fixtures-only", action="store_true", help="write --fixtures and stop, no training")
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    p.add_argument(
+        "--canvas-check",
+        type=Path,
+        default=Path("tests/data/doodles") if Path("tests/data/doodles/labels.csv").is_file() else None,
+        help="held-out canvas PNGs + labels.csv to score through DoodleModel (default: tests/data/doodles)",
+    )
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--max-minutes", type=float, default=26.0, help="training time budget (wall minutes)")
     return p.parse_args(argv)
@@ -213,14 +220,16 @@ def augment_batch(x, seed_pair=None):
     # pens and the serving-side width normalisation never match the dataset exactly.
     dil = tf.nn.max_pool2d(x, 3, 1, "SAME")
     ero = -tf.nn.max_pool2d(-x, 3, 1, "SAME")
-    t = tf.random.uniform((b, 1, 1, 1), -0.35, 0.5)
+    t = tf.random.uniform((b, 1, 1, 1), -0.25, 0.4)
     x = tf.where(t > 0, x + t * (dil - x), x + (-t) * (ero - x))
-    # Affine: rotation +-10 degrees, scale 0.9-1.05, shift +-1.5 px, about the image centre. Mild,
-    # because serving already crops, centres and re-inks drawings the way the dataset looks.
-    angle = tf.random.uniform((b,), -10.0, 10.0) * (math.pi / 180.0)
-    scale = tf.random.uniform((b,), 0.90, 1.05)
-    tx = tf.random.uniform((b,), -1.5, 1.5)
-    ty = tf.random.uniform((b,), -1.5, 1.5)
+    # Affine, on half of the batch: rotation +-10 degrees, scale 0.9-1.05, shift +-1.5 px about the
+    # centre. Mild and not on every drawing, because serving already crops, centres and re-inks
+    # drawings the way the dataset looks, and the time budget leaves few epochs to learn from.
+    on = tf.cast(tf.random.uniform((b,)) < 0.5, tf.float32)
+    angle = on * tf.random.uniform((b,), -10.0, 10.0) * (math.pi / 180.0)
+    scale = 1.0 + on * tf.random.uniform((b,), -0.10, 0.05)
+    tx = on * tf.random.uniform((b,), -1.5, 1.5)
+    ty = on * tf.random.uniform((b,), -1.5, 1.5)
     c = (IMAGE_SIZE - 1) / 2.0
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     # The transform maps output pixel coordinates to input coordinates (the inverse map).
@@ -388,12 +397,48 @@ def write_fixtures(
     return len(pick)
 
 
+def canvas_accuracy(folder: Path, out: Path, names: list[str]) -> dict | None:
+    """Score the exported ONNX model through DoodleModel (serving preprocessing) on canvas PNGs."""
+    import csv
+
+    from PIL import Image
+
+    from models.doodles import DoodleModel
+
+    index = folder / "labels.csv"
+    if not index.is_file():
+        return None
+    with open(index, encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["label"] in names]
+    if not rows:
+        return None
+    model = DoodleModel("doodles", out / "doodles.onnx", labels=out / "doodles_labels.txt")
+    top1 = top3 = 0
+    for row in rows:
+        # As the image module's gray(): transparency composited on white.
+        image = Image.open(folder / row["file"]).convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        white.alpha_composite(image)
+        result = model(np.asarray(white.convert("L")), top=3)
+        top1 += result["label"] == row["label"]
+        top3 += row["label"] in [t["label"] for t in result["top"]]
+    return {"n": len(rows), "top1": top1 / len(rows), "top3": top3 / len(rows), "folder": str(folder)}
+
+
 def write_card(path: Path, r: dict) -> None:
     """Write the model card (markdown) from the run's results."""
     names = r["names"]
     per_class = "\n".join(
         f"| {i} | {n} | {r['counts'][i]} | {r['test_counts'][i]} | {r['per_class'][i]:.3f} |"
         for i, n in enumerate(names)
+    )
+    canvas = r.get("canvas")
+    canvas_line = (
+        f"\nThrough the serving path (`DoodleModel`: canvas preprocessing, then this ONNX file) on "
+        f"{canvas['n']} canvas-like renderings of held-out drawings (`{canvas['folder']}`, black pen "
+        f"8-20 px on 280-600 px canvases): top-1 **{canvas['top1']:.4f}**, top-3 **{canvas['top3']:.4f}**.\n"
+        if canvas
+        else ""
     )
     confusions = "\n".join(f"| {a} | {b} | {k} |" for a, b, k in r["top_confusions"])
     text = f"""# Doodle classifier (`doodles.onnx`)
@@ -420,6 +465,8 @@ centre it in 28x28, normalise the stroke width).
 | balanced (mean per-class) top-1 | {r["balanced"]:.4f} |
 | validation top-1 (early stopping) | {r["val_top1"]:.4f} |
 
+Target: top-1 >= 0.92 on the held-out split: **{"met" if r["top1"] >= 0.92 else "not met"}**.
+{canvas_line}
 The test split ({r["n_test"]} drawings, {r["test_fraction"]:.0%} of every class, seed {r["seed"]}) was never
 used for training or for choosing the epoch; early stopping watched a separate
 {r["val_fraction"]:.0%} validation split ({r["n_val"]} drawings).
@@ -449,8 +496,9 @@ Dataset*, `numpy_bitmap` files, CC BY 4.0), {len(names)} classes. The classes ar
 per drawing as a 4500-drawing one. {r["extra_note"]}
 
 Training split: {r["n_train"]} drawings, augmented on the fly: left/right flip, stroke thickening or
-thinning (a blend towards a 3x3 dilation or erosion), rotation within 10 degrees, scale 0.90-1.05 and
-shift within 1.5 px, so canvas drawings that are not exactly Quick, Draw!-shaped still work.
+thinning (a blend towards a 3x3 dilation or erosion), and on half of them rotation within 10 degrees,
+scale 0.90-1.05 and shift within 1.5 px, so canvas drawings that are not exactly Quick, Draw!-shaped
+still work.
 Optimiser: Adam, batch {r["batch"]}, label smoothing 0.05; the learning rate decays on a cosine from
 2e-3 to 4e-5 over {r["epochs"]} epochs or the {r["max_minutes"]:.0f}-minute time budget, whichever
 comes first (so a busy machine still anneals fully); the weights of the epoch with the best validation
@@ -562,7 +610,7 @@ def main(argv: list[str] | None = None) -> dict:
     plot_confusion(cm, names, args.out / "doodles_confusion.png", f"held-out confusion (top-1 {top1:.3f})")
     plot_curves(hist, args.out / "doodles_curves.png")
 
-    data_arg = str(args.data)
+    data_arg = os.path.relpath(args.data)
     command = "python -m training.doodles --data " + (data_arg if " " not in data_arg else f'"{data_arg}"')
     for flag, value, default in (
         ("--epochs", args.epochs, 12),
@@ -577,7 +625,11 @@ def main(argv: list[str] | None = None) -> dict:
         "names": names,
         "date": date,
         "minutes": (time.time() - start) / 60,
-        "machine": f"{platform.machine()} CPU, {args.threads} TensorFlow threads, TF {tf.__version__}",
+        "machine": (
+            f"{platform.machine()} CPU, {args.threads} TensorFlow threads, TF {tf.__version__}; "
+            f"{os.cpu_count()} cores shared with other jobs, load average {os.getloadavg()[1]:.1f} at the end"
+        ),
+        "canvas": canvas_accuracy(args.canvas_check, args.out, names) if args.canvas_check else None,
         "epochs_run": len(hist["loss"]),
         "best_epoch": best_epoch,
         "version": version,
