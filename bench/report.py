@@ -88,7 +88,16 @@ def targets(results: dict) -> list[tuple[str, str, str, bool | None]]:
         if endpoint == BASELINE:
             continue
         p = point(results, endpoint, TARGET_P99_CLIENTS)
-        if p:
+        if p and not p["requests"]:
+            rows.append(
+                (
+                    f"p99 of {endpoint} at {TARGET_P99_CLIENTS} clients",
+                    "no request completed",
+                    f"<= {TARGET_P99_MS:g} ms",
+                    False,
+                )
+            )
+        elif p:
             rows.append(
                 (
                     f"p99 of {endpoint} at {TARGET_P99_CLIENTS} clients",
