@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -39,18 +40,24 @@ def copy_export(dest: Path, labels: str | None = None) -> Path:
     return dest
 
 
-@pytest.fixture
-def teachable_app(base_app_config, tmp_path):
-    """An app serving only the committed Teachable fixture, as the default classifier."""
-    copy_export(tmp_path / "classifiers" / "flask-mug")
-    return create_app(
-        {
-            **base_app_config,
-            "MODELS": {},
-            "CLASSIFIER_DIRS": [str(tmp_path / "classifiers")],
-            "DEFAULT_CLASSIFIER": "flask-mug",
-        }
-    )
+@pytest.fixture(scope="module")
+def teachable_app(base_app_config, tmp_path_factory):
+    """An app serving only the committed Teachable fixture, as the default classifier (built once)."""
+    folder = tmp_path_factory.mktemp("classifiers")
+    copy_export(folder / "flask-mug")
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("VISION_"):
+                mp.delenv(key)
+        return create_app(
+            {
+                **base_app_config,
+                "MODELS": {},
+                "CLASSIFIER_DIRS": [str(folder)],
+                "DEFAULT_CLASSIFIER": "flask-mug",
+                "MAX_IMAGE_PIXELS": 4_000_000,
+            }
+        )
 
 
 @pytest.fixture
@@ -61,22 +68,22 @@ def tclient(teachable_app):
 # --- GET: the original service's hint ---------------------------------------------------------------
 
 
-def test_get_answers_400_with_the_original_hint(client):
-    r = client.get("/api/classifier")
+def test_get_answers_400_with_the_original_hint(tclient):
+    r = tclient.get("/api/classifier")
     assert r.status_code == 400
     assert r.is_json and HINT.items() <= r.get_json().items()
 
 
-def test_get_on_a_named_classifier_is_the_same_hint(client):
-    r = client.get("/api/classifier/flask-mug")
+def test_get_on_a_named_classifier_is_the_same_hint(tclient):
+    r = tclient.get("/api/classifier/flask-mug")
     assert r.status_code == 400 and HINT.items() <= r.get_json().items()
 
 
 # --- predictions -----------------------------------------------------------------------------------
 
 
-def test_named_teachable_classifier_matches_its_reference(client):
-    r = client.post("/api/classifier/flask-mug", json={"base64_drawing": data_url(png_bytes(circle()))})
+def test_named_teachable_classifier_matches_its_reference(tclient):
+    r = tclient.post("/api/classifier/flask-mug", json={"base64_drawing": data_url(png_bytes(circle()))})
     body = r.get_json()
     assert r.status_code == 200, body
     assert body["label"] == "Mug" and body["model"] == "flask-mug"
@@ -184,17 +191,8 @@ def test_unknown_model_is_404_json(tclient, method):
         "huge",
     ],
 )
-def test_bad_images_are_json_errors(base_app_config, tmp_path, kwargs, status, code):
-    copy_export(tmp_path / "classifiers" / "flask-mug")
-    app = create_app(
-        {
-            **base_app_config,
-            "MODELS": {},
-            "CLASSIFIER_DIRS": [str(tmp_path / "classifiers")],
-            "MAX_IMAGE_PIXELS": 4_000_000,
-        }
-    )
-    r = app.test_client().post("/api/classifier/flask-mug", **kwargs)
+def test_bad_images_are_json_errors(tclient, kwargs, status, code):
+    r = tclient.post("/api/classifier/flask-mug", **kwargs)
     body = r.get_json()
     assert (r.status_code, body["code"]) == (status, code), body
     assert body["error"]
@@ -259,8 +257,8 @@ def test_a_classifier_given_by_path_in_config_needs_no_code(base_app_config, tmp
     assert r.status_code == 200 and r.get_json()["label"] == "Mug"
 
 
-def test_openapi_documents_the_classifier(client):
-    paths = client.get("/openapi.json").get_json()["paths"]
+def test_openapi_documents_the_classifier(tclient):
+    paths = tclient.get("/openapi.json").get_json()["paths"]
     assert {"get", "post"} <= set(paths["/api/classifier"]) and "post" in paths["/api/classifier/{name}"]
     assert "get" in paths["/api/classifier/models"]
 
@@ -268,8 +266,8 @@ def test_openapi_documents_the_classifier(client):
 # --- pages -------------------------------------------------------------------------------------------
 
 
-def test_classify_page_lists_the_classifiers(client):
-    r = client.get("/classify")
+def test_classify_page_lists_the_classifiers(tclient):
+    r = tclient.get("/classify")
     html = r.get_data(as_text=True)
     assert r.status_code == 200 and r.mimetype == "text/html"
     assert 'value="flask-mug"' in html and 'data-labels="Flask, Mug"' in html
