@@ -1,14 +1,151 @@
-"""The ocr endpoints (being built; until the model is served they answer 503)."""
+"""OCR of printed lines (OCR-B digits, GS1 element strings): the page at /ocr and POST /api/ocr."""
 
-from flask import Blueprint
+from __future__ import annotations
 
+from typing import Any
+
+from flask import Blueprint, jsonify, render_template
+from pydantic import BaseModel
+
+from blueprints.errors import api_error
+from blueprints.image_input import keep_image, load_image, request_options
 from models.registry import get_registry
 
 bp = Blueprint("ocr", __name__)
 
+MODEL = "ocr"
+FORMATS = ("text", "probabilities")
+
+
+class OcrCharacter(BaseModel):
+    """One character read: its confidence (0..1) and its [x, y, w, h] box in image pixels."""
+
+    char: str
+    confidence: float
+    box: list[int]
+
+
+class OcrLine(BaseModel):
+    """One line of text, its characters and, for a GS1 element string, its fields."""
+
+    text: str
+    digits: str
+    confidence: float
+    box: list[int]
+    characters: list[OcrCharacter]
+    fields: dict[str, Any]
+
+
+class OcrResult(BaseModel):
+    """Every line read, top to bottom; `confidence` is the lowest character confidence."""
+
+    text: str
+    digits: str
+    confidence: float
+    characters: list[OcrCharacter]
+    lines: list[OcrLine]
+    fields: dict[str, Any]
+    deskew_degrees: float
+    inverted: bool
+
+
+SCHEMAS = (OcrCharacter, OcrLine, OcrResult)
+
+
+def parse_format(value: Any) -> str:
+    """Read the optional `format`: "text" (default) or "probabilities" (the original's answer)."""
+    if value is None or value == "":
+        return "text"
+    if not isinstance(value, str) or value.strip().lower() not in FORMATS:
+        api_error(400, "invalid_format", f"'format' must be one of {', '.join(FORMATS)}, got {value!r}.")
+    return value.strip().lower()
+
+
+@bp.get("/ocr")
+def page():
+    """Show the OCR page: upload or paste an image, see the text and each character's box."""
+    return render_template("ocr.html")
+
 
 @bp.post("/api/ocr")
 def predict():
-    """Answer with the model's prediction (503 while the model is not loaded)."""
-    get_registry().get("ocr")
-    return {}
+    """Read the printed lines of an image.
+    ---
+    post:
+      summary: Read printed lines (OCR-B digits, GS1 element strings)
+      description: >
+        Finds every text line (a tight crop or a band of a document, 150-600 dpi, rotated up to
+        5 degrees, light or dark background), cuts each line into glyphs, classifies them among
+        0-9 ( ) * < > + - / A-Z, and rebuilds the lines with spaces from the gaps. A GS1 element
+        string such as (253)3610321456881 1234567890(17)010120(3902)001000 *11* is parsed into
+        `fields`, with check digits validated; the digits between asterisks are the document
+        line's control key. With "format": "probabilities" the answer is the original service's:
+        a JSON list with, for each digit read, its 10 probabilities (0-9).
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [image]
+              properties:
+                image:
+                  description: >
+                    data URL or base64 of a PNG/JPEG/... image, or the legacy format: a JSON
+                    string (or array) of a nested uint8 array, gray [h][w] or BGR [h][w][3]
+                  oneOf:
+                    - {type: string}
+                    - {type: array, items: {}}
+                format: {type: string, enum: [text, probabilities], default: text}
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                image: {type: string, format: binary}
+                format: {type: string, enum: [text, probabilities]}
+          image/*:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: >
+            The lines read. With format=probabilities, a list of [p0..p9] lists, one per digit.
+          content:
+            application/json:
+              schema:
+                oneOf:
+                  - {$ref: '#/components/schemas/OcrResult'}
+                  - {type: array, items: {type: array, items: {type: number}, minItems: 10, maxItems: 10}}
+        400:
+          description: No image, bad base64, JSON or nested array, an image under 8x8, or a bad `format`.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413:
+          description: The image is too large.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        415:
+          description: The data is not an image.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        422:
+          description: Too much text in one image (code too_much_text); crop it to the lines to read.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        503:
+          description: The OCR model is not loaded.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/ErrorResponse'}
+    """
+    model = get_registry().get(MODEL)
+    image = load_image()
+    fmt = parse_format(request_options().get("format"))
+    result = model(image.gray(), format=fmt)
+    keep_image(image, endpoint="ocr", model=MODEL, prediction=result["text"], confidence=result["confidence"])
+    if fmt == "probabilities":
+        return jsonify(result["probabilities"])
+    return jsonify(result)

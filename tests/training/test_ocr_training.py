@@ -1,0 +1,133 @@
+"""The OCR training script: scoring helpers, cutting labelled lines, and a TensorFlow smoke run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import ocr as training
+
+DATA = Path(__file__).parents[1] / "data" / "ocr"
+
+
+def test_edit_distance():
+    assert training.edit_distance("(253)36", "(253)36") == 0
+    assert training.edit_distance("(253)36", "(253)86") == 1
+    assert training.edit_distance("", "abc") == 3
+    assert training.edit_distance("*11*", "*1*") == 1
+
+
+def test_score_lines_counts_missing_and_extra_lines():
+    scored = training.score_lines([["123", "456"], ["789"]], [["123", "450"], ["789", "noise"]])
+    assert scored["lines"] == 3 and scored["exact_lines"] == 2
+    assert scored["char_accuracy"] == pytest.approx(100 * (1 - 6 / 9))
+
+
+def test_generated_lines_use_the_charset_and_the_54_glyph_layout():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        text = training.random_text(rng)
+        assert set(text) <= set(training.CHARSET + " ")
+    assert len(training.EXAMPLE_54.replace(" ", "")) == 54
+    assert len(training.EXAMPLE_53.replace(" ", "")) == 53
+    line = training.payment_line(rng)
+    assert line.startswith("(253)") and line.endswith("*")
+
+
+def test_labelled_lines_cut_into_their_characters():
+    """The committed renders, cut by the serving segmentation, give one glyph per character."""
+    rows = training.load_lines_dir(DATA / "lines")
+    assert len(rows) >= 10
+    for image, lines in rows:
+        xs, ys, good = training.glyphs_from_image(image, lines)
+        assert good == len(lines)
+        assert len(xs) == len(ys) == sum(len(t.replace(" ", "")) for t in lines)
+
+
+def test_render_with_installed_fonts():
+    try:
+        fonts = training.find_fonts("/usr/share/fonts", [training.MAIN_FONT])
+    except SystemExit:
+        pytest.skip("fonts-ocr-b is not installed")
+    rng = np.random.default_rng(1)
+    image = training.render(
+        [training.EXAMPLE_54], fonts[training.MAIN_FONT], training.degraded_style(rng), rng
+    )
+    assert image.dtype == np.uint8 and image.ndim == 2 and image.shape[1] > image.shape[0]
+
+
+@pytest.mark.tensorflow
+def test_training_smoke(tmp_path):
+    """Cut the committed lines, fit a few steps, export ONNX with its charset, and serve it."""
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from models.ocr import OcrModel
+
+    xs, ys = [], []
+    for image, lines in training.load_lines_dir(DATA / "lines"):
+        gx, gy, _ = training.glyphs_from_image(image, lines)
+        xs.extend(gx)
+        ys.extend(gy)
+    x = (np.stack(xs) * 255).astype(np.uint8)
+    y = np.asarray(ys)
+    model = training.build_model(len(training.CHARSET))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    batches = training.make_batches(x, y, 64, seed=0)
+    model.fit(batches, epochs=1, steps_per_epoch=3, verbose=0)
+    model(x[:4, ..., None].astype(np.float32) / 255)
+    path = tmp_path / "ocr.onnx"
+    training.export_onnx(model, path, training.CHARSET, "smoke")
+    served = OcrModel("ocr", path)
+    assert served.charset == training.CHARSET
+    assert served.onnx.version == "smoke"
+    image, lines = training.load_lines_dir(DATA / "lines")[0]
+    result = served(image)
+    assert len(result["characters"]) == len(lines[0].replace(" ", ""))
+    assert isinstance(keras.__version__, str)
+
+
+def test_card_is_written(tmp_path):
+    per = {"per_class": {"0": 99.5, "A": 97.0}}
+    row = {
+        "description": "d",
+        "lines": 10,
+        "line_accuracy": 90.0,
+        "char_accuracy": 99.0,
+        "segmentation": 100.0,
+        "ms_per_image": 12.0,
+        **per,
+    }
+    facts = {
+        "date": "2025-01-01",
+        "images": 10,
+        "cut_stats": {"lines": 12, "lines_cut_right": 11},
+        "glyphs": 400,
+        "n_val": 20,
+        "params": 1000,
+        "lr": 0.002,
+        "batch": 128,
+        "epochs": 1,
+        "val_accuracy": 90.0,
+        "onnx_diff": 1e-6,
+        "render_minutes": 1.0,
+        "train_minutes": 1.0,
+        "total_minutes": 2.0,
+        "machine": "test",
+        "heldout": {"clean-300dpi-ocrb": row},
+        "bench": None,
+        "command": "python -m training.ocr",
+        "data": "fonts",
+    }
+    training.write_card(tmp_path / "ocr.md", facts)
+    text = (tmp_path / "ocr.md").read_text()
+    assert "clean-300dpi-ocrb" in text and "python -m training.ocr" in text and "2025-01-01" in text
+
+
+def test_parse_args_defaults():
+    args = training.parse_args([])
+    assert isinstance(args, argparse.Namespace)
+    assert args.data == "/usr/share/fonts" and args.threads == 2
