@@ -228,22 +228,23 @@ def plot(results: dict, path: Path) -> None:
     for endpoint, data in results["endpoints"].items():
         pts = data["points"]
         clients = [p["clients"] for p in pts]
+
+        # A point with no completed request has no throughput or latency: a gap, not a zero.
+        def figure(key: str, points: list = pts) -> list[float]:
+            return [p[key] if p["requests"] else float("nan") for p in points]
+
         (line,) = ax_rps.plot(
-            clients,
-            [p["rps"] for p in pts],
-            marker="o",
-            label=endpoint,
-            linewidth=2.5 if endpoint == BASELINE else 1.5,
+            clients, figure("rps"), marker="o", label=endpoint, linewidth=2.5 if endpoint == BASELINE else 1.5
         )
-        ax_lat.plot(
-            clients, [p["p99_ms"] for p in pts], marker="o", color=line.get_color(), label=f"{endpoint} p99"
-        )
-        ax_lat.plot(clients, [p["p50_ms"] for p in pts], marker=".", linestyle="--", color=line.get_color())
+        ax_lat.plot(clients, figure("p99_ms"), marker="o", color=line.get_color(), label=f"{endpoint} p99")
+        ax_lat.plot(clients, figure("p50_ms"), marker=".", linestyle="--", color=line.get_color())
     for ax in (ax_rps, ax_lat):
         ax.set_xscale("log", base=2)
         ax.set_xticks(results["clients"], [str(c) for c in results["clients"]])
         ax.set_xlabel("concurrent clients")
         ax.grid(True, which="both", alpha=0.3)
+    # Log scale: the trivial route and the slowest model differ by two orders of magnitude.
+    ax_rps.set_yscale("log")
     ax_rps.set_ylabel("requests/s")
     ax_rps.set_title("Throughput")
     ax_lat.set_yscale("log")
