@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-missing", action="store_true", help="go on when another model failed to load"
     )
+    parser.add_argument(
+        "--unchecked",
+        action="store_true",
+        help="send every payload even if answered wrong (a model in training)",
+    )
+    parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for /ready")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -67,10 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "profile-" + args.endpoint.strip("/").replace("/", "_").replace("-", "_")
     collapsed = RESULTS / f"{stem}.txt"
-    with GunicornServer(
+    server = GunicornServer(
         workers=args.workers, env={"VISION_SAVE_IMAGES": "false"}, require_ready=not args.allow_missing
-    ) as server:
+    )
+    server.start(timeout=args.start_timeout)
+    with server:
         kept, dropped = select_known(server.base_url, built[args.endpoint])
+        if args.unchecked:
+            kept = built[args.endpoint]
         if not kept:
             raise SystemExit(f"no payload answered right: {dropped[:3]}")
         script = wrk.write_script(kept, Path(tempfile.mkdtemp(prefix="vision-prof-")), "p")
