@@ -21,6 +21,8 @@
  * scrolling. The backing store is sized to CSS size x devicePixelRatio for sharp lines, and
  * strokes are kept in CSS-relative coordinates so a resize or rotation redraws them intact.
  * The canvas gets tabindex="0"; keyboard users act through the page's buttons.
+ * Give the canvas a CSS size (e.g. width: 100%; aspect-ratio: 1 / 1, or height: 100% in a sized
+ * box): the pad sets the backing store from that size, so without it the canvas would resize itself.
  */
 (function (global) {
   "use strict";
