@@ -8,7 +8,7 @@ PORT ?= 5000
 # Debian packages the tests and training need (Redis for the Celery path, Chromium for browser
 # tests, fonts for OCR renders, Tesseract for the OCR peer comparison, PostgreSQL for the store).
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
-	fonts-liberation fonts-freefont-ttf tesseract-ocr
+	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk
 
 .PHONY: run test test-fast install install-dev system-deps lint bench serve gunicorn clean
 
