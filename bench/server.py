@@ -172,6 +172,18 @@ class GunicornServer:
         master = psutil.Process(self.proc.pid)
         return {child.pid: child.memory_info().rss for child in master.children()}
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by gunicorn: the master and every worker."""
+        master = psutil.Process(self.proc.pid)
+        total = 0.0
+        for process in [master, *master.children()]:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
     def worker_pids(self) -> list[int]:
         """The worker pids."""
         return [child.pid for child in psutil.Process(self.proc.pid).children()]
