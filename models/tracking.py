@@ -91,6 +91,9 @@ class NoseModel(ServedModel):
         meta = self.onnx.session.get_modelmeta().custom_metadata_map
         self.crop = {k: float(meta.get(k, v)) for k, v in DEFAULT_CROP.items()}
         self.flip_order = json.loads(meta["flip_order"]) if "flip_order" in meta else None
+        # Mean residual of the training labels (see the model card): subtracted from each answer.
+        offset = np.asarray(json.loads(meta.get("point_offset", "[0, 0]")), np.float32)
+        self.offset = offset[NOSE] if offset.ndim == 2 else offset
         # Averaging with the mirrored crop lowers the error a little for a second (batched) pass.
         self.flip = bool(options.get("flip", True)) and self.flip_order is not None
         folder = Path(options.get("cascades") or cv2.data.haarcascades)
@@ -197,7 +200,7 @@ class NoseModel(ServedModel):
             mirrored = points[n:, self.flip_order].copy()
             mirrored[..., 0] = SIZE - 1 - mirrored[..., 0]
             points = (points[:n] + mirrored) / 2
-        return points[:, NOSE]
+        return points[:, NOSE] - self.offset
 
     def postprocess(
         self,
