@@ -181,8 +181,8 @@ def markdown(results: dict) -> str:
         "## Throughput and latency",
         "",
         f"Share = requests/s as a fraction of `{BASELINE}` at the same client count. Server CPU = user + system "
-        "time of gunicorn's processes per request (barely affected by other load, unlike the wall-clock "
-        "figures). Errors = non-2xx answers plus socket errors and timeouts (should be 0).",
+        "time of gunicorn's processes per request (in a VM it also grows when other load competes for the "
+        "cores). Errors = non-2xx answers plus socket errors and timeouts (should be 0).",
         "",
         "| endpoint | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | share | server CPU ms/req | errors | payloads |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
