@@ -126,6 +126,8 @@ def test_a_tiny_benchmark_run_measures_the_baseline(tmp_path):
             "--workers",
             "1",
             "--allow-missing",
+            "--start-timeout",
+            "240",
             "--no-docs",
             "--json",
             str(out),
@@ -133,7 +135,7 @@ def test_a_tiny_benchmark_run_measures_the_baseline(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())

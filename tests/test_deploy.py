@@ -289,7 +289,7 @@ def test_serve_py_answers_health_on_loopback(tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         answer = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
