@@ -31,6 +31,10 @@ keepalive = 5
 max_requests = 20000
 max_requests_jitter = 2000
 
+# No control socket: gunicorn 27 puts it in ~/.gunicorn, shared by every instance and read-only
+# in containers and systemd sandboxes; nothing here uses gunicornc.
+control_socket_disable = True
+
 # Logs to stdout/stderr, for journald or docker logs; the app logs each request itself.
 accesslog = None
 errorlog = "-"
