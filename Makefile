@@ -10,7 +10,7 @@ PORT ?= 5000
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
 	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk
 
-.PHONY: run test test-fast install install-dev system-deps lint bench serve gunicorn clean
+.PHONY: run test test-browser test-fast install install-dev system-deps lint bench serve gunicorn clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,13 @@ system-deps:
 	  fi; \
 	else echo "no apt-get: install $(APT_PACKAGES) yourself; tests that need them skip with a reason"; fi
 
-## Set up and run every test.
+## Set up and run the test suite (everything but the real-browser tests; see test-browser).
 test: system-deps install-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not browser"
+
+## The real-browser tests: Playwright driving Debian's Chromium against a live server.
+test-browser: system-deps install-dev
+	$(BIN)/python -m pytest -m browser tests/browser
 
 ## The fast tests only (no TensorFlow, no browser, no servers).
 test-fast: $(VENV)/.installed-test
