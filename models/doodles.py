@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.runtime import ModelFileError, ModelInputError, ServedModel
+from models.runtime import LabelMismatchError, ModelFileError, ModelInputError, ServedModel
 
 SIZE = 28
 # Quick, Draw! bitmaps are centred with their ink spanning exactly 26 of 28 px on the long side.
@@ -63,7 +63,7 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     if peak < MIN_CONTRAST:
         raise ModelInputError("Nothing drawn: the canvas is empty.", code="nothing_drawn")
     # Faint edge pixels count (the dataset box includes them); noise under 4% of the peak does not.
-    x, y, w, h = cv2.boundingRect(cv2.findNonZero((ink > peak * 0.04).astype(np.uint8)))
+    x, y, w, h = cv2.boundingRect(cv2.threshold(ink, peak * 0.04, 255, cv2.THRESH_BINARY)[1])
     # Scale by the strongest stroke so a pale pen colour counts as fully drawn.
     return np.minimum(ink[y : y + h, x : x + w].astype(np.float32) / peak, 1.0)
 
@@ -208,7 +208,8 @@ class DoodleModel(ServedModel):
         shape = self.onnx.session.get_outputs()[0].shape
         outputs = shape[-1] if shape and isinstance(shape[-1], int) else None
         if outputs != len(self.labels):
-            raise ModelFileError(
+            # Fatal at start-up: serving would answer with the wrong names.
+            raise LabelMismatchError(
                 f"{labels_path} has {len(self.labels)} labels but {self.path} has {outputs} outputs"
             )
 
