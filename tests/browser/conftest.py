@@ -195,7 +195,9 @@ def new_page(request, live_server) -> Iterator[Callable]:
     def open_page(browser, **context_options):
         context_options.setdefault("viewport", DESKTOP)
         context = browser.new_context(base_url=live_server, **context_options)
-        context.set_default_timeout(15_000)
+        # Generous: on a loaded 2-core machine a navigation can take seconds; a hang still fails.
+        context.set_default_timeout(20_000)
+        context.set_default_navigation_timeout(30_000)
         recorder = Recorder()
         recorder.attach(context)
         recorders.append(recorder)
