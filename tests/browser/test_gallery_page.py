@@ -65,7 +65,11 @@ def upload(page) -> dict:
     """Store the gallery's JPEG fixture through its API (a synchronous save) and return its summary."""
     jpeg = (Path(__file__).parents[1] / "data" / "gallery" / "exif_gps.jpg").read_bytes()
     response = page.request.post(
-        "/images", multipart={"file": {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": jpeg}}
+        "/images",
+        multipart={
+            "file": {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": jpeg},
+            "model": "browser-test",
+        },
     )
     assert response.status == 201, response.text()
     return response.json()
