@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training import tf_setup
+
 SEED = 20240917
 IMAGE_SIZE = 28
 PEAK_LR = 2e-3
@@ -557,9 +559,7 @@ def main(argv: list[str] | None = None) -> dict:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(args.seed)
+    tf_setup.configure(args.threads, args.seed)
 
     x_train, y_train = x[tr], y[tr]
     extra_note = ""

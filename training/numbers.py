@@ -31,12 +31,19 @@ import numpy as np
 
 from models.numbers import SIZE, to_mnist
 from models.runtime import ModelInputError
+from training import tf_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "numbers"
 
 
 # ---------------------------------------------------------------------------- data
+
+
+def display_path(path: Path) -> str:
+    """Return a path relative to the project when it lies inside it (cards must not name a home folder)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def load_mnist(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -422,9 +429,7 @@ def train(args: argparse.Namespace) -> dict:
     cv2.setNumThreads(1)
     cv2.ipp.setUseIPP(False)
     # Two cores are shared by everything on the build machine.
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(args.seed)
+    tf_setup.configure(args.threads, args.seed)
 
     x_train, y_train, x_test, y_test = load_mnist(args.data)
     if args.limit:
@@ -523,7 +528,7 @@ def train(args: argparse.Namespace) -> dict:
     command = "python -m training.numbers " + " ".join(sys.argv[1:])
     facts = {
         "date": dt.date.today().isoformat(),
-        "onnx": str(onnx_path),
+        "onnx": display_path(onnx_path),
         "data": "keras.datasets.mnist" if args.data == "keras" else args.data,
         "data_sha": "n/a" if args.data == "keras" else file_sha256(args.data),
         "n_train": len(x_fit) - n_extra * args.extra_repeat,

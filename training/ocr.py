@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from models.ocr import DEFAULT_CHARSET, GLYPH_SIZE, segment
+from training import tf_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "ocr"
@@ -700,9 +701,7 @@ def train(args: argparse.Namespace) -> dict:
     import tensorflow as tf
 
     cv2.setNumThreads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(args.seed)
+    tf_setup.configure(args.threads, args.seed)
     find_fonts(args.data, list(TRAIN_FONTS) + list(HELDOUT_FONTS))  # fail early, naming what is missing
 
     wall = time.perf_counter()

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from models.runtime import ModelFileError
+from training import tf_setup
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +298,8 @@ def _set_weights(spec: TeachableFile, model: Any) -> None:
 
 
 def _limit_tensorflow_threads() -> None:
-    import tensorflow as tf
-
-    try:  # the machine is shared; conversion is not worth more than two cores
-        tf.config.threading.set_intra_op_parallelism_threads(2)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already initialised in this process
-        pass
+    # the machine is shared; conversion is not worth more than two cores
+    tf_setup.limit_threads(2)
 
 
 def convert(h5_path: Path, onnx_path: Path, *, source_sha256: str | None = None) -> dict:

@@ -36,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training import tf_setup
+
 SIZE = 96
 # Landmarks regressed: the nose tip first (the one served), then a few points whose geometry
 # helps the network place it; the eye corners also give the inter-ocular normaliser.
@@ -599,9 +601,7 @@ def train(args: argparse.Namespace) -> dict:
     import keras
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.utils.set_random_seed(args.seed)
+    tf_setup.configure(args.threads, args.seed)
     for k, v in split.items():
         print(f"{k}: {len(v)} by source {np.bincount(data['source'][v], minlength=4).tolist()}", flush=True)
     train_idx = split["train"]
