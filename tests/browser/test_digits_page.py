@@ -60,6 +60,11 @@ def test_a_drawn_seven_is_recognised_and_clear_empties_the_pad(pointer, new_page
     )
     expect(page.get_by_role("list", name="Most likely digits").get_by_role("listitem")).to_have_count(3)
     expect(page.locator("#numbers-message")).to_be_empty()
+    # The answer is repeated under the pad, in view on a phone while the result card is below the fold.
+    inline = page.locator("#numbers-inline")
+    expect(inline).to_have_text(f"7 · {certainty.inner_text()}")
+    if pointer == "touch":
+        expect(inline).to_be_in_viewport()
     screenshot(page, f"digits-{pointer}")
 
     page.get_by_role("button", name="Clear", exact=True).click()
@@ -67,6 +72,7 @@ def test_a_drawn_seven_is_recognised_and_clear_empties_the_pad(pointer, new_page
     expect(page.locator("#numbers-digit")).to_have_text("?")
     expect(certainty).to_have_text("–")
     expect(page.get_by_role("list", name="Most likely digits").get_by_role("listitem")).to_have_count(0)
+    expect(inline).to_be_empty()
 
 
 def test_the_server_panel_shows_cpu_and_memory_and_refreshes(new_page, browser):
