@@ -131,3 +131,14 @@ def test_parse_args_defaults():
     args = training.parse_args([])
     assert isinstance(args, argparse.Namespace)
     assert args.data == "/usr/share/fonts" and args.threads == 2
+
+
+def test_bench_runs_tesseract_on_a_line():
+    """The peer comparison's Tesseract call (psm 7, whitelist) reads a clean committed line."""
+    from bench import ocr_vs_tesseract as bench
+
+    if bench.tesseract_version() is None:
+        pytest.skip("tesseract-ocr is not installed")
+    image, lines = training.load_lines_dir(DATA / "lines")[0]
+    read = bench.tesseract_read(image)
+    assert training.edit_distance(read.replace(" ", ""), lines[0].replace(" ", "")) <= 5
