@@ -50,11 +50,11 @@ system-deps:
 	  fi; \
 	else echo "no apt-get: install $(APT_PACKAGES) yourself; tests that need them skip with a reason"; fi
 
-## Set up and run the test suite (everything but the real-browser tests; see test-browser).
+## Set up and run the whole test suite, real-browser tests included.
 test: system-deps install-dev
-	$(BIN)/python -m pytest -m "not browser"
+	$(BIN)/python -m pytest
 
-## The real-browser tests: Playwright driving Debian's Chromium against a live server.
+## The real-browser tests alone: Playwright driving Debian's Chromium against a live server.
 test-browser: system-deps install-dev
 	$(BIN)/python -m pytest -m browser tests/browser
 
