@@ -78,22 +78,7 @@
       const upload = await shrink(file);
       body.append("image", upload, file.name || "photo.jpg");
       body.append("top", String(TOP));
-      let response;
-      try {
-        response = await fetch("/api/classifier/" + encodeURIComponent(select.value), { method: "POST", body });
-      } catch (err) {
-        throw new Error("The server cannot be reached: " + err.message);
-      }
-      let result = null;
-      try {
-        result = await response.json();
-      } catch (err) {
-        result = null;
-      }
-      if (!response.ok) {
-        throw new Error(result && result.error ? result.error : "The server answered " + response.status + ".");
-      }
-      render(result);
+      render(await Api.post("/api/classifier/" + encodeURIComponent(select.value), body));
       say("");
     } catch (err) {
       say(err.message);

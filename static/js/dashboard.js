@@ -32,13 +32,11 @@
   async function refresh() {
     if (paused || document.hidden) return;
     try {
-      const response = await fetch("/api/track/stats", { headers: { Accept: "application/json" } });
-      const body = await response.json().catch(() => null);
-      if (!response.ok) throw new Error(body && body.error ? body.error : "The server answered " + response.status + ".");
-      show(body);
+      show(await Api.getJSON("/api/track/stats"));
       say("");
     } catch (err) {
-      say("Cannot refresh the figures: " + err.message);
+      // A network failure keeps its wording here: the browser's words after this page's prefix.
+      say("Cannot refresh the figures: " + (err.cause || err).message);
     }
   }
 

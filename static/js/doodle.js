@@ -78,7 +78,8 @@
     const mine = sequence;
     inFlight = true;
     try {
-      const result = await post({ base64_drawing: snapshot(), top: TOP });
+      const url = "/api/classifier/" + encodeURIComponent(model);
+      const result = await Api.postJSON(url, { base64_drawing: snapshot(), top: TOP });
       if (mine === sequence) {
         render(result);
         say("");
@@ -94,31 +95,6 @@
         schedule();
       }
     }
-  }
-
-  async function post(body) {
-    let response;
-    try {
-      response = await fetch("/api/classifier/" + encodeURIComponent(model), {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
-      });
-    } catch (err) {
-      throw new Error("The server cannot be reached: " + err.message);
-    }
-    let result = null;
-    try {
-      result = await response.json();
-    } catch (err) {
-      result = null;
-    }
-    if (!response.ok) {
-      const error = new Error(result && result.error ? result.error : "The server answered " + response.status + ".");
-      error.code = result && result.code;
-      throw error;
-    }
-    return result;
   }
 
   function percent(confidence) {

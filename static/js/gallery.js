@@ -18,27 +18,6 @@
     box.className = "message" + (text ? " " + (kind || "error") : "");
   }
 
-  async function api(url, options) {
-    let response;
-    try {
-      response = await fetch(url, options);
-    } catch (err) {
-      throw new Error("The server cannot be reached: " + err.message);
-    }
-    if (response.status === 204) return null;
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    if (!response.ok) {
-      const text = body && body.error ? body.error : "The server answered " + response.status + ".";
-      throw new Error(text);
-    }
-    return body;
-  }
-
   function query() {
     const params = new URLSearchParams({ page: String(page), per_page: String(PER_PAGE) });
     for (const [key, value] of new FormData(filters)) {
@@ -103,7 +82,7 @@
   async function load() {
     say(message, "");
     try {
-      const body = await api("/images?" + query().toString());
+      const body = await Api.getJSON("/images?" + query().toString());
       pages = body.pages;
       grid.replaceChildren(...body.items.map(card));
       $("gallery-count").textContent = body.total + " image" + (body.total === 1 ? "" : "s");
@@ -158,7 +137,7 @@
   async function openImage(id) {
     say(dialogMessage, "");
     try {
-      showMeta(await api("/images/" + encodeURIComponent(id)));
+      showMeta(await Api.getJSON("/images/" + encodeURIComponent(id)));
       if (!dialog.open) dialog.showModal();
       $("label-input").focus();
     } catch (err) {
@@ -169,11 +148,7 @@
   async function saveLabel(label) {
     if (!current) return;
     try {
-      const meta = await api("/images/" + current.id + "/label", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ label }),
-      });
+      const meta = await Api.postJSON("/images/" + current.id + "/label", { label });
       showMeta(meta);
       say(dialogMessage, label === null ? "Label cleared." : "Label saved.", "ok");
       load();
@@ -191,7 +166,7 @@
   $("dialog-delete").addEventListener("click", async () => {
     if (!current || !window.confirm("Delete this image and its metadata?")) return;
     try {
-      await api("/images/" + current.id, { method: "DELETE" });
+      await Api.request("/images/" + current.id, { method: "DELETE" });
       dialog.close();
       await load();
       say(message, "Image deleted.", "ok");
@@ -223,7 +198,7 @@
     const model = $("filter-model").value;
     if (model) form.append("model", model);
     try {
-      const created = await api("/images", { method: "POST", body: form });
+      const created = await Api.post("/images", form);
       event.target.reset();
       page = 1;
       await load(); // clears the message box first, so the news comes after

@@ -88,31 +88,22 @@
     send.disabled = true;
     say("Recognising…", "ok");
     try {
-      const response = await fetch("/api/predict", {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify({ image: pad.toDataURL("image/png"), top: TOP }),
-      });
-      let body = null;
-      try {
-        body = await response.json();
-      } catch (err) {
-        body = null;
-      }
+      const body = await Api.postJSON("/api/predict", { image: pad.toDataURL("image/png"), top: TOP });
       if (mine !== sequence) return;
-      if (response.ok && body) {
-        render(body, false);
-        say("");
-      } else if (response.status === 422 && body && body.code === "low_certainty") {
-        render(body, true);
-        say(body.error, "warn");
+      render(body, false);
+      say("");
+    } catch (err) {
+      if (mine !== sequence) return;
+      if (err.status === 0) {
+        say("Cannot reach the server: " + err.cause.message, "error");
+      } else if (err.status === 422 && err.code === "low_certainty") {
+        // A 422 that still holds the best guess: show it, marked as unsure.
+        render(err.body, true);
+        say(err.message, "warn");
       } else {
         reset();
-        const text = body && body.error ? body.error : "The server answered " + response.status + ".";
-        say(text, body && body.code === "nothing_drawn" ? "warn" : "error");
+        say(err.message, err.code === "nothing_drawn" ? "warn" : "error");
       }
-    } catch (err) {
-      if (mine === sequence) say("Cannot reach the server: " + err.message, "error");
     } finally {
       if (mine === sequence) send.disabled = false;
     }
@@ -149,9 +140,7 @@
   async function system() {
     if (document.hidden) return;
     try {
-      const response = await fetch("/api/system_info", { headers: { Accept: "application/json" } });
-      const info = await response.json();
-      if (!response.ok) throw new Error(info.error || String(response.status));
+      const info = await Api.getJSON("/api/system_info");
       $("numbers-cpu").textContent = info.cpu;
       $("numbers-memory").textContent = info.memory;
       $("numbers-server-status").textContent = "";

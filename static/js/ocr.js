@@ -217,21 +217,7 @@
     try {
       const body = new FormData();
       body.append("image", await shrink(blob), blob.name || "image.png");
-      let response;
-      try {
-        response = await fetch("/api/ocr", { method: "POST", body });
-      } catch (err) {
-        throw new Error("The server cannot be reached: " + err.message);
-      }
-      let result = null;
-      try {
-        result = await response.json();
-      } catch (err) {
-        result = null;
-      }
-      if (!response.ok) {
-        throw new Error(result && result.error ? result.error : "The server answered " + response.status + ".");
-      }
+      const result = await Api.post("/api/ocr", body);
       if (!img.complete) await new Promise((resolve) => img.addEventListener("load", resolve, { once: true }));
       drawBoxes(result);
       renderLines(result);

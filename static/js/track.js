@@ -76,29 +76,6 @@
     );
   }
 
-  async function send(body, contentType) {
-    let response;
-    try {
-      response = await fetch("/api/track", {
-        method: "POST",
-        body,
-        headers: contentType ? { "Content-Type": contentType } : {},
-      });
-    } catch (err) {
-      throw new Error("The server cannot be reached: " + err.message);
-    }
-    let result = null;
-    try {
-      result = await response.json();
-    } catch (err) {
-      result = null;
-    }
-    if (!response.ok) {
-      throw new Error(result && result.error ? result.error : "The server answered " + response.status + ".");
-    }
-    return result;
-  }
-
   function showHud() {
     const now = performance.now();
     doneTimes = doneTimes.filter((t) => now - t < 1000);
@@ -122,7 +99,7 @@
         const blob = await new Promise((resolve) => grab.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
         if (!blob) throw new Error("This browser cannot encode a JPEG frame.");
         const started = performance.now();
-        const result = await send(blob, "image/jpeg");
+        const result = await Api.post("/api/track", blob);
         lastMs = performance.now() - started;
         doneTimes.push(performance.now());
         if (running) {
@@ -223,7 +200,7 @@
       await photo.decode();
       const body = new FormData();
       body.append("image", file, file.name || "photo.jpg");
-      const result = await send(body);
+      const result = await Api.post("/api/track", body);
       draw(result, photo.naturalWidth, photo.naturalHeight);
       readout.textContent = describe(result);
       say(result.found ? "" : "No face was found in this photo.", "warn");
