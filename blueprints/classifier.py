@@ -66,6 +66,40 @@ class ClassifierList(BaseModel):
 
 SCHEMAS = (Prediction, GetHint, ClassifierList)
 
+# What both POST routes take and answer; _with_request_doc appends it to their docstrings.
+REQUEST_DOC = """
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                base64_drawing: {type: string, description: 'data URL or base64 of a PNG/JPEG/... image'}
+                image: {type: string, description: 'same as base64_drawing'}
+                top: {type: integer, minimum: 1, default: 3, description: 'how many labels to list'}
+          multipart/form-data:
+            schema:
+              type: object
+              properties:
+                image: {type: string, format: binary}
+                top: {type: integer, minimum: 1, default: 3}
+          image/*:
+            schema: {type: string, format: binary}
+      responses:
+        200:
+          description: The best label, its probability (0..1) and the best `top` labels.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Prediction'}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: No image, bad base64, bad JSON or a bad `top`.
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
+"""
+
 
 def classifier_specs() -> dict[str, dict]:
     """Return the configured classifiers by name."""
@@ -144,50 +178,6 @@ def predict_default():
     ---
     post:
       summary: Classify a drawing or photo with the default classifier (DEFAULT_CLASSIFIER)
-      requestBody:
-        required: true
-        content:
-          application/json:
-            schema:
-              type: object
-              properties:
-                base64_drawing: {type: string, description: 'data URL or base64 of a PNG/JPEG/... image'}
-                image: {type: string, description: 'same as base64_drawing'}
-                top: {type: integer, minimum: 1, default: 3, description: 'how many labels to list'}
-          multipart/form-data:
-            schema:
-              type: object
-              properties:
-                image: {type: string, format: binary}
-                top: {type: integer, minimum: 1, default: 3}
-          image/*:
-            schema: {type: string, format: binary}
-      responses:
-        200:
-          description: The best label, its probability (0..1) and the best `top` labels.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/Prediction'}
-        400:
-          description: No image, bad base64, bad JSON or a bad `top`.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        413:
-          description: The image is too large.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        415:
-          description: The data is not an image.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        503:
-          description: The default classifier is not loaded.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
     """
     name = current_app.config["DEFAULT_CLASSIFIER"]
     if name not in classifier_specs():
@@ -246,11 +236,7 @@ def hint_named(name: str):
           content:
             application/json:
               schema: {$ref: '#/components/schemas/GetHint'}
-        404:
-          description: No classifier has this name.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404: {$ref: '#/components/responses/NotFound'}
     """
     require_known(name)
     return get_hint()
@@ -262,57 +248,17 @@ def predict_named(name: str):
     ---
     post:
       summary: Classify a drawing or photo with the classifier `name` (see /api/classifier/models)
-      requestBody:
-        required: true
-        content:
-          application/json:
-            schema:
-              type: object
-              properties:
-                base64_drawing: {type: string, description: 'data URL or base64 of a PNG/JPEG/... image'}
-                image: {type: string, description: 'same as base64_drawing'}
-                top: {type: integer, minimum: 1, default: 3}
-          multipart/form-data:
-            schema:
-              type: object
-              properties:
-                image: {type: string, format: binary}
-                top: {type: integer, minimum: 1, default: 3}
-          image/*:
-            schema: {type: string, format: binary}
-      responses:
-        200:
-          description: The best label, its probability (0..1) and the best `top` labels.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/Prediction'}
-        400:
-          description: No image, bad base64, bad JSON or a bad `top`.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        404:
-          description: No classifier has this name.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        413:
-          description: The image is too large.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        415:
-          description: The data is not an image.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        503:
-          description: The classifier is configured but failed to load.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
     """
     return classify(name)
+
+
+def _with_request_doc() -> None:
+    """Append the shared request/response YAML to the two POST routes' docstrings."""
+    predict_default.__doc__ += REQUEST_DOC
+    predict_named.__doc__ += REQUEST_DOC + "        404: {$ref: '#/components/responses/NotFound'}\n"
+
+
+_with_request_doc()
 
 
 @bp.get("/doodle")

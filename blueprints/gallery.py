@@ -219,20 +219,10 @@ def upload():
             application/json:
               schema: {$ref: '#/components/schemas/ImageCreated'}
         400:
+          $ref: '#/components/responses/BadRequest'
           description: No file, an empty file, or a bad model or label.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        413:
-          description: Larger than MAX_IMAGE_BYTES (or MAX_IMAGE_PIXELS).
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        415:
-          description: Not an image.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
         503:
           description: The database is unavailable (507 when the disk is full).
           content:
@@ -277,11 +267,7 @@ def get_image(image_id: str):
           content:
             application/json:
               schema: {$ref: '#/components/schemas/ImageMeta'}
-        404:
-          description: No image has this id.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404: {$ref: '#/components/responses/NotFound'}
     """
     return jsonify(metadata(_find(image_id)))
 
@@ -304,11 +290,7 @@ def vignette(image_id: str):
           content:
             application/json:
               schema: {$ref: '#/components/schemas/ThumbnailPending'}
-        404:
-          description: No image has this id.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404: {$ref: '#/components/responses/NotFound'}
         422:
           description: The thumbnail could not be made (the error says why).
           content:
@@ -355,11 +337,7 @@ def download(image_id: str):
           description: The bytes as received, named <id>.<ext>.
           content:
             image/*: {}
-        404:
-          description: No image has this id.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404: {$ref: '#/components/responses/NotFound'}
     """
     record = _find(image_id)
     path = get_store().file_path(record)
@@ -388,11 +366,7 @@ def delete_image(image_id: str):
       responses:
         204:
           description: Deleted.
-        404:
-          description: No image has this id.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404: {$ref: '#/components/responses/NotFound'}
     """
     record = _find(image_id)
     if not get_store().delete(record.id):
@@ -419,15 +393,9 @@ def set_label(image_id: str):
             application/json:
               schema: {$ref: '#/components/schemas/ImageMeta'}
         400:
+          $ref: '#/components/responses/BadRequest'
           description: No label field, or a label that is empty, too long or not text.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        404:
-          description: No image has this id.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        404: {$ref: '#/components/responses/NotFound'}
     """
     record = _find(image_id)
     body = request.get_json(silent=True) if request.is_json else None
@@ -498,10 +466,8 @@ def list_images():
             application/json:
               schema: {$ref: '#/components/schemas/ImagePage'}
         400:
+          $ref: '#/components/responses/BadRequest'
           description: A parameter out of range or not a date.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
     """
     page = _int_arg("page", 1, 1, 1_000_000)
     per_page = _int_arg("per_page", 24, 1, MAX_PER_PAGE)

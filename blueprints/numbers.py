@@ -102,30 +102,16 @@ def predict():
             application/json:
               schema: {$ref: '#/components/schemas/DigitPrediction'}
         400:
+          $ref: '#/components/responses/BadRequest'
           description: No image, bad base64 or JSON, a bad `top`, or nothing drawn (code nothing_drawn).
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        413:
-          description: The image is too large.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        415:
-          description: The data is not an image.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
         422:
           description: Certainty under the threshold (code low_certainty); the guess is included.
           content:
             application/json:
               schema: {$ref: '#/components/schemas/LowCertainty'}
-        503:
-          description: The digit model is not loaded.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     model = get_registry().get(MODEL)
     image = load_image()

@@ -116,30 +116,16 @@ def predict():
                   - {$ref: '#/components/schemas/OcrResult'}
                   - {type: array, items: {type: array, items: {type: number}, minItems: 10, maxItems: 10}}
         400:
+          $ref: '#/components/responses/BadRequest'
           description: No image, bad base64, JSON or nested array, an image under 8x8, or a bad `format`.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        413:
-          description: The image is too large.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
-        415:
-          description: The data is not an image.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
         422:
           description: Too much text in one image (code too_much_text); crop it to the lines to read.
           content:
             application/json:
               schema: {$ref: '#/components/schemas/ErrorResponse'}
-        503:
-          description: The OCR model is not loaded.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/ErrorResponse'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     model = get_registry().get(MODEL)
     image = load_image()

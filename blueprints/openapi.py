@@ -2,6 +2,9 @@
 
 A view documents itself: a one-line summary, then `---` and the YAML of its operations keyed by
 HTTP method. Response bodies reference pydantic models that the view's module lists in `SCHEMAS`.
+The error answers that many routes share are components too (`ERROR_RESPONSES`): a route names one
+in a line, `413: {$ref: '#/components/responses/TooLarge'}`, and where it has more to say, writes a
+`description` beside the `$ref` (OpenAPI 3.1 lets a reference override the description).
 """
 
 from __future__ import annotations
@@ -23,6 +26,16 @@ class ErrorResponse(BaseModel):
 
     error: str
     code: str
+
+
+# Error answers that many routes share, by component name, with their default description.
+ERROR_RESPONSES = {
+    "BadRequest": "The request cannot be used as it is: `error` says why, `code` names the case.",
+    "NotFound": "Nothing has this id or name (`error` says what was looked for).",
+    "TooLarge": "The image is too large (over MAX_IMAGE_BYTES bytes or MAX_IMAGE_PIXELS pixels).",
+    "NotAnImage": "The data is not an image.",
+    "ModelNotLoaded": "The model this route needs is not loaded (code model_not_loaded; /ready says why).",
+}
 
 
 def add_schema(spec: APISpec, model: type[BaseModel]) -> None:
@@ -48,6 +61,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
         },
     )
     add_schema(spec, ErrorResponse)
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for name, description in ERROR_RESPONSES.items():
+        spec.components.response(name, {"description": description, "content": error_body})
     for blueprint in app.blueprints.values():
         module = sys.modules.get(blueprint.import_name)
         for model in getattr(module, "SCHEMAS", ()):

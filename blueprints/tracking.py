@@ -94,25 +94,11 @@ REQUEST_DOC = """
             application/json:
               schema: {{$ref: '#/components/schemas/NosePosition'}}
         400:
+          $ref: '#/components/responses/BadRequest'
           description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
-          content:
-            application/json:
-              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
-        413:
-          description: The image is too large.
-          content:
-            application/json:
-              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
-        415:
-          description: The data is not an image.
-          content:
-            application/json:
-              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
-        503:
-          description: The tracking model is not loaded.
-          content:
-            application/json:
-              schema: {{$ref: '#/components/schemas/ErrorResponse'}}
+        413: {{$ref: '#/components/responses/TooLarge'}}
+        415: {{$ref: '#/components/responses/NotAnImage'}}
+        503: {{$ref: '#/components/responses/ModelNotLoaded'}}
 """
 JSON_CONTENT = """application/json:
             schema:
