@@ -42,7 +42,11 @@ DEFAULTS: dict[str, Any] = {
         "numbers": {"type": "numbers", "path": "models/numbers.onnx"},
         "doodles": {"type": "doodle", "path": "models/doodles.onnx", "labels": "models/doodles_labels.txt"},
         "ocr": {"type": "ocr", "path": "models/ocr.onnx"},
-        "tracking": {"type": "tracking", "path": "models/tracking.onnx"},
+        "tracking": {
+            "type": "tracking",
+            "path": "models/tracking.onnx",
+            "detector": "models/face_detector.onnx",
+        },
     },
     # Folders whose sub-folders hold Teachable Machine exports (keras_model.h5 + labels.txt).
     "CLASSIFIER_DIRS": ["models/classifiers"],

@@ -88,7 +88,7 @@ REQUEST_DOC = """
           description: >
             {{"x": 0.61, "y": 0.58, "found": true, "mode": "detected", "face": {{...}}, "faces": [...]}}:
             x, y are the nose tip of the largest face, normalised to the image width and height.
-            mode is "detected" (Haar face detector) or "whole_image" (the image is the face crop).
+            mode is "detected" (BlazeFace face detector) or "whole_image" (the image is the face crop).
             No face: {{"found": false}}.
           content:
             application/json:
@@ -195,7 +195,7 @@ def track_any():
       summary: Nose tip of every face in an image
       description: >
         Takes every image format of the service (JSON base64 or data URL, multipart, raw image
-        bytes, legacy nested arrays). Faces are found with OpenCV's Haar cascade, cropped,
+        bytes, legacy nested arrays). Faces are found with MediaPipe's BlazeFace, cropped,
         and the nose tip regressed on each; largest face first.
     """
     return track(load_image(), "track")

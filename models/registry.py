@@ -121,7 +121,8 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
     failures: dict[str, str] = {}
     for name, spec in specs.items():
         options: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("type", "path")}
-        for key in ("labels",):
+        # Files beside the model (a classifier's labels, the tracker's face detector).
+        for key in ("labels", "detector"):
             if key in options:
                 options[key] = resolve_path(root, options[key])
         try:

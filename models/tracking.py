@@ -1,18 +1,15 @@
-"""The nose tracker: find faces (OpenCV Haar cascade), regress each nose tip, map it back.
+"""The nose tracker: find faces (MediaPipe's BlazeFace), regress each nose tip, map it back.
 
-Pipeline for a whole frame: detect faces -> crop each with the margin of the training crops ->
-regress the nose tip on a 96x96 gray crop (ONNX, averaged with its mirror image) -> map the
-point back to the input image. When the detector finds nothing but the image is a tight face
-crop, the whole image is the crop ("mode": "whole_image"). `detect=False` skips detection.
-
-The Haar cascades ship in opencv-python-headless 4.x wheels (`cv2.data.haarcascades`); 5.0
-wheels no longer carry them, which is why the project pins OpenCV 4.x.
+Pipeline for a whole frame: detect faces (models/face_detector.py, ONNX) -> crop each with the
+margin of the training crops -> regress the nose tip on a 96x96 gray crop (ONNX, averaged with
+its mirror image) -> map the point back to the input image. When the detector finds nothing but
+the image is a tight face crop, the whole image is the crop ("mode": "whole_image").
+`detect=False` skips detection.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,26 +17,34 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.runtime import ModelFileError, ModelInputError, ServedModel
+from models.face_detector import FaceDetector
+from models.runtime import ModelInputError, ServedModel
 
 SIZE = 96
 NOSE = 0
-# A crop is this many times the Haar box width, shifted by (dx, dy) box widths, unless the
-# ONNX metadata (measured on the training crops by training/tracking.py) says otherwise.
-DEFAULT_CROP = {"crop_scale": 2.0, "crop_dx": 0.0, "crop_dy": 0.07}
-CASCADE = "haarcascade_frontalface_default.xml"
-# The second look also asks this cascade (it finds some faces the default one misses).
-CASCADE_ALT = "haarcascade_frontalface_alt2.xml"
+DETECTOR = Path(__file__).with_name("face_detector.onnx")
+# A crop is crop_scale times the BlazeFace box width, its centre shifted by (dx, dy) box widths
+# from the box centre. Measured by `python -m training.face_detector` (models/face_detector.md,
+# "Crop calibration"): BlazeFace run on the 5,432 training crops of faces_96.npz, each padded
+# with black to 192x192, the medians of 96 / box width and of the crop-centre offsets.
+# tracking.onnx's own crop_* metadata is used instead only when it names this detector
+# (`crop_detector`): its current values were measured on Haar boxes.
+DEFAULT_CROP = {"crop_scale": 2.142, "crop_dx": 0.014, "crop_dy": -0.003}
 MAX_FACES = 10
-# Second look: faces of at least this fraction of the shorter side; a box at least FACE_CROP_MIN
-# of it means the image is itself a face crop (training crops are about 2x the Haar box).
-SECOND_LOOK_MIN = 0.2
-FACE_CROP_MIN = 0.4
-MIN_SIDE = 16
-# Detection runs on a copy whose longer side is at most this (speed), and small images are
-# upscaled so their shorter side is at least DETECT_MIN (Haar's window is 24 px).
+# Detection runs on a copy whose longer side is at most DETECT_MAX (speed), and looks for
+# faces down to MIN_FACE pixels wide in that copy (the detector's second, zoomed look).
 DETECT_MAX = 640
-DETECT_MIN = 240
+MIN_FACE = 40
+# MediaPipe's threshold for the full-range model is 0.6; 0.5 (its short-range one) admits the
+# faces that score 0.5-0.6 (see models/face_detector.md), for images where none scores 0.6.
+LENIENT_SCORE = 0.5
+# Second look: the image padded by this share of its longer side on every side (a face that
+# fills the image lacks the margin BlazeFace expects); a face box at least FACE_CROP_MIN of the
+# shorter side means the image is itself a face crop (training crops are ~2.2 box widths).
+SECOND_LOOK_PAD = 0.5
+SECOND_LOOK_MIN = 0.2
+FACE_CROP_MIN = 0.3
+MIN_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -81,82 +86,76 @@ def as_gray(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def as_detector_input(image: np.ndarray) -> np.ndarray:
+    """Return the image as the detector takes it: RGB for colour (BGR/BGRA) input, else gray."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
+        return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
+    return as_gray(image)
+
+
 class NoseModel(ServedModel):
-    """Nose-tip tracker: Haar face detection, then a CNN keypoint regressor on each face."""
+    """Nose-tip tracker: BlazeFace face detection, then a CNN keypoint regressor on each face."""
 
     kind = "tracking"
 
     def __init__(self, name: str, path: Path, *, threads: int = 1, **options: Any):
         super().__init__(name, path, threads=threads, **options)
+        # ONNX sessions are thread-safe and the detector keeps no state, so no lock is needed.
+        self.detector = FaceDetector(
+            Path(options.get("detector") or DETECTOR), name=f"{name}_face_detector", threads=threads
+        )
         meta = self.onnx.session.get_modelmeta().custom_metadata_map
-        self.crop = {k: float(meta.get(k, v)) for k, v in DEFAULT_CROP.items()}
+        own = meta.get("crop_detector") == self.detector.name
+        self.crop = {k: float(meta[k]) if own and k in meta else v for k, v in DEFAULT_CROP.items()}
         self.flip_order = json.loads(meta["flip_order"]) if "flip_order" in meta else None
         # Mean residual of the training labels (see the model card): subtracted from each answer.
         offset = np.asarray(json.loads(meta.get("point_offset", "[0, 0]")), np.float32)
         self.offset = offset[NOSE] if offset.ndim == 2 else offset
         # Averaging with the mirrored crop lowers the error a little for a second (batched) pass.
         self.flip = bool(options.get("flip", True)) and self.flip_order is not None
-        folder = Path(options.get("cascades") or cv2.data.haarcascades)
-        self.cascade = self._cascade(folder / CASCADE)
-        self.cascade_alt = self._cascade(folder / CASCADE_ALT)
-        # CascadeClassifier.detectMultiScale is not safe to call from several threads at once;
-        # the ONNX session is, so only detection is serialised, per model.
-        self._detect_lock = threading.Lock()
-
-    @staticmethod
-    def _cascade(path: Path) -> cv2.CascadeClassifier:
-        cascade = cv2.CascadeClassifier(str(path))
-        if cascade.empty():
-            raise ModelFileError(f"cannot load Haar cascade {path} (opencv-python-headless 4.x ships it)")
-        return cascade
 
     # --- detection -------------------------------------------------------------------------
 
-    def _detection_image(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
-        """Return the equalised image the cascade runs on and its scale to the input."""
-        h, w = gray.shape
-        scale = 1.0
-        if max(h, w) > DETECT_MAX:
-            scale = DETECT_MAX / max(h, w)
-        elif min(h, w) < DETECT_MIN:
-            scale = min(DETECT_MIN / min(h, w), 2 * DETECT_MAX / max(h, w))
-        if scale != 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        return cv2.equalizeHist(gray), scale
+    @staticmethod
+    def _detection_image(image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Return the detector's copy of the image (longer side at most DETECT_MAX) and its scale."""
+        h, w = image.shape[:2]
+        if max(h, w) <= DETECT_MAX:
+            return image, 1.0
+        scale = DETECT_MAX / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
-    def detect(self, gray: np.ndarray) -> list[tuple[float, float, float, float]]:
-        """Return face boxes (x, y, w, h) in input pixels, largest first."""
-        small, scale = self._detection_image(gray)
-        min_size = max(24, int(0.06 * min(small.shape)))
-        with self._detect_lock:
-            found = self.cascade.detectMultiScale(
-                small, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size)
-            )
-        boxes = [tuple(float(v) / scale for v in box) for box in found]
-        boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
-        return boxes[:MAX_FACES]
+    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Return face boxes (x, y, w, h) in input pixels, largest first.
 
-    def second_look(self, gray: np.ndarray) -> tuple[float, float, float, float] | None:
-        """Look again, leniently, for one large face the strict pass missed; return its box.
-
-        The image is padded (a tight crop leaves the cascade no room around the face) and both
-        cascades are asked with a lenient neighbour count, for faces of at least a fifth of the
-        shorter side only, which keeps false alarms on textures rare.
+        Faces scoring at least the model's threshold; when there is none, the largest face of at
+        least MIN_FACE pixels scoring LENIENT_SCORE (low-resolution or blurred faces score there).
         """
-        small, scale = self._detection_image(gray)
-        pad = min(small.shape) // 4
-        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        min_size = int(SECOND_LOOK_MIN * min(small.shape))
-        with self._detect_lock:
-            for cascade in (self.cascade, self.cascade_alt):
-                found = cascade.detectMultiScale(
-                    padded, scaleFactor=1.05, minNeighbors=2, minSize=(min_size, min_size)
-                )
-                if len(found):
-                    x, y, w, h = max(found, key=lambda b: b[2] * b[3])
-                    return ((x - pad) / scale, (y - pad) / scale, w / scale, h / scale)
-        return None
+        small, scale = self._detection_image(as_detector_input(image))
+        faces = self.detector.detect(
+            small, min_face=MIN_FACE, min_score=min(LENIENT_SCORE, self.detector.min_score)
+        )
+        sure = [f for f in faces if f.score >= self.detector.min_score]
+        faces = sure or [f for f in faces if f.w >= MIN_FACE][:1]
+        return [tuple(v / scale for v in f.box) for f in faces[:MAX_FACES]]
+
+    def second_look(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
+        """Look again for one large face in the image padded with black; return its box.
+
+        A face that fills the image (a tight crop) leaves BlazeFace none of the surroundings it
+        expects; with a black margin, as the training crops have where they leave the photo,
+        it is found. Only faces of at least a fifth of the shorter side count.
+        """
+        small, scale = self._detection_image(as_detector_input(image))
+        pad = round(SECOND_LOOK_PAD * max(small.shape[:2]))
+        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        faces = [f for f in self.detector.detect(padded) if f.w >= SECOND_LOOK_MIN * min(small.shape[:2])]
+        if not faces:
+            return None
+        x, y, w, h = faces[0].box
+        return ((x - pad) / scale, (y - pad) / scale, w / scale, h / scale)
 
     @staticmethod
     def is_face_crop(gray: np.ndarray, box: tuple[float, float, float, float]) -> bool:
@@ -165,7 +164,7 @@ class NoseModel(ServedModel):
         return 0.75 <= w / h <= 1.33 and box[2] >= FACE_CROP_MIN * min(h, w)
 
     def crop_for_box(self, box: tuple[float, float, float, float]) -> Crop:
-        """Return the square crop around a Haar box that matches the training crops' face scale."""
+        """Return the square crop around a face box that matches the training crops' face scale."""
         x, y, w, h = box
         side = self.crop["crop_scale"] * w
         cx = x + w / 2 + self.crop["crop_dx"] * w
@@ -249,9 +248,9 @@ class NoseModel(ServedModel):
                 f"The image is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed to find a face.",
                 code="image_too_small",
             )
-        boxes = self.detect(gray) if detect else []
+        boxes = self.detect(image) if detect else []
         if detect and not boxes:
-            box = self.second_look(gray)
+            box = self.second_look(image)
             if box is None:
                 return {"found": False}
             # A tight crop is regressed whole (as trained); a face inside a frame gets its crop.
@@ -272,9 +271,10 @@ class NoseModel(ServedModel):
         return np.zeros((2 if self.flip else 1, SIZE, SIZE, 1), np.float32)
 
     def warmup(self) -> None:
-        """Warm the ONNX session and the cascades (their first call allocates)."""
+        """Warm both ONNX sessions, the detector at a webcam frame's sizes (first calls allocate)."""
         super().warmup()
-        self.detect(np.zeros((120, 160), np.uint8))
+        for shape in ((480, 640), (240, 320)):
+            self.detect(np.zeros(shape, np.uint8))
 
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         """Run the ONNX model alone: (N, 96, 96, 1) float32 -> (N, K, 2) keypoints."""
@@ -282,4 +282,11 @@ class NoseModel(ServedModel):
 
     def describe(self) -> dict:
         """Describe the model, its detector and crop calibration."""
-        return {**super().describe(), "detector": CASCADE, "crop": self.crop, "flip_average": self.flip}
+        return {
+            **super().describe(),
+            "detector": self.detector.name,
+            "detector_file": str(self.detector.onnx.path),
+            "detector_sha256": self.detector.onnx.sha256,
+            "crop": self.crop,
+            "flip_average": self.flip,
+        }

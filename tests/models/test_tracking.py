@@ -100,10 +100,11 @@ def test_tight_crops_with_detection_are_found_and_accurate(model):
 
 
 def test_whole_image_fallback_for_crops_the_detector_misses(model):
-    # Some tight crops defeat the strict cascade (the face fills the image); the lenient second
-    # check still recognises a face crop and the whole image is regressed.
+    # Some tight crops defeat the first look (the face fills the image, with no surroundings);
+    # the second look, on the image padded with black, recognises a face crop and the whole
+    # image is regressed.
     misses = [r for r in CROPS if not model.detect(load(r))]
-    assert misses, "expected a committed crop the strict cascade misses"
+    assert misses, "expected a committed crop the first look misses"
     errors = []
     for r in misses:
         result = model(load(r))
@@ -191,12 +192,15 @@ def test_detect_false_always_answers(model):
 
 def test_non_square_whole_image_maps_to_the_image(model):
     # A tight crop padded with black on the sides: the answer is in the wide image's coordinates.
+    # 16 px in all keeps the face at 96/112 of its trained size, inside the training scales
+    # (0.82-1.22); more padding would test the regressor, not the mapping.
     row = CROPS[3]
-    wide = np.zeros((SIZE, SIZE + 64), np.uint8)
-    wide[:, 32 : 32 + SIZE] = load(row)
+    wide = np.zeros((SIZE, SIZE + 16), np.uint8)
+    wide[:, 8 : 8 + SIZE] = load(row)
     result = model(wide, detect=False)
-    nose = [row["nose"][0] + 32, row["nose"][1]]
-    assert error(result, nose, SIZE + 64, SIZE, interocular(row)) <= 0.25
+    assert result["mode"] == "whole_image" and result["face"] == {"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0}
+    nose = [row["nose"][0] + 8, row["nose"][1]]
+    assert error(result, nose, SIZE + 16, SIZE, interocular(row)) <= 0.25
 
 
 def test_colour_and_gray_inputs_agree(model):
@@ -227,7 +231,8 @@ def test_threads_get_their_own_answers(model):
 def test_describe_reports_detector_and_calibration(model):
     info = model.describe()
     assert info["kind"] == "tracking"
-    assert info["detector"].startswith("haarcascade_frontalface")
+    assert info["detector"] == "blazeface_full_range"
+    assert info["detector_file"].endswith("face_detector.onnx") and len(info["detector_sha256"]) == 64
     assert 1.5 <= info["crop"]["crop_scale"] <= 2.6
 
 
