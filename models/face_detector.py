@@ -245,25 +245,34 @@ class FaceDetector:
         *,
         min_face: float | None = None,
         max_faces: int | None = None,
-        min_score: float | None = None,
+        fallback_score: float | None = None,
     ) -> list[Face]:
         """Return the faces in an RGB or gray uint8 image, in its pixels, largest first.
 
         One look at the whole image fitted into the model's square input finds faces from about
         a tenth of the longer side up. With `min_face` (pixels), a second look at the image
-        scaled so that such a face is `min_face_px` wide finds the smaller ones. `min_score`
-        replaces the model's score threshold.
+        scaled so that such a face is `min_face_px` wide finds the smaller ones. With
+        `fallback_score`, when no face reaches the model's threshold, the faces that reach this
+        lower one are returned instead (from the same looks).
         """
         h, w = image.shape[:2]
-        parts = [self.candidates(*self.letterbox(image), min_score)]
+        lowest = self.min_score if fallback_score is None else min(fallback_score, self.min_score)
+        parts = [self.candidates(*self.letterbox(image), lowest)]
         if min_face and self.min_face_px and self.multiple:
             zoom = self.min_face_px / min_face
             if zoom > 1.25 * self.size / max(h, w):
-                parts.append(self.candidates(*self.zoomed(image, zoom), min_score))
+                parts.append(self.candidates(*self.zoomed(image, zoom), lowest))
         corners, keypoints, scores = (np.concatenate(p) for p in zip(*parts, strict=True))
+        sure = scores >= self.min_score
+        faces = self._faces(corners[sure], keypoints[sure], scores[sure])
+        if not faces and fallback_score is not None:
+            faces = self._faces(corners, keypoints, scores)
+        return faces[:max_faces] if max_faces else faces
+
+    def _faces(self, corners: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -> list[Face]:
+        """Merge candidates into faces (weighted NMS, parts of larger faces dropped), largest first."""
         faces = [
             Face(x0, y0, x1 - x0, y1 - y0, score, points)
             for (x0, y0, x1, y1), points, score in weighted_nms(corners, keypoints, scores, self.iou)
         ]
-        faces = drop_parts(faces)
-        return faces[:max_faces] if max_faces else faces
+        return drop_parts(faces)

@@ -134,11 +134,9 @@ class NoseModel(ServedModel):
         least MIN_FACE pixels scoring LENIENT_SCORE (low-resolution or blurred faces score there).
         """
         small, scale = self._detection_image(as_detector_input(image))
-        faces = self.detector.detect(
-            small, min_face=MIN_FACE, min_score=min(LENIENT_SCORE, self.detector.min_score)
-        )
-        sure = [f for f in faces if f.score >= self.detector.min_score]
-        faces = sure or [f for f in faces if f.w >= MIN_FACE][:1]
+        faces = self.detector.detect(small, min_face=MIN_FACE, fallback_score=LENIENT_SCORE)
+        if faces and faces[0].score < self.detector.min_score:
+            faces = [f for f in faces if f.w >= MIN_FACE][:1]
         return [tuple(v / scale for v in f.box) for f in faces[:MAX_FACES]]
 
     def second_look(self, image: np.ndarray) -> tuple[float, float, float, float] | None:

@@ -219,3 +219,18 @@ def test_detect_is_thread_safe(detector):
     expected = [boxes(f) for f in frames]
     with ThreadPoolExecutor(max_workers=6) as pool:
         assert list(pool.map(boxes, frames * 4)) == expected * 4
+
+
+def test_a_fallback_score_admits_a_face_under_the_threshold_only_when_none_reaches_it(detector):
+    frame = background(640, 480, seed=22)
+    paste(frame, load(CROPS[22]), 240, 162, 144)  # a blurred face: it scores 0.5-0.6
+    assert detector.detect(frame, min_face=40) == []
+    faces = detector.detect(frame, min_face=40, fallback_score=0.5)
+    assert len(faces) == 1 and centre_inside(faces[0], 240, 162, 144)
+    assert 0.5 <= faces[0].score < detector.min_score
+    # A face over the threshold is answered alone: the fallback does not add weaker ones.
+    sure = background(640, 480, seed=0)
+    paste(sure, load(CROPS[0]), 300, 120, 240)
+    assert [f.box for f in detector.detect(sure, min_face=40, fallback_score=0.5)] == [
+        f.box for f in detector.detect(sure, min_face=40)
+    ]
