@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.doodles", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="quickdraw_28.npz or a folder of <class>.npy")
     p.add_argument("--out", type=Path, default=Path("models"), help="output folder (default: models)")
-    p.add_argument("--epochs", type=int, default=12, help="maximum epochs (early stopping on validation)")
+    p.add_argument("--epochs", type=int, default=16, help="maximum epochs (early stopping on validation)")
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit", type=int, default=None, help="use at most N drawings per class (smoke tests)")
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="held-out canvas PNGs + labels.csv to score through DoodleModel (default: tests/data/doodles)",
     )
     p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--max-minutes", type=float, default=26.0, help="training time budget (wall minutes)")
+    p.add_argument("--max-minutes", type=float, default=45.0, help="training time budget (wall minutes)")
     return p.parse_args(argv)
 
 
@@ -162,9 +162,10 @@ def build_model(n_classes: int):
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
     # Pixels come in as 0..255 (white strokes on black), so serving feeds raw bitmaps.
     x = layers.Rescaling(1.0 / 255.0)(inputs)
-    # One conv at 28x28 and 7x7, two at 14x14: most of the accuracy of a deeper net for a third
-    # of the compute, which keeps a full run within ~30 min on a shared 2-core CPU.
-    for block, (filters, convs) in enumerate(((32, 1), (64, 2), (128, 1)), start=1):
+    # One conv at 28x28, two at 14x14 and 7x7: the 7x7 pair is cheap (few positions) and lifted
+    # held-out top-1 where one conv there left the net underfitting; the 28x28 stage stays single
+    # because it would cost as much as the rest together.
+    for block, (filters, convs) in enumerate(((32, 1), (64, 2), (128, 2)), start=1):
         for conv in range(1, convs + 1):
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}_{conv}")(x)
             x = layers.BatchNormalization(name=f"bn{block}_{conv}")(x)
@@ -174,7 +175,7 @@ def build_model(n_classes: int):
     x = layers.Dense(256, use_bias=False, name="fc")(x)
     x = layers.BatchNormalization(name="bn_fc")(x)
     x = layers.ReLU()(x)
-    # Dropout only in the head: with ~8 epochs in the time budget the net underfits, not overfits.
+    # Dropout only in the head: in the epochs the time budget allows the net underfits, not overfits.
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs, name="doodles")
