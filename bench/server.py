@@ -173,13 +173,18 @@ class GunicornServer:
         return {child.pid: child.memory_info().rss for child in master.children()}
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by gunicorn: the master and every worker."""
+        """CPU time (user + system) used so far by gunicorn: the master and every worker.
+
+        Workers that gunicorn recycled (max_requests) and reaped still count, through the master's
+        children times; without them a restart in the middle of a point makes its CPU negative.
+        """
         master = psutil.Process(self.proc.pid)
-        total = 0.0
-        for process in [master, *master.children()]:
+        times = master.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for process in master.children():
             try:
                 times = process.cpu_times()
-            except psutil.NoSuchProcess:
+            except psutil.NoSuchProcess:  # reaped between the listing and now: counted above next time
                 continue
             total += times.user + times.system
         return total

@@ -27,6 +27,7 @@ JSON_FIELDS = ("image", "base64_drawing", "file")
 FILE_FIELDS = ("image", "file")
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]*)(?P<params>(;[^,;]*)*?)(?P<b64>;base64)?,", re.I)
 _WHITESPACE = re.compile(r"\s+")
+_BASE64_WHITESPACE = (" ", "\n", "\r", "\t", "\f", "\v")
 
 # Pillow only reads headers here (to learn format and size before decoding); its own
 # bomb check would raise before ours can answer 413, so the limit is enforced by us.
@@ -220,7 +221,10 @@ def decode_value(value: Any, name: str) -> InputImage:
 def decode_base64(text: str) -> bytes:
     """Decode standard or URL-safe base64, tolerating whitespace and missing padding."""
     max_bytes = current_app.config["MAX_IMAGE_BYTES"]
-    text = _WHITESPACE.sub("", text)
+    if any(c in text for c in _BASE64_WHITESPACE):
+        # Line-wrapped base64 (76 columns, MIME style). Most clients send one line, and these
+        # substring scans cost microseconds where the regex alone took a tenth of a millisecond.
+        text = _WHITESPACE.sub("", text)
     if len(text) * 3 // 4 > max_bytes:
         _too_large(max_bytes)
     if "-" in text or "_" in text:

@@ -368,8 +368,14 @@ _IFD_POINTERS = {0x8769, 0x8825, 0xA005}  # Exif, GPS and Interop sub-IFD offset
 _USER_COMMENT = 0x9286
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def read_exif(data: bytes) -> dict[str, Any] | None:
     """Return an image's EXIF as JSON-safe values by tag name, with GPS in decimal degrees."""
+    if data.startswith(PNG_SIGNATURE) and b"eXIf" not in data:
+        # Canvas PNGs carry no EXIF, and Pillow would decode every pixel looking for a late chunk.
+        return None
     try:
         with Image.open(io.BytesIO(data)) as img:
             exif = img.getexif()
@@ -627,7 +633,8 @@ class ImageStore:
             raise StoreError("disk", f"cannot write image file: {exc}") from exc
         try:
             with write_transaction(self.engine) as conn:
-                conn.execute(insert(images).values(**row))
+                # Parameters apart from the statement: SQLAlchemy compiles it once and reuses it.
+                conn.execute(insert(images), row)
                 os.replace(temp, final)  # inside the transaction: a failed commit removes it
         except OSError as exc:
             _unlink(temp)
