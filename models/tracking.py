@@ -27,8 +27,9 @@ DETECTOR = Path(__file__).with_name("face_detector.onnx")
 # from the box centre. Measured by `python -m training.face_detector` (models/face_detector.md,
 # "Crop calibration"): BlazeFace run on the 5,432 training crops of faces_96.npz, each padded
 # with black to 192x192, the medians of 96 / box width and of the crop-centre offsets.
-# tracking.onnx's own crop_* metadata is used instead only when it names this detector
-# (`crop_detector`): its current values were measured on Haar boxes.
+# tracking.onnx's own crop_* metadata (the same measurement on its training split, stamped by
+# training/tracking.py) is used instead when its `crop_detector` names this detector; otherwise
+# this default applies, as boxes of another detector frame the face differently.
 DEFAULT_CROP = {"crop_scale": 2.142, "crop_dx": 0.014, "crop_dy": -0.003}
 MAX_FACES = 10
 # Detection runs on a copy whose longer side is at most DETECT_MAX (speed), and looks for

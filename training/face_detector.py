@@ -365,34 +365,6 @@ def face_size_sweep(detector) -> list[dict]:
 # --- with faces_96.npz -------------------------------------------------------------------------
 
 
-def calibrate(detector, images: np.ndarray) -> dict:
-    """Fit the training crop around the BlazeFace box: side / box width and centre offset / box width.
-
-    Each 96x96 crop is padded with black to 192x192 (the training crops' own border is black
-    where they leave the photo), so the face is at the size it has in a frame.
-    """
-    pad = SIZE // 2
-    rows = []
-    for crop in images:
-        canvas = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-        faces = detector.detect(canvas)
-        if not faces:
-            continue
-        f = faces[0]
-        cx, cy = f.x + f.w / 2 - pad, f.y + f.h / 2 - pad
-        rows.append((SIZE / f.w, (SIZE / 2 - cx) / f.w, (SIZE / 2 - cy) / f.w))
-    r = np.array(rows)
-    return {
-        "n": len(images),
-        "detected_fraction": round(len(r) / len(images), 4),
-        "crop_scale": round(float(np.median(r[:, 0])), 3),
-        "crop_dx": round(float(np.median(r[:, 1])), 3),
-        "crop_dy": round(float(np.median(r[:, 2])), 3),
-        "scale_p10_p90": [round(float(v), 3) for v in np.percentile(r[:, 0], [10, 90])],
-        "dy_p10_p90": [round(float(v), 3) for v in np.percentile(r[:, 2], [10, 90])],
-    }
-
-
 def held_out_frames(detectors: dict, data: dict, idx: np.ndarray, seed: int = 3) -> dict:
     """Each held-out crop pasted (1-3x, random place) into a textured 640x480 frame: found, FP, largest."""
     from training.tracking import textured_frame
@@ -719,16 +691,16 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if args.faces:
-            from training.tracking import evaluate_served, load_data, split_indices
+            from training.tracking import calibrate_crop, evaluate_served, load_data, split_indices
 
             data = load_data(args.faces)
             split = split_indices(data["names"], data["source"])
             chosen = detectors[args.variant]
-            results["calibration"] = calibrate(chosen, data["images"])
+            results["calibration"] = calibrate_crop(chosen, data["images"])
             fixtures = np.stack(
                 [cv2.imread(str(FIXTURES / r["file"]), cv2.IMREAD_GRAYSCALE) for r in labels["crops"]]
             )
-            results["calibration_fixtures"] = calibrate(chosen, fixtures)
+            results["calibration_fixtures"] = calibrate_crop(chosen, fixtures)
             print("calibration", results["calibration"], results["calibration_fixtures"], flush=True)
             frame_detectors = {
                 f"BlazeFace {args.variant} range": detect[f"BlazeFace {args.variant} range"],

@@ -4,6 +4,10 @@ Reproduce (about 25 min on 2 shared CPU cores):
 
     python -m training.tracking --data ../shared/data/faces/faces_96.npz
 
+With `--evaluate-only` the committed model is re-measured without training: when its crop
+calibration (ONNX metadata `crop_detector`) is not for the face detector models/tracking.py
+serves, it is measured again and stamped into tracking.onnx's metadata (weights untouched).
+
 Data: `faces_96.npz` (5,432 crops, 68 landmarks each) is built from the Udacity CVND
 P1_Facial_Keypoints files (YouTube Faces frames, https://github.com/udacity/P1_Facial_Keypoints,
 `data/training*`, `data/test*` and the two keypoint CSVs) and the 300-W HELEN train/test sets
@@ -30,6 +34,7 @@ import hashlib
 import json
 import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -113,8 +118,9 @@ def augment(
             img = img[:, ::-1]
             pts[:, 0] = SIZE - 1 - pts[:, 0]
             pts = pts[FLIP_ORDER]
-        # Scale and shift ranges cover the spread between a Haar box and the training crop
-        # (crop side / box width p10-p90 1.7-2.4), so detected crops look like training ones.
+        # Scale and shift ranges cover the spread between a face detector's box and the training
+        # crop (BlazeFace: crop side / box width p10-p90 1.79-2.61 around 2.14, i.e. 0.84-1.22x),
+        # so detected crops look like training ones.
         scale = np.exp(rng.uniform(k * np.log(0.82), k * np.log(1.22)))
         angle = rng.uniform(-18 * k, 18 * k) if rng.random() < 0.8 else 0.0
         tx, ty = rng.uniform(-8 * k, 8 * k, size=2)
@@ -240,34 +246,61 @@ def error_table(pred_nose: np.ndarray, data: dict, idx: np.ndarray) -> dict:
     return table
 
 
-def calibrate_detector(images: np.ndarray, limit: int = 600, seed: int = 0) -> dict:
-    """Measure how a training crop relates to the Haar box found in it (scale and offset)."""
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    rng = np.random.default_rng(seed)
+def calibrate_crop(detector, images: np.ndarray) -> dict:
+    """Fit the training crop around the face detector's box: side / box width and centre offset / box width.
+
+    Each 96x96 crop is padded with black to 192x192 (the training crops' own border is black
+    where they leave the photo), so the face is at the size it has in a frame. Medians over the
+    crops where a face is found; with none (tiny smoke-test sets) the serving defaults.
+    """
+    pad = SIZE // 2
     rows = []
-    for i in rng.choice(len(images), min(limit, len(images)), replace=False):
-        # Upscaled x2.5 as the server does for small images (Haar's window is 24 px).
-        big = cv2.equalizeHist(cv2.resize(images[i], (240, 240), interpolation=cv2.INTER_LINEAR))
-        faces = cascade.detectMultiScale(big, scaleFactor=1.1, minNeighbors=5, minSize=(60, 60))
-        if len(faces):
-            x, y, w, h = (v / 2.5 for v in max(faces, key=lambda b: b[2] * b[3]))
-            rows.append((SIZE / w, (SIZE / 2 - (x + w / 2)) / w, (SIZE / 2 - (y + h / 2)) / w))
-    if not rows:  # tiny smoke-test sets: keep the serving defaults
+    for crop in images:
+        canvas = cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        faces = detector.detect(canvas)
+        if not faces:
+            continue
+        f = faces[0]
+        cx, cy = f.x + f.w / 2 - pad, f.y + f.h / 2 - pad
+        rows.append((SIZE / f.w, (SIZE / 2 - cx) / f.w, (SIZE / 2 - cy) / f.w))
+    if not rows:
+        from models.tracking import DEFAULT_CROP
+
+        s, dy = DEFAULT_CROP["crop_scale"], DEFAULT_CROP["crop_dy"]
         return {
+            "n": len(images),
             "detected_fraction": 0.0,
-            "crop_scale": 2.0,
-            "crop_dx": 0.0,
-            "crop_dy": 0.07,
-            "scale_p10_p90": [2.0, 2.0],
+            **DEFAULT_CROP,
+            "scale_p10_p90": [s, s],
+            "dy_p10_p90": [dy, dy],
         }
     r = np.array(rows)
     return {
-        "detected_fraction": round(len(rows) / min(limit, len(images)), 3),
+        "n": len(images),
+        "detected_fraction": round(len(r) / len(images), 4),
         "crop_scale": round(float(np.median(r[:, 0])), 3),
         "crop_dx": round(float(np.median(r[:, 1])), 3),
         "crop_dy": round(float(np.median(r[:, 2])), 3),
         "scale_p10_p90": [round(float(v), 3) for v in np.percentile(r[:, 0], [10, 90])],
+        "dy_p10_p90": [round(float(v), 3) for v in np.percentile(r[:, 2], [10, 90])],
     }
+
+
+def calibrate_detector(images: np.ndarray, detector_path: Path | None = None) -> dict:
+    """Measure how a training crop relates to the served face detector's box (scale and offset)."""
+    from models.face_detector import FaceDetector
+    from models.tracking import DETECTOR
+
+    detector = FaceDetector(detector_path or DETECTOR, name="calibration")
+    return {**calibrate_crop(detector, images), "detector": detector.name}
+
+
+def current_detector_name() -> str:
+    """Return the name (ONNX metadata `detector`) of the face detector models/tracking.py serves."""
+    from models.face_detector import FaceDetector
+    from models.tracking import DETECTOR
+
+    return FaceDetector(DETECTOR, name="calibration").name
 
 
 def export_onnx(model, path: Path, metadata: dict) -> None:
@@ -289,6 +322,31 @@ def onnx_metadata(path: Path) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def crop_metadata(calib: dict) -> dict:
+    """Return the ONNX metadata entries that carry a crop calibration (read by models/tracking.py)."""
+    return {
+        "crop_scale": calib["crop_scale"],
+        "crop_dx": calib["crop_dx"],
+        "crop_dy": calib["crop_dy"],
+        "crop_detector": calib["detector"],
+        "calibration": calib,
+    }
+
+
+def stamp_metadata(path: Path, metadata: dict) -> None:
+    """Set metadata entries of an ONNX file in place; the graph and weights are written back unchanged."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    entries = {p.key: p.value for p in proto.metadata_props}
+    entries.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
 
 
 def predict_onnx(path: Path, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -441,6 +499,72 @@ def fmt_row(name: str, r: dict) -> str:
     )
 
 
+# The served figures with the OpenCV Haar cascade, the detector before BlazeFace (this card at
+# commit f114236, same evaluate_served), and the detectors compared in models/face_detector.md.
+HAAR_BEFORE = (
+    "With the Haar cascade that served before (this card's figures until BlazeFace), detection on",
+    "crops answered 99.5 % at 5.70 % mean error, and pasted faces 97.2 % at 10.43 % (p90 9.87 %):",
+    "its false boxes, larger than the face, were answered first. On the held-out faces pasted",
+    "1-3x into frames, BlazeFace finds 98.7 % with 1 false box, the cascade 92.6 % with 31; detection",
+    "takes about a third of the cascade's time on a 640x480 frame and a fifth on 320x240",
+    "(models/face_detector.md has both detectors' figures and timings).",
+)
+
+
+def detector_label(name: str) -> str:
+    """Return a readable name for a face detector's metadata name."""
+    labels = {
+        "blazeface_full_range": "MediaPipe's BlazeFace (full range)",
+        "blazeface_short_range": "MediaPipe's BlazeFace (short range)",
+    }
+    return labels.get(name, f"`{name}`")
+
+
+def whole_frames_text(calib: dict) -> list[str]:
+    """Return the card's lines on the face detector and the crop calibration."""
+    from models.tracking import DEFAULT_CROP
+
+    name = calib.get("detector", "?")
+    default = " / ".join(str(DEFAULT_CROP[k]) for k in ("crop_scale", "crop_dx", "crop_dy"))
+    lines = [
+        f"Faces are found with {detector_label(name)}, converted to ONNX by",
+        "`training/face_detector.py` (`models/face_detector.onnx`, decoded by models/face_detector.py,",
+        "no TensorFlow). Its card, [models/face_detector.md](face_detector.md), has the provenance",
+        "(Apache-2.0), the detection figures and the comparison with the OpenCV Haar cascade that",
+        "served before.",
+        "",
+    ]
+    if calib.get("detected_fraction"):
+        dy = (
+            f" (dy p10-p90 {calib['dy_p10_p90'][0]}-{calib['dy_p10_p90'][1]})"
+            if "dy_p10_p90" in calib
+            else ""
+        )
+        measured = (
+            f"The crop around a detector box is calibrated on this model's {calib['n']:,} training crops, "
+            "each padded with black to 192x192 so that the face has the size it has in a frame (a face "
+            f"was found in {100 * calib['detected_fraction']:.1f} %): crop side = {calib['crop_scale']} x box "
+            f"width (p10-p90 {calib['scale_p10_p90'][0]}-{calib['scale_p10_p90'][1]}), centre offset "
+            f"({calib['crop_dx']}, {calib['crop_dy']}) x box width{dy}."
+        )
+    else:
+        measured = (
+            "The detector found no face in the training crops (a tiny set), so the crop calibration "
+            f"is the serving default ({default})."
+        )
+    paragraph = (
+        f"{measured} These values are in the ONNX metadata (`crop_scale`, `crop_dx`, `crop_dy`, and "
+        f"`crop_detector` = `{name}`); models/tracking.py applies them when `crop_detector` names the "
+        f"detector it serves, and otherwise its `DEFAULT_CROP` ({default}, the same measurement on all "
+        "5,432 crops, in models/face_detector.md)."
+    )
+    # Wrap without splitting "99.7 %" or "2.142 / 0.014" (no-break spaces, restored after).
+    paragraph = paragraph.replace(" %", "\u00a0%").replace(" / ", "\u00a0/\u00a0")
+    wrapped = textwrap.wrap(paragraph, 96, break_long_words=False, break_on_hyphens=False)
+    lines += [line.replace("\u00a0", " ") for line in wrapped]
+    return lines
+
+
 def write_card(
     path: Path, *, args, split: dict, results: dict, calib: dict, history: list, seconds: float, params: int
 ) -> None:
@@ -452,7 +576,7 @@ def write_card(
         "",
         f"Card written {dt.date.today().isoformat()}. Trained by `training/tracking.py` on CPU "
         f"({args.threads} TensorFlow threads): {args.epochs} + {args.fine_epochs} epochs"
-        + (f", stage 2 in {seconds / 60:.1f} min" if args.resume else f" in {seconds / 60:.1f} min"),
+        + (f", stage 2 in {seconds / 60:.1f} min" if args.resumed else f" in {seconds / 60:.1f} min"),
         "on a 2-core machine shared with other jobs (alone it is several times faster).",
         "",
         "Reproduce (both stages, then the evaluation and this card):",
@@ -460,6 +584,13 @@ def write_card(
         "```",
         f"python -m training.tracking --data ../shared/data/faces/faces_96.npz --epochs {args.epochs} "
         f"--fine-epochs {args.fine_epochs} --seed {args.seed}",
+        "```",
+        "",
+        "Re-measure the committed model without training (recalibrates the face crop when the served",
+        "face detector changed, re-stamping `models/tracking.onnx`'s metadata, then rewrites this card):",
+        "",
+        "```",
+        "python -m training.tracking --data ../shared/data/faces/faces_96.npz --evaluate-only",
         "```",
         "",
         "Files: `models/tracking.keras` (Keras 3), `models/tracking.onnx` (served by ONNX Runtime).",
@@ -532,15 +663,9 @@ def write_card(
         "",
         "## Whole frames (served by models/tracking.py)",
         "",
-        "Faces are found with OpenCV's Haar cascade `haarcascade_frontalface_default.xml`, shipped in",
-        "opencv-python-headless 4.x wheels as `cv2.data.haarcascades` (5.0 wheels no longer ship it,",
-        "hence the 4.x pin). The crop around a Haar box was calibrated on training crops (the cascade",
-        f"found a face in {100 * calib['detected_fraction']:.0f} % of them, upscaled to 240 px):",
-        f"crop side = {calib['crop_scale']} x box width (p10-p90 {calib['scale_p10_p90'][0]}-"
-        f"{calib['scale_p10_p90'][1]}), centre offset ({calib['crop_dx']}, {calib['crop_dy']}) x box width.",
-        "These values are stored in the ONNX metadata (`crop_scale`, `crop_dx`, `crop_dy`).",
+        *whole_frames_text(calib),
         "",
-        "The served pipeline on the held-out split (`evaluate_served` in the training script): each",
+        "The served pipeline on the held-out split (`evaluate_served` in this script): each",
         "held-out crop as it is, with `detect: false` and with detection, and pasted (enlarged",
         "1.5-3x, random place) into a textured 640x480 frame. Error / IOD of the answer's x, y:",
         "",
@@ -560,10 +685,12 @@ def write_card(
         )
     lines += [
         "",
+        *HAAR_BEFORE,
+        "",
         "## Limits",
         "",
         "- Trained on near-frontal faces (YouTube Faces, Flickr); profiles, strong tilt (> ~20 deg)",
-        "  and heavy occlusion are outside the data, and the Haar cascade misses profiles too.",
+        "  and heavy occlusion are outside the data, and the face detector misses profiles too.",
         "- Gray input only; colour is discarded.",
         "- The data's licences are research-only (see PROVENANCE.md).",
         "",
@@ -571,7 +698,7 @@ def write_card(
         "",
         f"Epochs 1-{args.epochs} are stage 1, the rest stage 2. Validation: one pass, no flip, no offset.",
     ]
-    if args.resume:
+    if args.resumed:
         lines += [
             "This model's stage 1 is an earlier run of the same command (its log is kept here); stage 2",
             "was run from its saved model with `--resume` (same code, stage 2 seeded apart).",
@@ -697,10 +824,7 @@ def train(args: argparse.Namespace) -> dict:
             "output": "float32 (N,10,2) keypoints x,y in 96x96 pixel coordinates, 0 = nose tip",
             "keypoints": list(KEYPOINTS),
             "flip_order": FLIP_ORDER,
-            "crop_scale": calib["crop_scale"],
-            "crop_dx": calib["crop_dx"],
-            "crop_dy": calib["crop_dy"],
-            "calibration": calib,
+            **crop_metadata(calib),
             "point_offset": offset.round(4).tolist(),
         },
     )
@@ -747,15 +871,31 @@ def evaluate_only(args: argparse.Namespace) -> dict:
     """Re-measure the exported model and rewrite its card, keeping the card's training log."""
     import keras
 
+    tf_setup.configure(args.threads, args.seed)
     data = load_data(args.data)
     split = split_indices(data["names"], data["source"])
     model = keras.saving.load_model(args.out_dir / "tracking.keras", compile=False)
-    meta = onnx_metadata(args.out_dir / "tracking.onnx")
-    # Older exports lack the full calibration; it is deterministic, so measure it again.
-    calib = json.loads(meta.get("calibration", "{}")) or calibrate_detector(data["images"][split["train"]])
+    onnx_path = args.out_dir / "tracking.onnx"
+    meta = onnx_metadata(onnx_path)
+    calib = json.loads(meta.get("calibration", "{}"))
+    detector = current_detector_name()
+    if meta.get("crop_detector") != detector or calib.get("detector") != detector:
+        # Calibrated for another face detector (or not at all): the crop is deterministic and
+        # needs no training, so measure it for the served detector and store it in the model.
+        print(
+            f"crop calibrated for {meta.get('crop_detector', 'an older detector')}; recalibrating", flush=True
+        )
+        calib = calibrate_detector(data["images"][split["train"]])
+        print(f"detector calibration: {calib}", flush=True)
+        stamp_metadata(onnx_path, crop_metadata(calib))
     previous = args.card.read_text() if args.card and args.card.is_file() else ""
     minutes = re.search(r" in ([\d.]+) min", previous)
     seconds = float(minutes.group(1)) * 60 if minutes else float("nan")
+    # The card describes the run that trained the model, not this command's defaults.
+    epochs = re.search(r"(\d+) \+ (\d+) epochs", previous)
+    if epochs:
+        args.epochs, args.fine_epochs = int(epochs.group(1)), int(epochs.group(2))
+    args.resumed = "stage 2 in" in previous
     return report(args, data, split, model, calib, previous_history(args.card), seconds)
 
 
@@ -786,6 +926,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.card = Path(args.card) if args.card else None
+    args.resumed = args.resume is not None  # stage 2 only (the card says so)
     return args
 
 

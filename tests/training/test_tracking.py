@@ -66,8 +66,10 @@ def test_augment_flips_points_with_the_image():
 @pytest.mark.tensorflow
 def test_training_smoke(tmp_path):
     pytest.importorskip("tensorflow")
-    from models.tracking import NoseModel
-    from training.tracking import main
+    import onnx
+
+    from models.tracking import DEFAULT_CROP, NoseModel
+    from training.tracking import main, onnx_metadata, stamp_metadata
 
     data = fixture_npz(tmp_path / "faces.npz")
     card = tmp_path / "tracking.md"
@@ -91,7 +93,26 @@ def test_training_smoke(tmp_path):
     text = card.read_text()
     assert "mean px" in text and "python -m training.tracking" in text
     assert "| 2 |" in text  # one epoch of each stage in the training log
+    assert "BlazeFace" in text and "Haar" not in text.split("## Limits")[1]
     model = NoseModel("smoke", tmp_path / "tracking.onnx")
     model.warmup()
     result = model(np.full((96, 96), 100, np.uint8), detect=False)
     assert result["found"] and 0 <= result["x"] <= 1
+    # The export is calibrated for the served face detector, so the tracker uses its own crop.
+    meta = onnx_metadata(tmp_path / "tracking.onnx")
+    assert meta["crop_detector"] == model.detector.name
+    assert json.loads(meta["calibration"])["detected_fraction"] > 0.5  # BlazeFace finds the crops
+    assert model.crop == {k: float(meta[k]) for k in ("crop_scale", "crop_dx", "crop_dy")}
+
+    # A model calibrated for another detector is recalibrated by --evaluate-only: metadata only.
+    path = tmp_path / "tracking.onnx"
+    stamp_metadata(
+        path, {"crop_detector": "haar_frontalface_default", "crop_scale": 2.017, "calibration": {}}
+    )
+    graph = onnx.load(str(path)).graph.SerializeToString()
+    assert NoseModel("stale", path).crop == DEFAULT_CROP  # another detector's calibration is not used
+    main(["--data", str(data), "--out-dir", str(tmp_path), "--card", str(card), "--evaluate-only"])
+    assert onnx.load(str(path)).graph.SerializeToString() == graph
+    assert onnx_metadata(path)["crop_detector"] == model.detector.name
+    assert NoseModel("again", path).crop == model.crop
+    assert "| 2 |" in card.read_text()  # the training log is kept
