@@ -39,6 +39,8 @@ MIN_FACE = 40
 # MediaPipe's threshold for the full-range model is 0.6; 0.5 (its short-range one) admits the
 # faces that score 0.5-0.6 (see models/face_detector.md), for images where none scores 0.6.
 LENIENT_SCORE = 0.5
+# Test-time views: the crop itself and the crop moved 2 px each way (whole pixels: no resampling).
+SHIFTS = ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
 # Second look: the image padded by this share of its longer side on every side (a face that
 # fills the image lacks the margin BlazeFace expects); a face box at least FACE_CROP_MIN of the
 # shorter side means the image is itself a face crop (training crops are ~2.2 box widths).
@@ -95,6 +97,19 @@ def as_detector_input(image: np.ndarray) -> np.ndarray:
     return as_gray(image)
 
 
+def shift_crops(crops: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Translate (N, 96, 96) crops by (dx, dy) pixels, repeating the border pixels."""
+    if dx == 0 and dy == 0:
+        return crops
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return np.stack(
+        [
+            cv2.warpAffine(c, move, (SIZE, SIZE), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+            for c in crops
+        ]
+    )
+
+
 class NoseModel(ServedModel):
     """Nose-tip tracker: BlazeFace face detection, then a CNN keypoint regressor on each face."""
 
@@ -115,6 +130,10 @@ class NoseModel(ServedModel):
         self.offset = offset[NOSE] if offset.ndim == 2 else offset
         # Averaging with the mirrored crop lowers the error a little for a second (batched) pass.
         self.flip = bool(options.get("flip", True)) and self.flip_order is not None
+        # Averaging over crops shifted by 2 px lowers it further (held-out 5.18 -> 4.97 % of the
+        # inter-ocular distance; chosen on the validation split, 5.12 -> 5.06 %) for 5x the
+        # regression's work, which stays small next to detection. See models/tracking.md.
+        self.shifts = SHIFTS if options.get("shift_average", True) else ((0, 0),)
 
     # --- detection -------------------------------------------------------------------------
 
@@ -180,25 +199,32 @@ class NoseModel(ServedModel):
     # --- the model contract --------------------------------------------------------------------
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        """Stack 96x96 uint8 crops (and their mirrors) into the model's (N, 96, 96, 1) input."""
+        """Stack 96x96 uint8 crops, shifted and mirrored, into the model's (V*N, 96, 96, 1) input.
+
+        Views are grouped: every crop shifted by the first shift, then by the next, and so on;
+        with flip averaging that whole block again, mirrored.
+        """
         crops = np.asarray(crops)
         if crops.ndim == 2:
             crops = crops[None]
-        if crops.shape[1:] != (SIZE, SIZE):
+        if crops.ndim != 3 or crops.shape[1:] != (SIZE, SIZE):
             raise ModelInputError(f"Expected {SIZE}x{SIZE} crops, got {list(crops.shape)}.")
+        views = np.concatenate([shift_crops(crops, dx, dy) for dx, dy in self.shifts])
         if self.flip:
-            crops = np.concatenate([crops, crops[:, :, ::-1]])
-        return np.ascontiguousarray(crops[..., None], dtype=np.float32)
+            views = np.concatenate([views, views[:, :, ::-1]])
+        return np.ascontiguousarray(views[..., None], dtype=np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Return each crop's nose tip (N, 2) in 96x96 pixel coordinates."""
+        """Return each crop's nose tip (N, 2) in 96x96 pixel coordinates, averaged over its views."""
         points = self.onnx.run(x)
         if self.flip:
-            n = len(points) // 2
-            mirrored = points[n:, self.flip_order].copy()
+            half = len(points) // 2
+            mirrored = points[half:, self.flip_order].copy()
             mirrored[..., 0] = SIZE - 1 - mirrored[..., 0]
-            points = (points[:n] + mirrored) / 2
-        return points[:, NOSE] - self.offset
+            points = (points[:half] + mirrored) / 2
+        points = points.reshape(len(self.shifts), -1, *points.shape[1:])
+        points = points - np.asarray(self.shifts, np.float32)[:, None, None, :]
+        return points.mean(axis=0)[:, NOSE] - self.offset
 
     def postprocess(
         self,
@@ -267,7 +293,7 @@ class NoseModel(ServedModel):
 
     def warmup_input(self) -> np.ndarray:
         """Return a batch shaped like a real call (crop plus mirror)."""
-        return np.zeros((2 if self.flip else 1, SIZE, SIZE, 1), np.float32)
+        return np.zeros(((2 if self.flip else 1) * len(self.shifts), SIZE, SIZE, 1), np.float32)
 
     def warmup(self) -> None:
         """Warm both ONNX sessions, the detector at a webcam frame's sizes (first calls allocate)."""
@@ -288,4 +314,5 @@ class NoseModel(ServedModel):
             "detector_sha256": self.detector.onnx.sha256,
             "crop": self.crop,
             "flip_average": self.flip,
+            "shift_average": [list(v) for v in self.shifts],
         }
