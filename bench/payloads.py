@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import secrets
 from collections.abc import Callable, Iterable
@@ -167,15 +168,34 @@ def system_info(limit: int | None = None) -> list[Payload]:
     ]
 
 
+# The digit page's DrawPad exports its drawing at this size (static/js/numbers.js, exportSize).
+PAGE_EXPORT = 140
+PREDICT_PAGE = f"/api/predict (page, {PAGE_EXPORT} px)"
+
+
 def predict(limit: int | None = 50) -> list[Payload]:
     """Canvas-like digits (400x400 transparent PNG data URLs) with their true labels."""
+    return digits(limit, endpoint="/api/predict")
+
+
+def predict_page(limit: int | None = 50) -> list[Payload]:
+    """The same digits as the canvas page sends them: scaled down to its 140x140 export."""
+    return digits(limit, endpoint=PREDICT_PAGE, size=PAGE_EXPORT)
+
+
+def digits(limit: int | None, *, endpoint: str, size: int | None = None) -> list[Payload]:
+    """Digit payloads for /api/predict, at the fixture's size or scaled to `size` pixels."""
     samples = read_json(DATA / "numbers" / "canvas_digits.json")
     payloads = []
     for sample in spread(samples, limit):
-        body, mime = json_body({"image": sample["image"]})
+        image = sample["image"]
+        if size:
+            data, mime = decode_data_url(image)
+            image = data_url(scaled_png(data, size), mime)
+        body, mime = json_body({"image": image})
         payloads.append(
             Payload(
-                "/api/predict",
+                endpoint,
                 "POST",
                 "/api/predict",
                 body,
@@ -186,6 +206,17 @@ def predict(limit: int | None = 50) -> list[Payload]:
             )
         )
     return payloads
+
+
+def scaled_png(data: bytes, size: int) -> bytes:
+    """Scale an image to size x size with area averaging, as a browser's drawImage does, as PNG."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        small = img.resize((size, size), Image.Resampling.BOX)
+    out = io.BytesIO()
+    small.save(out, "PNG")
+    return out.getvalue()
 
 
 def classifier(limit: int | None = 50) -> list[Payload]:
@@ -345,6 +376,7 @@ def gallery_upload(limit: int | None = None) -> list[Payload]:
 BUILDERS: dict[str, Callable[..., list[Payload]]] = {
     "/health": health,
     "/api/predict": predict,
+    PREDICT_PAGE: predict_page,
     "/api/classifier": classifier,
     "/api/ocr": ocr,
     "/image-64": image_64,

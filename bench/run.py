@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="measure an endpoint even when no payload gets its known answer (a model still in training)",
     )
     parser.add_argument("--no-docs", action="store_true", help="print and save JSON only; leave docs/ alone")
+    parser.add_argument(
+        "--save-images",
+        action="store_true",
+        help="keep every image as production does (default: off, so the figures are the models' own)",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,6 +74,7 @@ def measure(args: argparse.Namespace, command: str) -> dict:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "workers": args.workers,
+        "save_images": args.save_images,
         "clients": clients,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -78,7 +84,9 @@ def measure(args: argparse.Namespace, command: str) -> dict:
     }
     scratch = Path(tempfile.mkdtemp(prefix="vision-wrk-"))
     server = GunicornServer(
-        workers=args.workers, env={"VISION_SAVE_IMAGES": "false"}, require_ready=not args.allow_missing
+        workers=args.workers,
+        env={"VISION_SAVE_IMAGES": "true" if args.save_images else "false"},
+        require_ready=not args.allow_missing,
     )
     print(f"starting gunicorn on {server.base_url} ({args.workers} workers) ...", flush=True)
     server.start(timeout=args.start_timeout)
