@@ -17,6 +17,7 @@ from flask import Flask, g
 from blueprints import classifier, errors, gallery, instrumentation, numbers, ocr, system, tracking
 from config import ConfigError, load_config
 from models import registry
+from models.runtime import limit_heap_retention
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -73,6 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     os.makedirs(app.instance_path, exist_ok=True)
     configure_logging(app.config)
+    limit_heap_retention()
 
     registry.init_app(app)
 
