@@ -192,6 +192,22 @@ def markdown(results: dict) -> str:
         f"Share = requests/s as a fraction of `{BASELINE}` at the same client count. Server CPU = user + system "
         "time of gunicorn's processes per request (in a VM it also grows when other load competes for the "
         "cores). Errors = non-2xx answers plus socket errors and timeouts (should be 0).",
+        *(
+            [
+                "",
+                f"`{BASELINE}` is measured first and again last; each of its rows is the faster of the two runs "
+                "(req/s first / last: "
+                + ", ".join(
+                    f"{a['clients']} clients {a['rps']:.0f} / {b['rps']:.0f}"
+                    for a, b in zip(
+                        results["baseline_runs"]["first"], results["baseline_runs"]["last"], strict=True
+                    )
+                )
+                + "), so a stall of the machine during one run cannot flatter the shares.",
+            ]
+            if results.get("baseline_runs")
+            else []
+        ),
         "",
         "| endpoint | clients | req/s | p50 ms | p90 ms | p99 ms | max ms | share | server CPU ms/req | errors | payloads |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
