@@ -247,21 +247,26 @@ def score_boxes(boxes: list[tuple[float, ...]], square: tuple[int, int, int]) ->
     return any(hits), sum(not mostly_inside(b) for b in boxes), bool(hits) and hits[0]
 
 
-def negatives() -> dict[str, np.ndarray]:
-    """Face-free images: the tests' synthetic ones, textured frames, OCR lines and doodle canvases."""
+def synthetic_face_free() -> dict[str, np.ndarray]:
+    """Small face-free images (flat, noise, gradient, shapes and text), also used by the tests."""
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:240, 0:320]
     shapes = np.full((240, 320, 3), 200, np.uint8)
     cv2.rectangle(shapes, (30, 40), (120, 200), (40, 90, 160), -1)
     cv2.circle(shapes, (220, 120), 60, (10, 180, 30), -1)
     cv2.putText(shapes, "HELLO", (40, 230), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (0, 0, 0), 3)
-    images = {
+    return {
         "flat": np.full((240, 320), 128, np.uint8),
         "noise": rng.integers(0, 256, (240, 320)).astype(np.uint8),
         "gradient": (xx * 255 / 320).astype(np.uint8),
         "shapes": shapes,
         "small_noise": rng.integers(0, 256, (96, 96)).astype(np.uint8),
     }
+
+
+def negatives() -> dict[str, np.ndarray]:
+    """Face-free images: the synthetic ones, textured frames, OCR lines and doodle canvases."""
+    images = synthetic_face_free()
     for k in range(40):
         images[f"texture_{k}"] = background(640, 480, seed=100 + k)
     data = ROOT / "tests" / "data"

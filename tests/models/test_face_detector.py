@@ -13,6 +13,7 @@ import pytest
 
 from models.face_detector import FaceDetector, Letterbox, drop_parts, ssd_anchors, weighted_nms
 from models.runtime import ModelFileError
+from training.face_detector import background
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "tracking"
@@ -28,14 +29,6 @@ def detector() -> FaceDetector:
 
 def load(row: dict) -> np.ndarray:
     return cv2.imread(str(DATA / row["file"]), cv2.IMREAD_GRAYSCALE)
-
-
-def background(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A textured, face-free backdrop (the tracking tests' one)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = 110 + 50 * np.sin(xx / 29.0) * np.cos(yy / 37.0) + rng.normal(0, 8, (height, width))
-    return base.clip(0, 255).astype(np.uint8)
 
 
 def paste(frame: np.ndarray, crop: np.ndarray, x0: int, y0: int, side: int) -> None:

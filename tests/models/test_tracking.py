@@ -12,6 +12,7 @@ import pytest
 
 from models.runtime import ModelInputError
 from models.tracking import SIZE, Crop, NoseModel
+from training.face_detector import background, synthetic_face_free
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "tracking"
@@ -42,14 +43,6 @@ def error(result: dict, nose: list[float], width: int, height: int, iod: float) 
     x = result["x"] * width - 0.5
     y = result["y"] * height - 0.5
     return float(np.hypot(x - nose[0], y - nose[1]) / iod)
-
-
-def background(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A textured, face-free backdrop."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = 110 + 50 * np.sin(xx / 29.0) * np.cos(yy / 37.0) + rng.normal(0, 8, (height, width))
-    return base.clip(0, 255).astype(np.uint8)
 
 
 def paste(frame: np.ndarray, crop: np.ndarray, x0: int, y0: int, scale: float) -> int:
@@ -163,20 +156,7 @@ def test_committed_webcam_frames(model, frame):
 
 
 def no_face_images() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(5)
-    yy, xx = np.mgrid[0:240, 0:320]
-    shapes = np.full((240, 320, 3), 200, np.uint8)
-    cv2.rectangle(shapes, (30, 40), (120, 200), (40, 90, 160), -1)
-    cv2.circle(shapes, (220, 120), 60, (10, 180, 30), -1)
-    cv2.putText(shapes, "HELLO", (40, 230), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (0, 0, 0), 3)
-    return {
-        "flat": np.full((240, 320), 128, np.uint8),
-        "noise": rng.integers(0, 256, (240, 320)).astype(np.uint8),
-        "gradient": (xx * 255 / 320).astype(np.uint8),
-        "texture": background(320, 240),
-        "shapes": shapes,
-        "small_noise": rng.integers(0, 256, (96, 96)).astype(np.uint8),
-    }
+    return {**synthetic_face_free(), "texture": background(320, 240)}
 
 
 @pytest.mark.parametrize("name", list(no_face_images()))
