@@ -134,8 +134,8 @@ class NoseModel(ServedModel):
         self.flip = bool(options.get("flip", True)) and self.flip_order is not None
         # Averaging over crops shifted by 2 px lowers it a little more (validation 5.12 -> 5.05 % of
         # the inter-ocular distance) for 3x the regression's work. See models/tracking.md.
-        shifts = options.get("shifts") or SHIFTS
-        self.shifts = tuple(map(tuple, shifts)) if options.get("shift_average", True) else ((0, 0),)
+        # `shifts=[(0, 0)]` turns it off.
+        self.shifts = tuple(map(tuple, options.get("shifts") or SHIFTS))
 
     # --- detection -------------------------------------------------------------------------
 
@@ -316,5 +316,5 @@ class NoseModel(ServedModel):
             "detector_sha256": self.detector.onnx.sha256,
             "crop": self.crop,
             "flip_average": self.flip,
-            "shift_average": [list(v) for v in self.shifts],
+            "shifted_views": [list(v) for v in self.shifts],
         }
