@@ -17,7 +17,7 @@ from flask import Flask, g
 from blueprints import classifier, errors, gallery, instrumentation, numbers, ocr, system, tracking
 from config import ConfigError, load_config
 from models import registry
-from models.runtime import limit_heap_retention
+from models.runtime import limit_heap_retention, single_threaded_opencv
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -75,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     configure_logging(app.config)
     limit_heap_retention()
+    single_threaded_opencv()
 
     registry.init_app(app)
 

@@ -170,7 +170,7 @@ def system_info(limit: int | None = None) -> list[Payload]:
 
 # The digit page's DrawPad exports its drawing at this size (static/js/numbers.js, exportSize).
 PAGE_EXPORT = 140
-PREDICT_PAGE = f"/api/predict (page, {PAGE_EXPORT} px)"
+PREDICT_PAGE = f"/api/predict (page {PAGE_EXPORT} px)"
 
 
 def predict(limit: int | None = 50) -> list[Payload]:

@@ -163,3 +163,60 @@ def test_oversized_base64_field_is_413(app, client):
     big = base64.b64encode(b"\x89PNG" + bytes(4096)).decode()
     r = client.post("/api/_echo", json={"image": big})
     assert r.status_code == 413 and r.get_json()["code"] == "payload_too_large"
+
+
+def _png(mode: str, **save) -> bytes:
+    """A 24x16 PNG in a Pillow mode, with a gradient, a dark square and (where it can) transparency."""
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 256, (16, 24, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(np.arange(24) < 12, 255, 90)[None, :]
+    img = Image.fromarray(rgba, "RGBA")
+    img = img.convert("I;16") if mode == "I;16" else img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+def _cv2_png16(channels: int) -> bytes:
+    import cv2
+
+    arr = np.random.default_rng(3).integers(0, 65536, (16, 24, channels), dtype=np.uint16)
+    return cv2.imencode(".png", arr)[1].tobytes()
+
+
+# (name, PNG bytes, whether libspng decodes it: 8-bit gray/RGB/RGBA without tRNS)
+PNG_LAYOUTS = [
+    ("gray", _png("L"), True),
+    ("rgb", _png("RGB"), True),
+    ("rgba", _png("RGBA"), True),
+    ("rgba interlaced", _png("RGBA", interlace=1), True),
+    ("gray+alpha", _png("LA"), False),
+    ("palette", _png("P"), False),
+    ("rgb with tRNS", _png("RGB", transparency=(0, 0, 0)), False),
+    ("gray 16-bit", _png("I;16"), False),
+    ("rgb 16-bit", _cv2_png16(3), False),
+    ("rgba 16-bit", _cv2_png16(4), False),
+]
+
+
+@pytest.mark.parametrize("name,data,fast", PNG_LAYOUTS, ids=[c[0] for c in PNG_LAYOUTS])
+def test_every_png_layout_decodes_as_opencv_does(app, name, data, fast):
+    import cv2
+
+    from blueprints.image_input import InputImage, decode_bytes
+
+    with app.test_request_context():
+        image = decode_bytes(data, source="raw")
+    assert (image.order == "RGB") is fast, name  # the libspng path is taken exactly where it is safe
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels.dtype != np.uint8:
+        pixels = cv2.convertScaleAbs(pixels, alpha=255.0 / 65535)
+    reference = InputImage(pixels=pixels, format="PNG", source="raw")
+    for view in ("gray", "bgr", "rgb"):
+        assert np.array_equal(getattr(image, view)(), getattr(reference, view)()), (name, view)
+
+
+def test_a_truncated_png_is_415_not_500(client):
+    data = _png("RGBA")
+    r = client.post("/api/_echo", data=data[: len(data) * 2 // 3], content_type="image/png")
+    assert r.status_code == 415 and r.get_json()["code"] == "not_an_image"
