@@ -39,10 +39,10 @@ MIN_FACE = 40
 # MediaPipe's threshold for the full-range model is 0.6; 0.5 (its short-range one) admits the
 # faces that score 0.5-0.6 (see models/face_detector.md), for images where none scores 0.6.
 LENIENT_SCORE = 0.5
-# Test-time views: the crop itself and the crop moved 2 px each way (whole pixels: no resampling).
-# The set with the lowest validation error among those training/tracking.py compares (its card
-# lists them, with their held-out errors).
-SHIFTS = ((0, 0), (2, -2), (-2, 2))
+# Test-time views besides the mirror image: crops moved by whole pixels (no resampling), e.g.
+# ((0, 0), (2, -2), (-2, 2)). The served model meets its validation target with the crop alone,
+# and each shift costs another two passes, so none is served (the card compares the sets).
+SHIFTS = ((0, 0),)
 # Second look: the image padded by this share of its longer side on every side (a face that
 # fills the image lacks the margin BlazeFace expects); a face box at least FACE_CROP_MIN of the
 # shorter side means the image is itself a face crop (training crops are ~2.2 box widths).
@@ -132,9 +132,8 @@ class NoseModel(ServedModel):
         self.offset = offset[NOSE] if offset.ndim == 2 else offset
         # Averaging with the mirrored crop lowers the error a little for a second (batched) pass.
         self.flip = bool(options.get("flip", True)) and self.flip_order is not None
-        # Averaging over crops shifted by 2 px lowers it a little more (validation 5.12 -> 5.05 % of
-        # the inter-ocular distance) for 3x the regression's work. See models/tracking.md.
-        # `shifts=[(0, 0)]` turns it off.
+        # Averaging over shifted crops as well lowers it a little more for 3x the regression's work
+        # (models/tracking.md); `shifts=[(0, 0), (2, -2), (-2, 2)]` turns it on.
         self.shifts = tuple(map(tuple, options.get("shifts") or SHIFTS))
 
     # --- detection -------------------------------------------------------------------------

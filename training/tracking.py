@@ -1,8 +1,12 @@
 """Train the nose-tip regressor on 96x96 gray face crops; export .keras, .onnx and the model card.
 
-Reproduce (about 25 min on 2 shared CPU cores):
+Reproduce (about 15 min on 2 shared CPU cores):
 
-    python -m training.tracking --data ../shared/data/faces/faces_96.npz
+    python -m training.tracking --data ../shared/data/faces/faces_96.npz --points 68
+
+`--points 10` regresses the nose tip and 9 other landmarks only (the model before); `--members N`
+trains N nets from seeds counting up and exports one graph averaging them, and `--assemble`
+averages nets trained by separate runs (the variants compared in the model card).
 
 With `--evaluate-only` the committed model is re-measured without training: when its crop
 calibration (ONNX metadata `crop_detector`) is not for the face detector models/tracking.py
@@ -23,7 +27,7 @@ photos) is also kept out of training; the model card's figures come from the hel
 
 Model input: (N, 96, 96, 1) float32 gray values 0..255 (the model rescales itself), i.e. the
 training crops as stored. Output: (N, K, 2) keypoints (x, y) in 96x96 pixel coordinates
-(0-based pixel centres); keypoint 0 is the nose tip (landmark 30).
+(0-based pixel centres); keypoint 0 is the nose tip (landmark 30), K = 68 or 10 (`--points`).
 """
 
 from __future__ import annotations
@@ -47,9 +51,24 @@ SIZE = 96
 # Landmarks regressed: the nose tip first (the one served), then a few points whose geometry
 # helps the network place it; the eye corners also give the inter-ocular normaliser.
 KEYPOINTS = (30, 27, 33, 36, 45, 39, 42, 48, 54, 8)
-# Where each keypoint goes under a horizontal flip (left and right swap).
-FLIP_PAIRS = {36: 45, 45: 36, 39: 42, 42: 39, 48: 54, 54: 48}
-FLIP_ORDER = [KEYPOINTS.index(FLIP_PAIRS.get(k, k)) for k in KEYPOINTS]
+# Denser supervision (`--points 68`): every landmark, the nose tip still first.
+ALL_POINTS = (30, *(k for k in range(68) if k != 30))
+# Where each 68-point landmark goes under a horizontal flip (left and right swap; iBUG order).
+_MIRROR = (
+    [(i, 16 - i) for i in range(8)]
+    + [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22), (31, 35), (32, 34)]
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+)
+FLIP_PAIRS = {**dict(_MIRROR), **{b: a for a, b in _MIRROR}}
+
+
+def flip_order(keypoints: tuple[int, ...]) -> list[int]:
+    """Return, for each keypoint, the index of the keypoint it becomes in the mirrored image."""
+    return [keypoints.index(FLIP_PAIRS.get(k, k)) for k in keypoints]
+
+
+FLIP_ORDER = flip_order(KEYPOINTS)
 NOSE = 0
 LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 36, 45
 SOURCE_KEYS = ("udacity_train", "udacity_test", "helen_train", "helen_test")
@@ -100,12 +119,18 @@ def interocular(landmarks68: np.ndarray) -> np.ndarray:
 
 
 def augment(
-    images: np.ndarray, points: np.ndarray, rng: np.random.Generator, strength: float = 1.0
+    images: np.ndarray,
+    points: np.ndarray,
+    rng: np.random.Generator,
+    strength: float = 1.0,
+    order: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return randomly flipped, warped and photometrically changed copies of crops and points.
 
-    `strength` scales every range and probability but the flip's (1 = full, 0.5 = mild).
+    `strength` scales every range and probability but the flip's (1 = full, 0.5 = mild); `order`
+    is the points' flip order (FLIP_ORDER by default).
     """
+    order = FLIP_ORDER if order is None else order
     k = strength
     n = len(images)
     out = np.empty((n, SIZE, SIZE), np.float32)
@@ -117,7 +142,7 @@ def augment(
         if rng.random() < 0.5:
             img = img[:, ::-1]
             pts[:, 0] = SIZE - 1 - pts[:, 0]
-            pts = pts[FLIP_ORDER]
+            pts = pts[order]
         # Scale and shift ranges cover the spread between a face detector's box and the training
         # crop (BlazeFace: crop side / box width p10-p90 1.79-2.61 around 2.14, i.e. 0.84-1.22x),
         # so detected crops look like training ones.
@@ -156,7 +181,7 @@ def augment(
     return out[..., None], pts_out
 
 
-def build_model(num_keypoints: int = len(KEYPOINTS)):
+def build_model(num_keypoints: int = len(KEYPOINTS), name: str = "nose_tracker"):
     """Build a small conv net whose heatmaps are turned into keypoints by soft-argmax."""
     import keras
     from keras import layers
@@ -191,7 +216,35 @@ def build_model(num_keypoints: int = len(KEYPOINTS)):
     coords = layers.Dense(2, use_bias=False, trainable=False, name="soft_argmax")
     out = coords(prob)
     coords.set_weights([grid])
-    return keras.Model(inp, out, name="nose_tracker")
+    return keras.Model(inp, out, name=name)
+
+
+def build_ensemble(members: list):
+    """Return one model averaging the keypoints of independently trained members (one ONNX graph).
+
+    Each member is rebuilt under its own name (nested models must be uniquely named) and gets its
+    weights copied, which also drops any optimizer state.
+    """
+    import keras
+    from keras import layers
+
+    copies = []
+    for i, member in enumerate(members):
+        name = "nose_tracker" if len(members) == 1 else f"member_{i + 1}"
+        copy = build_model(member.output_shape[1], name=name)
+        copy.set_weights(member.get_weights())
+        copies.append(copy)
+    if len(copies) == 1:
+        return copies[0]
+    inp = keras.Input((SIZE, SIZE, 1), name="image")
+    out = layers.Average(name="average")([m(inp) for m in copies])
+    return keras.Model(inp, out, name="nose_tracker_ensemble")
+
+
+def ensemble_members(model) -> list:
+    """Return the member networks of a model built by build_ensemble (the model itself when single)."""
+    nested = [layer for layer in model.layers if layer.name.startswith("member_")]
+    return nested or [model]
 
 
 def predict_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -203,15 +256,15 @@ def predict_keras(model, images: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def with_flip(predict, images: np.ndarray) -> np.ndarray:
+def with_flip(predict, images: np.ndarray, order: list[int] | None = None) -> np.ndarray:
     """Average a prediction with the mirrored prediction on the mirrored crops."""
     direct = predict(images)
     flipped = predict(np.ascontiguousarray(images[:, :, ::-1]))
     flipped[..., 0] = SIZE - 1 - flipped[..., 0]
-    return (direct + flipped[:, FLIP_ORDER]) / 2
+    return (direct + flipped[:, FLIP_ORDER if order is None else order]) / 2
 
 
-def point_offset(predict, data: dict, idx: np.ndarray) -> np.ndarray:
+def point_offset(predict, data: dict, idx: np.ndarray, keypoints: tuple[int, ...] = KEYPOINTS) -> np.ndarray:
     """Return the mean (prediction - label) of each keypoint on training crops, flip-averaged.
 
     Flip augmentation forces the network to be mirror-symmetric, but the labels are not: the
@@ -219,8 +272,8 @@ def point_offset(predict, data: dict, idx: np.ndarray) -> np.ndarray:
     place the nose tip about 0.8 px apart in y. The mean residual on the training split is
     subtracted when serving (ONNX metadata `point_offset`).
     """
-    pred = with_flip(predict, data["images"][idx])
-    labels = data["landmarks68"][idx][:, list(KEYPOINTS)]
+    pred = with_flip(predict, data["images"][idx], flip_order(keypoints))
+    labels = data["landmarks68"][idx][:, list(keypoints)]
     return (pred - labels).mean(axis=0).astype(np.float32)
 
 
@@ -450,14 +503,13 @@ VIEW_SETS = {
 
 
 def compare_view_sets(onnx_path: Path, data: dict, split: dict) -> list[dict]:
-    """Mean error / IOD of each candidate set of shifted views (all flip-averaged), val and held-out."""
+    """Validation mean error / IOD of each candidate set of shifted views (all flip-averaged)."""
     rows = []
     for name, shifts in VIEW_SETS.items():
         row = {"name": name, "shifts": [list(v) for v in shifts]}
-        for part in ("val", "test"):
-            idx = split[part]
-            points = served_crop_points(onnx_path, data["images"][idx], shifts=shifts)
-            row[part] = error_table(points, data, idx)["all"]["mean_norm"]
+        idx = split["val"]
+        points = served_crop_points(onnx_path, data["images"][idx], shifts=shifts)
+        row["val"] = error_table(points, data, idx)["all"]["mean_norm"]
         rows.append(row)
     return rows
 
@@ -510,19 +562,43 @@ def evaluate_served(onnx_path: Path, data: dict, idx: np.ndarray, seed: int = 3)
     return out
 
 
-def previous_history(card: Path | None) -> list[dict]:
-    """Read the training-log table of an existing model card (kept by --evaluate-only)."""
+def previous_history(card: Path | None) -> list[list[dict]]:
+    """Read the training-log tables of an existing model card, one list per member."""
     if card is None or not card.is_file():
         return []
-    history = []
+    members: list[list[dict]] = []
     for line in card.read_text().splitlines():
         m = re.match(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) % \|$", line)
         if m:
             epoch, loss, px, norm = m.groups()
-            history.append(
+            if not members or int(epoch) <= members[-1][-1]["epoch"]:
+                members.append([])  # the epochs start again: the next member's table
+            members[-1].append(
                 {"epoch": int(epoch), "loss": float(loss), "val_px": float(px), "val_norm": float(norm) / 100}
             )
-    return history
+    return members
+
+
+def member_records(onnx_path: Path, card: Path | None) -> list[dict]:
+    """Return how each member of an exported model was trained (seed, minutes, training log).
+
+    Models exported before ensembles carry no `members` metadata: their card says it.
+    """
+    meta = onnx_metadata(onnx_path) if onnx_path.is_file() else {}
+    if "members" in meta:
+        return json.loads(meta["members"])
+    text = card.read_text() if card is not None and card.is_file() else ""
+    seed = re.search(r"--seed (\d+)", text)
+    minutes = re.search(r" in ([\d.]+) min", text)
+    logs = previous_history(card)
+    return [
+        {
+            "seed": int(seed.group(1)) if seed else 1,
+            "history": logs[0] if logs else [],
+            "minutes": float(minutes.group(1)) if minutes else float("nan"),
+            "resumed": "stage 2 in" in text,
+        }
+    ]
 
 
 def fmt_row(name: str, r: dict) -> str:
@@ -604,46 +680,126 @@ def view_set_lines(rows: list[dict]) -> list[str]:
         return []
     lines = [
         "",
-        "Shifted views (each also mirrored), compared on the validation split, which chose the served",
-        "set (lowest validation error, `SHIFTS` in models/tracking.py); held-out figures for reference:",
+        "Shifted views (each also mirrored) of this model, compared on the validation split only",
+        "(`SHIFTS` in models/tracking.py is the served set; the table above is its held-out error):",
         "",
-        "| views | validation mean / IOD | held-out mean / IOD |",
-        "| --- | --- | --- |",
+        "| views | validation mean / IOD |",
+        "| --- | --- |",
     ]
     from models.tracking import SHIFTS
 
     served = [list(v) for v in SHIFTS]
     for row in rows:
         mark = " **served**" if row["shifts"] == served else ""
-        lines.append(
-            f"| {row['name']} ({2 * len(row['shifts'])} passes){mark} | {100 * row['val']:.2f} % "
-            f"| {100 * row['test']:.2f} % |"
-        )
-    best = min(rows, key=lambda r: r["val"])
-    if best["shifts"] != served:
-        lines += ["", f"Note: validation now prefers {best['name']}; `SHIFTS` should follow."]
+        lines.append(f"| {row['name']} ({2 * len(row['shifts'])} passes){mark} | {100 * row['val']:.2f} % |")
     return [*lines, ""]
 
 
+# Recipes and ensembles tried to bring the error under 5 % (2026-11-21), each measured on the
+# validation split only (served views, label offset subtracted); the held-out split was measured
+# once, for the choice. Columns: variant, ONNX passes per crop, validation mean / IOD, CPU ms per crop.
+VARIANTS: tuple[tuple[str, str, str, str], ...] = (
+    ("10 points, 1 net (seed 1, the model served before), flip", "2", "5.12 %", "3.1"),
+    ("the same, flip + 2 px diagonal shifts (served before)", "6", "5.05 %", "9.0"),
+    ("10 points, 1 net (seed 2), flip", "2", "5.02 %", "3.1"),
+    ("the same, flip + 2 px diagonal shifts", "6", "4.93 %", "9.0"),
+    ("10 points, 2 nets (seeds 1, 2) in one graph, flip", "4", "4.96 %", "5.9"),
+    ("the same, flip + 2 px diagonal shifts", "12", "4.93 %", "17.0"),
+    ("**68 points, 1 net (seed 1), flip (served)**", "2", "4.89 %", "3.3"),
+    ("the same, flip + 2 px diagonal shifts", "6", "4.85 %", "9.8"),
+    ("68 points, 1 net (seed 2), flip", "2", "4.98 %", "3.3"),
+    ("the same, flip + 2 px diagonal shifts", "6", "4.85 %", "9.8"),
+    ("68 points, 2 nets (seeds 1, 2) in one graph, flip", "4", "4.84 %", "6.6"),
+    ("the same, flip + 2 px diagonal shifts", "12", "4.79 %", "18.0"),
+)
+VARIANTS_CHOICE = (
+    "The rule, fixed before the second 68-point net was trained: serve the cheapest configuration "
+    "whose validation error is at most 5 % with every seed tried. One 68-point net with flip "
+    "averaging meets it (4.89 % and 4.98 %) at 2 passes; the seed-1 net (the command's default) "
+    "is served. Two nets in one graph or shifted views lower validation error by 0.05-0.1 point "
+    "at 2-6x the cost. Averaging the 10- and the 68-point nets together did no better (4.84-4.96 %). "
+    "Serving cost of the choice: 3.3 ms of CPU per crop with `detect: false` and 8.0 ms with detection, "
+    "against 9.0 and 13.8 ms for the model and views served before. "
+    "The model was not retrained on training + validation: the seed spread (0.09 point) is as large "
+    "as the gain to expect, and such a model could no longer be checked on validation."
+)
+
+
+def variants_lines() -> list[str]:
+    """Card lines listing the variants tried and how validation chose among them."""
+    if not VARIANTS:
+        return []
+    lines = [
+        "Variants tried (validation only; CPU ms per 96x96 crop through models/tracking.py,",
+        "`detect: false`, time.process_time over 300 crops, 1 ONNX thread):",
+        "",
+        "| variant | passes | validation mean / IOD | CPU ms / crop |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {passes} | {val} | {ms} |" for name, passes, val, ms in VARIANTS]
+    wrapped = textwrap.wrap(VARIANTS_CHOICE, 96, break_long_words=False, break_on_hyphens=False)
+    return [*lines, "", *wrapped, ""]
+
+
+def served_views_text() -> str:
+    """Describe the test-time views models/tracking.py averages (`SHIFTS`, each also mirrored)."""
+    from models.tracking import SHIFTS
+
+    if len(SHIFTS) == 1:
+        return "each crop averaged with its mirror image (2 views)"
+    moves = ", ".join(f"({dx}, {dy})" for dx, dy in SHIFTS[1:])
+    return (
+        f"each crop averaged over {2 * len(SHIFTS)} views: itself and moved by {moves} px, each also mirrored"
+    )
+
+
+def member_timing(record: dict) -> str:
+    """Return a member's training time as the card states it."""
+    return (
+        f"stage 2 in {record['minutes']:.1f} min" if record.get("resumed") else f"{record['minutes']:.1f} min"
+    )
+
+
 def write_card(
-    path: Path, *, args, split: dict, results: dict, calib: dict, history: list, seconds: float, params: int
+    path: Path, *, args, split: dict, results: dict, calib: dict, members: list, params: int
 ) -> None:
     """Write the model card with the held-out figures and how to reproduce them."""
     sizes = {k: len(v) for k, v in split.items()}
     served = results.get("served_crops", results["onnx_flip"])
+    n = len(members)
+    keypoints = results["keypoints"]
+    seeds = [m["seed"] for m in members]
+    command = (
+        f"python -m training.tracking --data ../shared/data/faces/faces_96.npz --epochs {args.epochs} "
+        f"--fine-epochs {args.fine_epochs} --seed {seeds[0]}"
+        + (f" --points {len(keypoints)}" if len(keypoints) == 68 else "")
+        + (f" --members {n}" if n > 1 else "")
+    )
+    if n == 1:
+        trained = (
+            f"{args.epochs} + {args.fine_epochs} epochs, {member_timing(members[0]).replace('min', 'min,')}"
+        )
+        net = f"A small CNN ({params / 1e6:.2f} M parameters) turns"
+    else:
+        timings = "; ".join(f"seed {m['seed']}: {member_timing(m)}" for m in members)
+        trained = f"{n} nets of {args.epochs} + {args.fine_epochs} epochs each ({timings}),"
+        net = (
+            f"{n} small CNNs ({params / n / 1e6:.2f} M parameters each, trained alike from seeds "
+            f"{', '.join(map(str, seeds))}; one ONNX graph averages their outputs) turn"
+        )
     lines = [
         "# Nose tracker (`tracking`)",
         "",
         f"Card written {dt.date.today().isoformat()}. Trained by `training/tracking.py` on CPU "
-        f"({args.threads} TensorFlow threads): {args.epochs} + {args.fine_epochs} epochs"
-        + (f", stage 2 in {seconds / 60:.1f} min" if args.resumed else f" in {seconds / 60:.1f} min"),
+        f"({args.threads} TensorFlow threads): {trained}",
         "on a 2-core machine shared with other jobs (alone it is several times faster).",
         "",
-        "Reproduce (both stages, then the evaluation and this card):",
+        "Reproduce ("
+        + (f"{n} nets, each " if n > 1 else "")
+        + "both stages, then the evaluation and this card):",
         "",
         "```",
-        f"python -m training.tracking --data ../shared/data/faces/faces_96.npz --epochs {args.epochs} "
-        f"--fine-epochs {args.fine_epochs} --seed {args.seed}",
+        command,
         "```",
         "",
         "Re-measure the committed model without training (recalibrates the face crop when the served",
@@ -657,14 +813,18 @@ def write_card(
         "",
         "## What it does",
         "",
-        f"A small CNN ({params / 1e6:.2f} M parameters) turns a 96x96 gray face crop into heatmaps for 10 facial",
+        f"{net} a 96x96 gray face crop into heatmaps for {len(keypoints)} facial",
         "points; a soft-argmax (softmax over the 24x24 cells, then the expected cell centre) reads",
         "each point's (x, y) with sub-pixel precision. Point 0 is the nose tip (68-point landmark 30);",
-        f"the others ({', '.join(str(k) for k in KEYPOINTS[1:])}) are auxiliary targets.",
+        (
+            "the other 67 landmarks are auxiliary targets (denser supervision than 10 points; see below)."
+            if len(keypoints) == 68
+            else f"the others ({', '.join(str(k) for k in keypoints[1:])}) are auxiliary targets."
+        ),
         "",
         "- Input: `image`, float32 (N, 96, 96, 1), gray values 0..255 (the model rescales to -1..1).",
         "  96x96 gray is the data's native form; the original service's 112x112 RGB /255 NCHW was not kept.",
-        "- Output: float32 (N, 10, 2), (x, y) in the crop's pixel coordinates (0-based pixel centres).",
+        f"- Output: float32 (N, {len(keypoints)}, 2), (x, y) in the crop's pixel coordinates (0-based pixel centres).",
         "- Serving averages the crop's prediction with the mirrored crop's (flip test-time augmentation).",
         "",
         "## Data and split",
@@ -700,8 +860,7 @@ def write_card(
         "Error = Euclidean distance to the annotated nose tip, in 96x96 pixels and divided by the",
         "inter-ocular distance (outer eye corners, landmarks 36 and 45).",
         "",
-        "Served configuration (ONNX; each crop averaged over 6 views: itself and moved 2 px diagonally",
-        "both ways, each also mirrored; label offset subtracted):",
+        f"Served configuration (ONNX; {served_views_text()}; label offset subtracted):",
         "",
         "| split | n | mean px | p90 px | mean / IOD | p90 / IOD |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -723,6 +882,7 @@ def write_card(
         f"{100 * results['onnx_flip']['all']['mean_norm']:.2f} % IOD. Keras and ONNX agree to "
         f"{results['max_onnx_keras_px']:.4f} px.",
         *view_set_lines(results.get("view_sets", [])),
+        *variants_lines(),
         f"Target: mean normalised error <= 5 %: {'met' if served['all']['mean_norm'] <= 0.05 else 'NOT met'}.",
         "",
         "## Whole frames (served by models/tracking.py)",
@@ -762,20 +922,30 @@ def write_card(
         "",
         f"Epochs 1-{args.epochs} are stage 1, the rest stage 2. Validation: one pass, no flip, no offset.",
     ]
-    if args.resumed:
+    if getattr(args, "assemble", None):
         lines += [
-            "This model's stage 1 is an earlier run of the same command (its log is kept here); stage 2",
-            "was run from its saved model with `--resume` (same code, stage 2 seeded apart).",
+            "This model's nets were trained by separate runs of the same code (`--seed "
+            + "`, `--seed ".join(map(str, seeds))
+            + "`, one net each) and averaged with `--assemble`; the command above does it in one run.",
         ]
-    lines += [
-        "",
-        "| epoch | train loss | val mean px | val mean / IOD |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {h['epoch']} | {h['loss']:.3f} | {h['val_px']:.2f} | {100 * h['val_norm']:.2f} % |"
-        for h in history
-    ]
+    for k, record in enumerate(members):
+        lines += [""]
+        if n > 1:
+            lines += [f"Net {k + 1} (seed {record['seed']}):", ""]
+        if record.get("resumed"):
+            lines += [
+                "Its stage 1 is an earlier run of the same command (its log is kept here); stage 2",
+                "was run from its saved model with `--resume` (same code, stage 2 seeded apart).",
+                "",
+            ]
+        lines += [
+            "| epoch | train loss | val mean px | val mean / IOD |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {h['epoch']} | {h['loss']:.3f} | {h['val_px']:.2f} | {100 * h['val_norm']:.2f} % |"
+            for h in record["history"]
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -799,18 +969,22 @@ def train(args: argparse.Namespace) -> dict:
     if args.limit:
         train_idx = train_idx[: args.limit]
     images = data["images"]
-    points = data["landmarks68"][:, list(KEYPOINTS)].astype(np.float32)
+    keypoints = ALL_POINTS if args.points == 68 else KEYPOINTS
+    order = flip_order(keypoints)
+    points = data["landmarks68"][:, list(keypoints)].astype(np.float32)
     x_val = images[split["val"]]
 
     # Nose tip weighs as much as the nine auxiliary points together.
-    weights = np.full(len(KEYPOINTS), 1.0 / (len(KEYPOINTS) - 1), np.float32)
+    weights = np.full(len(keypoints), 1.0 / (len(keypoints) - 1), np.float32)
     weights[NOSE] = 1.0
     w = tf.constant(weights[None, :, None])
 
     def loss(y_true, y_pred):
         return tf.reduce_sum(tf.abs(y_true - y_pred) * w, axis=[1, 2]) / 2.0
 
-    def run_stage(model, *, epochs: int, lr: float, strength: float, warmup: bool, seed: int, first: int):
+    def run_stage(
+        model, history: list, *, epochs: int, lr: float, strength: float, warmup: bool, seed: int, first: int
+    ):
         """Train `epochs` epochs with fresh augmentation each, cosine-decayed learning rate."""
         if epochs <= 0:
             return
@@ -825,8 +999,8 @@ def train(args: argparse.Namespace) -> dict:
         rng = np.random.default_rng(seed)
         for epoch in range(first, first + epochs):
             t0 = time.time()
-            order = rng.permutation(train_idx)
-            x, y = augment(images[order], points[order], rng, strength=strength)
+            shuffled = rng.permutation(train_idx)
+            x, y = augment(images[shuffled], points[shuffled], rng, strength=strength, order=order)
             hist = model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
             pred = predict_keras(model, x_val)[:, NOSE]
             table = error_table(pred, data, split["val"])["all"]
@@ -845,37 +1019,64 @@ def train(args: argparse.Namespace) -> dict:
                 flush=True,
             )
 
-    history: list[dict] = []
-    if args.resume:
-        # Stage 1 done by an earlier run of this script: start from its model and training log.
-        model = keras.saving.load_model(args.resume, compile=False)
-        history = previous_history(args.resume.with_suffix(".md"))[: args.epochs]
-        print(f"resumed stage 1 from {args.resume} ({len(history)} logged epochs)", flush=True)
-    else:
-        model = build_model()
-        print(f"parameters: {model.count_params()}", flush=True)
-        # Stage 1: full augmentation, warm-up then cosine decay.
-        run_stage(model, epochs=args.epochs, lr=args.lr, strength=1.0, warmup=True, seed=args.seed, first=0)
-    # Stage 2: milder augmentation at a low learning rate, closer to clean held-out crops.
-    run_stage(
-        model,
-        epochs=args.fine_epochs,
-        lr=args.fine_lr,
-        strength=0.5,
-        warmup=False,
-        seed=args.seed + 1000,
-        first=args.epochs,
-    )
-    offset = point_offset(lambda a: predict_keras(model, a), data, train_idx)
+    members, trained = [], []
+    if args.assemble:
+        # Members trained earlier by this script (separate runs): average them, train nothing.
+        for path in args.assemble:
+            members.append(keras.saving.load_model(path, compile=False))
+            trained += member_records(path.with_suffix(".onnx"), path.with_suffix(".md"))
+            print(f"member {path}: seed {trained[-1]['seed']}", flush=True)
+    for k in range(0 if args.assemble else args.members):
+        seed = args.seed + k
+        t0 = time.time()
+        keras.utils.set_random_seed(seed)
+        record: dict = {"seed": seed, "history": []}
+        if args.resume and k == 0:
+            # Stage 1 done by an earlier run of this script: start from its model and training log.
+            model = keras.saving.load_model(args.resume, compile=False)
+            record["history"] = (previous_history(args.resume.with_suffix(".md")) or [[]])[0][: args.epochs]
+            record["resumed"] = True
+            print(f"resumed stage 1 from {args.resume} ({len(record['history'])} logged epochs)", flush=True)
+        else:
+            model = build_model(len(keypoints))
+            print(f"member {k + 1}, seed {seed}, parameters: {model.count_params()}", flush=True)
+            # Stage 1: full augmentation, warm-up then cosine decay.
+            run_stage(
+                model,
+                record["history"],
+                epochs=args.epochs,
+                lr=args.lr,
+                strength=1.0,
+                warmup=True,
+                seed=seed,
+                first=0,
+            )
+        # Stage 2: milder augmentation at a low learning rate, closer to clean held-out crops.
+        run_stage(
+            model,
+            record["history"],
+            epochs=args.fine_epochs,
+            lr=args.fine_lr,
+            strength=0.5,
+            warmup=False,
+            seed=seed + 1000,
+            first=args.epochs,
+        )
+        record["minutes"] = round((time.time() - t0) / 60, 1)
+        members.append(model)
+        trained.append(record)
+    if args.assemble:  # the members' own keypoints
+        keypoints = ALL_POINTS if members[0].output_shape[1] == len(ALL_POINTS) else KEYPOINTS
+        order = flip_order(keypoints)
+    model = build_ensemble(members)
+    offset = point_offset(lambda a: predict_keras(model, a), data, train_idx, keypoints)
     print(f"point offset (pred - label on train, px): {offset.round(3).tolist()}", flush=True)
 
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     keras_path, onnx_path = out_dir / "tracking.keras", out_dir / "tracking.onnx"
-    # Save an uncompiled copy: the optimizer state would triple the file and is not needed.
-    plain = build_model()
-    plain.set_weights(model.get_weights())
-    plain.save(keras_path)
+    # build_ensemble made uncompiled copies: the optimizer state would triple the file.
+    model.save(keras_path)
     calib = calibrate_detector(images[train_idx])
     print(f"detector calibration: {calib}", flush=True)
     version = dt.datetime.now().strftime("%Y%m%d-%H%M")
@@ -885,37 +1086,47 @@ def train(args: argparse.Namespace) -> dict:
         {
             "version": f"tracking-{version}",
             "input": "float32 (N,96,96,1) gray 0..255",
-            "output": "float32 (N,10,2) keypoints x,y in 96x96 pixel coordinates, 0 = nose tip",
-            "keypoints": list(KEYPOINTS),
-            "flip_order": FLIP_ORDER,
+            "output": f"float32 (N,{len(keypoints)},2) keypoints x,y in 96x96 pixel coordinates, 0 = nose tip",
+            "keypoints": list(keypoints),
+            "flip_order": order,
             **crop_metadata(calib),
             "point_offset": offset.round(4).tolist(),
+            # How each member was trained (seed, minutes, training log), kept for the card.
+            "members": trained,
+            "recipe": {
+                "epochs": args.epochs,
+                "fine_epochs": args.fine_epochs,
+                "assembled": bool(args.assemble),
+            },
         },
     )
+    if args.no_report:
+        # Experiments compare recipes on validation; the held-out split is measured for the final model only.
+        return {}
+    return report(args, data, split, model, calib)
 
-    history_seconds = time.time() - start
-    return report(args, data, split, model, calib, history, history_seconds)
 
-
-def report(args, data: dict, split: dict, model, calib: dict, history: list, seconds: float) -> dict:
+def report(args, data: dict, split: dict, model, calib: dict) -> dict:
     """Measure the held-out error (Keras, ONNX, served pipeline) and write the model card."""
     onnx_path = args.out_dir / "tracking.onnx"
     test_idx = split["test"]
     x_test = data["images"][test_idx]
     keras_pred = predict_keras(model, x_test)
     onnx_pred = predict_onnx(onnx_path, x_test)
-    flip_pred = with_flip(lambda a: predict_onnx(onnx_path, a), x_test)
-    offset = np.array(json.loads(onnx_metadata(onnx_path).get("point_offset", "0")), np.float32)
+    meta = onnx_metadata(onnx_path)
+    flip_pred = with_flip(lambda a: predict_onnx(onnx_path, a), x_test, json.loads(meta["flip_order"]))
+    offset = np.array(json.loads(meta.get("point_offset", "0")), np.float32)
     results = {
+        "keypoints": json.loads(meta["keypoints"]),
         "keras": error_table(keras_pred[:, NOSE], data, test_idx),
         "onnx": error_table(onnx_pred[:, NOSE], data, test_idx),
         "onnx_flip_raw": error_table(flip_pred[:, NOSE], data, test_idx),
         "onnx_flip": error_table((flip_pred - offset)[:, NOSE], data, test_idx),
         # The served crop regression: flip and 2-px shift views averaged, offset subtracted.
         "served_crops": error_table(served_crop_points(onnx_path, x_test), data, test_idx),
-        # Candidate sets of shifted views, on validation (which chooses) and held-out (reported).
+        # Candidate sets of shifted views, on validation only (which chooses).
         "view_sets": compare_view_sets(onnx_path, data, split),
-        "point_offset_nose": np.broadcast_to(offset, flip_pred.shape[1:])[NOSE].round(3).tolist(),
+        "point_offset_nose": [round(float(v), 3) for v in np.broadcast_to(offset, flip_pred.shape[1:])[NOSE]],
         "max_onnx_keras_px": float(np.abs(keras_pred - onnx_pred).max()),
         "served": evaluate_served(onnx_path, data, test_idx),
     }
@@ -927,8 +1138,7 @@ def report(args, data: dict, split: dict, model, calib: dict, history: list, sec
             split=split,
             results=results,
             calib=calib,
-            history=history,
-            seconds=seconds,
+            members=member_records(onnx_path, args.card),
             params=model.count_params(),
         )
     print(f"done: {onnx_path}, card {args.card}", flush=True)
@@ -956,15 +1166,17 @@ def evaluate_only(args: argparse.Namespace) -> dict:
         calib = calibrate_detector(data["images"][split["train"]])
         print(f"detector calibration: {calib}", flush=True)
         stamp_metadata(onnx_path, crop_metadata(calib))
-    previous = args.card.read_text() if args.card and args.card.is_file() else ""
-    minutes = re.search(r" in ([\d.]+) min", previous)
-    seconds = float(minutes.group(1)) * 60 if minutes else float("nan")
     # The card describes the run that trained the model, not this command's defaults.
-    epochs = re.search(r"(\d+) \+ (\d+) epochs", previous)
-    if epochs:
-        args.epochs, args.fine_epochs = int(epochs.group(1)), int(epochs.group(2))
-    args.resumed = "stage 2 in" in previous
-    return report(args, data, split, model, calib, previous_history(args.card), seconds)
+    if "recipe" in meta:
+        recipe = json.loads(meta["recipe"])
+        args.epochs, args.fine_epochs = recipe["epochs"], recipe["fine_epochs"]
+        args.assemble = [Path("member.keras")] if recipe.get("assembled") else []
+    else:  # exported before the recipe was stored: its card has it
+        previous = args.card.read_text() if args.card and args.card.is_file() else ""
+        epochs = re.search(r"(\d+) \+ (\d+) epochs", previous)
+        if epochs:
+            args.epochs, args.fine_epochs = int(epochs.group(1)), int(epochs.group(2))
+    return report(args, data, split, model, calib)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -983,10 +1195,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of the first member (the next ones count up)")
+    p.add_argument(
+        "--points",
+        type=int,
+        choices=(10, 68),
+        default=68,
+        help="keypoints regressed: all 68 (the nose tip first) or 10 (nose + 9)",
+    )
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="independently trained nets averaged in one graph (seeds count up)",
+    )
+    p.add_argument(
+        "--assemble",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="average these trained tracking.keras files (with their .onnx or .md beside) instead of training",
+    )
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training samples (smoke tests)")
     p.add_argument("--write-fixtures", type=Path, default=None, help="only write held-out test fixtures here")
+    p.add_argument(
+        "--no-report", action="store_true", help="train and export only: no held-out measurement, no card"
+    )
     p.add_argument(
         "--evaluate-only",
         action="store_true",
@@ -994,7 +1229,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.card = Path(args.card) if args.card else None
-    args.resumed = args.resume is not None  # stage 2 only (the card says so)
     return args
 
 

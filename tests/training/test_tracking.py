@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "tracking"
+# Epoch 2's row of a training-log table (epoch, loss, validation px, validation %).
+LOG_ROW_2 = re.compile(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ % \|$", re.M)
 
 
 def fixture_npz(path: Path) -> Path:
@@ -63,6 +66,24 @@ def test_augment_flips_points_with_the_image():
         assert -10 < pts[0, 0, 0] < SIZE + 10 and -10 < pts[0, 0, 1] < SIZE + 10
 
 
+def test_68_point_flip_order_swaps_left_and_right():
+    from training.tracking import ALL_POINTS, flip_order
+
+    order = flip_order(ALL_POINTS)
+    assert ALL_POINTS[0] == 30 and sorted(ALL_POINTS) == list(range(68))
+    assert all(order[order[i]] == i for i in range(68))  # mirroring twice is the identity
+    for left, right in ((0, 16), (36, 45), (39, 42), (48, 54), (31, 35), (17, 26)):
+        assert ALL_POINTS[order[ALL_POINTS.index(left)]] == right
+    for middle in (8, 27, 30, 33, 51, 57, 62, 66):
+        assert ALL_POINTS[order[ALL_POINTS.index(middle)]] == middle
+    # On real faces (fixture labels), x measured from the nose tip: a landmark mirrored lands
+    # near its partner, much nearer than near itself.
+    rows = json.loads((DATA / "labels.json").read_text())["crops"]
+    lm = np.array([r["landmarks68"] for r in rows], np.float32)[:, list(ALL_POINTS)]
+    x = lm[..., 0] - lm[:, :1, 0]
+    assert np.median(np.abs(-x[:, order] - x)) < 0.5 * np.median(np.abs(-x - x))
+
+
 @pytest.mark.tensorflow
 def test_training_smoke(tmp_path):
     pytest.importorskip("tensorflow")
@@ -92,7 +113,7 @@ def test_training_smoke(tmp_path):
     assert (tmp_path / "tracking.keras").is_file()
     text = card.read_text()
     assert "mean px" in text and "python -m training.tracking" in text
-    assert "| 2 |" in text  # one epoch of each stage in the training log
+    assert len(LOG_ROW_2.findall(text)) == 1  # one epoch of each stage in the training log
     assert "BlazeFace" in text and "Haar" not in text.split("## Limits")[1]
     model = NoseModel("smoke", tmp_path / "tracking.onnx")
     model.warmup()
@@ -115,4 +136,35 @@ def test_training_smoke(tmp_path):
     assert onnx.load(str(path)).graph.SerializeToString() == graph
     assert onnx_metadata(path)["crop_detector"] == model.detector.name
     assert NoseModel("again", path).crop == model.crop
-    assert "| 2 |" in card.read_text()  # the training log is kept
+    assert len(LOG_ROW_2.findall(card.read_text())) == 1  # the training log is kept
+
+
+@pytest.mark.tensorflow
+def test_assembled_ensemble_of_68_point_nets_averages_its_members(tmp_path):
+    pytest.importorskip("tensorflow")
+    from training.tracking import main, onnx_metadata, predict_onnx
+
+    data = fixture_npz(tmp_path / "faces.npz")
+    small = ["--data", str(data), "--epochs", "1", "--fine-epochs", "1", "--batch", "8", "--points", "68"]
+    small += ["--no-report"]
+    for seed in ("1", "2"):
+        main([*small, "--seed", seed, "--out-dir", str(tmp_path / seed), "--card", ""])
+    out, card = tmp_path / "both", tmp_path / "both.md"
+    members = [str(tmp_path / seed / "tracking.keras") for seed in ("1", "2")]
+    main(["--data", str(data), "--out-dir", str(out), "--card", str(card), "--assemble", *members])
+
+    crops = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(DATA.glob("*.png"))[:8]])
+    mean = (
+        predict_onnx(tmp_path / "1" / "tracking.onnx", crops)
+        + predict_onnx(tmp_path / "2" / "tracking.onnx", crops)
+    ) / 2
+    got = predict_onnx(out / "tracking.onnx", crops)
+    assert got.shape == (8, 68, 2) and np.abs(got - mean).max() < 1e-3  # one graph, the average
+    assert [m["seed"] for m in json.loads(onnx_metadata(out / "tracking.onnx")["members"])] == [1, 2]
+    text = card.read_text()
+    assert "--seed 1 --points 68 --members 2" in text and "Net 2 (seed 2)" in text and "--assemble" in text
+    assert len(LOG_ROW_2.findall(text)) == 2  # both nets' training logs
+
+    main(["--data", str(data), "--out-dir", str(out), "--card", str(card), "--evaluate-only"])
+    again = card.read_text()
+    assert "--seed 1 --points 68 --members 2" in again and len(LOG_ROW_2.findall(again)) == 2
