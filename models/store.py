@@ -522,7 +522,14 @@ def _degrees(dms: Any, ref: Any, negative: str) -> float | None:
 @dataclass
 class _Job:
     image_id: str
-    image: Any  # an InputImage, encoded in the writer thread so the request does not pay for it
+    # The upload's own bytes when it has them; else (a legacy pixel array) the InputImage,
+    # PNG-encoded in the writer thread so the request does not pay for it. Never the decoded
+    # pixels of an upload: 256 queued 400x400 canvases would hold 200 MB of a worker's memory.
+    data: bytes | None
+    image: Any
+    format: str
+    width: int
+    height: int
     endpoint: str
     model: str | None
     prediction: str | None
@@ -681,7 +688,18 @@ class ImageStore:
         if self._closed:
             return None
         image_id = new_id()
-        job = _Job(image_id, image, endpoint, model, _prediction_text(prediction), confidence)
+        job = _Job(
+            image_id,
+            data=image.data,
+            image=None if image.data is not None else image,
+            format="PNG" if image.format == "ARRAY" else image.format,
+            width=image.width,
+            height=image.height,
+            endpoint=endpoint,
+            model=model,
+            prediction=_prediction_text(prediction),
+            confidence=confidence,
+        )
         self._start_writer()
         try:
             self._queue.put_nowait(job)
@@ -716,14 +734,11 @@ class ImageStore:
 
     def _write_job(self, job: _Job) -> None:
         try:
-            image = job.image
-            data = image.encoded()
-            fmt = "PNG" if image.format == "ARRAY" else image.format
             new = NewImage(
-                data=data,
-                format=fmt,
-                width=image.width,
-                height=image.height,
+                data=job.data if job.data is not None else job.image.encoded(),
+                format=job.format,
+                width=job.width,
+                height=job.height,
                 endpoint=job.endpoint,
                 model=job.model,
                 prediction=job.prediction,

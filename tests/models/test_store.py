@@ -372,6 +372,23 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path, monkeypatch
     s.close()
 
 
+def test_a_queued_upload_holds_its_bytes_not_its_decoded_pixels(tmp_path, monkeypatch):
+    s = ImageStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img")
+    monkeypatch.setattr(s, "_start_writer", lambda: None)  # keep the jobs in the queue to look at
+    upload = InputImage(
+        pixels=np.zeros((400, 400, 4), np.uint8), format="PNG", source="raw", data=png(400, 400)
+    )
+    array = InputImage(pixels=np.zeros((6, 9), np.uint8), format="ARRAY", source="legacy_array")
+    s.submit(upload, endpoint="e", model="m", prediction="1", confidence=1.0)
+    s.submit(array, endpoint="e", model="m", prediction="1", confidence=1.0)
+    queued = [s._queue.get_nowait(), s._queue.get_nowait()]
+    # An upload's 640 KB of pixels must not wait in a queue of 256 jobs; its few KB of PNG do.
+    assert queued[0].image is None and queued[0].data == upload.data
+    assert (queued[0].format, queued[0].width, queued[0].height) == ("PNG", 400, 400)
+    # A legacy array has no bytes yet: it is encoded by the writer, as PNG.
+    assert queued[1].data is None and queued[1].image is array and queued[1].format == "PNG"
+
+
 # --- faults: both or neither ----------------------------------------------------------------
 
 
