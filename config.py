@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "THUMBNAIL_RETRY_SECONDS": 60,
     # Images waiting for the background writer; past this, new ones are dropped and counted.
     "STORE_QUEUE_SIZE": 256,
+    "STORE_QUEUE_WAIT_MS": 2000,
 }
 
 
@@ -131,8 +132,11 @@ def _int(config: dict, name: str, minimum: int, maximum: int | None = None) -> N
     value = config[name]
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-        maximum is not None and value > maximum
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
     ):
         bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ConfigError(f"{name} must be an integer {bounds}, got {config[name]!r}")
@@ -164,13 +168,16 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     _int(config, "THUMBNAIL_WORKERS", 1, 32)
     _int(config, "THUMBNAIL_RETRY_SECONDS", 1, 86400)
     _int(config, "STORE_QUEUE_SIZE", 1, 100_000)
+    _int(config, "STORE_QUEUE_WAIT_MS", 0, 30_000)
     _int(config, "LOG_FILE_MAX_BYTES", 1024)
     _int(config, "LOG_FILE_BACKUPS", 0, 100)
     _bool(config, "SAVE_IMAGES")
 
     level = str(config["LOG_LEVEL"]).upper()
     if level not in logging.getLevelNamesMapping():
-        raise ConfigError(f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {config['LOG_LEVEL']!r}")
+        raise ConfigError(
+            f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {config['LOG_LEVEL']!r}"
+        )
     config["LOG_LEVEL"] = level
 
     threshold = config["PREDICT_THRESHOLD"]
@@ -179,7 +186,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError):
         threshold = -1.0
     if not 0 <= threshold <= 100:
-        raise ConfigError(f"PREDICT_THRESHOLD must be a percentage from 0 to 100, got {config['PREDICT_THRESHOLD']!r}")
+        raise ConfigError(
+            f"PREDICT_THRESHOLD must be a percentage from 0 to 100, got {config['PREDICT_THRESHOLD']!r}"
+        )
     config["PREDICT_THRESHOLD"] = threshold
 
     allowed = config["ALLOWED_IPS"]

@@ -571,6 +571,7 @@ def init_app(app: Flask) -> None:
         image_dir,
         thumbnail_size=app.config["THUMBNAIL_SIZE"],
         queue_size=int(app.config.get("STORE_QUEUE_SIZE", 256)),
+        queue_wait=int(app.config.get("STORE_QUEUE_WAIT_MS", 2000)) / 1000,
     )
     try:
         store.ensure_schema()

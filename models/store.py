@@ -547,6 +547,7 @@ class ImageStore:
         *,
         thumbnail_size: int = 128,
         queue_size: int = 256,
+        queue_wait: float = 2.0,
     ):
         self.database_url = database_url
         self.engine = make_engine(database_url)
@@ -558,6 +559,9 @@ class ImageStore:
         self._schema_ok = False
         self._schema_lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        # How long a request waits for a free slot when the writer is behind (a saturated
+        # worker gives its writer thread little CPU) before the image is dropped and counted.
+        self.queue_wait = queue_wait
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
@@ -702,11 +706,17 @@ class ImageStore:
         )
         self._start_writer()
         try:
-            self._queue.put_nowait(job)
+            if self.queue_wait > 0:
+                self._queue.put(job, timeout=self.queue_wait)
+            else:
+                self._queue.put_nowait(job)
         except queue.Full:
             FAILURES.labels("queue_full").inc()
             log.warning(
-                "image store queue is full (%d): image from %s not kept", self._queue.maxsize, endpoint
+                "image store queue is full (%d) after waiting %.1f s: image from %s not kept",
+                self._queue.maxsize,
+                self.queue_wait,
+                endpoint,
             )
             return None
         return image_id

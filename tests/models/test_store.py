@@ -353,8 +353,8 @@ def test_concurrent_submits_lose_no_row(sqlite_store):
     assert sqlite_store.list(per_page=1)[1] == 80
 
 
-def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path, monkeypatch):
-    s = ImageStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img", queue_size=2)
+def test_a_full_queue_without_wait_drops_and_counts_instead_of_blocking(tmp_path, monkeypatch):
+    s = ImageStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img", queue_size=2, queue_wait=0)
     gate = threading.Event()
     real = s._write_job
     monkeypatch.setattr(s, "_write_job", lambda job: (gate.wait(10), real(job)))
@@ -369,6 +369,24 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path, monkeypatch
     assert results.count(None) >= 3
     assert failures("queue_full") - before == results.count(None)
     assert s.list()[1] == 6 - results.count(None)
+    s.close()
+
+
+def test_a_full_queue_makes_the_request_wait_for_a_slot_and_keeps_every_image(tmp_path, monkeypatch):
+    s = ImageStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img", queue_size=2, queue_wait=5)
+    gate = threading.Event()
+    real = s._write_job
+    monkeypatch.setattr(s, "_write_job", lambda job: (gate.wait(10), real(job)))
+    image = InputImage(pixels=np.zeros((4, 4), np.uint8), format="PNG", source="raw", data=png(4, 4))
+    before = failures("queue_full")
+    threading.Timer(0.3, gate.set).start()  # the writer catches up after 0.3 s
+    started = time.perf_counter()
+    results = [s.submit(image, endpoint="e", model="m", prediction="1", confidence=1.0) for _ in range(6)]
+    elapsed = time.perf_counter() - started
+    assert s.flush(10)
+    assert None not in results and failures("queue_full") == before
+    assert 0.2 < elapsed < 5  # waited for the writer, not for the whole timeout
+    assert s.list()[1] == 6
     s.close()
 
 
