@@ -353,11 +353,19 @@ def test_concurrent_submits_lose_no_row(sqlite_store):
     assert sqlite_store.list(per_page=1)[1] == 80
 
 
-def test_a_full_queue_without_wait_drops_and_counts_instead_of_blocking(tmp_path, monkeypatch):
-    s = ImageStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img", queue_size=2, queue_wait=0)
+def gated_store(tmp_path: Path, monkeypatch, queue_wait: float) -> tuple[ImageStore, threading.Event]:
+    """A store with a 2-slot write queue whose writer waits for the returned event."""
+    s = ImageStore(
+        f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img", queue_size=2, queue_wait=queue_wait
+    )
     gate = threading.Event()
     real = s._write_job
     monkeypatch.setattr(s, "_write_job", lambda job: (gate.wait(10), real(job)))
+    return s, gate
+
+
+def test_a_full_queue_without_wait_drops_and_counts_instead_of_blocking(tmp_path, monkeypatch):
+    s, gate = gated_store(tmp_path, monkeypatch, queue_wait=0)
     image = InputImage(pixels=np.zeros((4, 4), np.uint8), format="PNG", source="raw", data=png(4, 4))
     before = failures("queue_full")
     started = time.perf_counter()
@@ -373,10 +381,7 @@ def test_a_full_queue_without_wait_drops_and_counts_instead_of_blocking(tmp_path
 
 
 def test_a_full_queue_makes_the_request_wait_for_a_slot_and_keeps_every_image(tmp_path, monkeypatch):
-    s = ImageStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "img", queue_size=2, queue_wait=5)
-    gate = threading.Event()
-    real = s._write_job
-    monkeypatch.setattr(s, "_write_job", lambda job: (gate.wait(10), real(job)))
+    s, gate = gated_store(tmp_path, monkeypatch, queue_wait=5)
     image = InputImage(pixels=np.zeros((4, 4), np.uint8), format="PNG", source="raw", data=png(4, 4))
     before = failures("queue_full")
     threading.Timer(0.3, gate.set).start()  # the writer catches up after 0.3 s
