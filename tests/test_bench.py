@@ -145,3 +145,20 @@ def test_a_tiny_benchmark_run_measures_the_baseline(tmp_path):
     assert all(0 < p["p50_ms"] <= p["p99_ms"] for p in points)
     assert 0 < results["all_ready_s"] < 120 and len(results["rss_after_mb"]) == 1
     assert all(50 < mb < 2000 for mb in results["rss_after_mb"].values())
+
+
+def test_the_digit_route_breakdown_runs_and_prints_both_tables(capsys):
+    from bench import digits
+
+    assert digits.main(["-n", "20"]) == 0
+    out = capsys.readouterr().out
+    for row in (
+        "`/health`, for comparison",
+        "whole request",
+        "PNG decode, libspng (served)",
+        "PNG decode, OpenCV's libpng (baseline)",
+        "ONNX inference (one thread)",
+    ):
+        line = next(line for line in out.splitlines() if line.startswith(f"| {row} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")[1:]]
+        assert len(cells) == 2 and all(c.endswith(" ms") and float(c[:-3]) > 0 for c in cells), line
