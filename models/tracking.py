@@ -154,20 +154,22 @@ class NoseModel(ServedModel):
         Faces scoring at least the model's threshold; when there is none, the largest face of at
         least MIN_FACE pixels scoring LENIENT_SCORE (low-resolution or blurred faces score there).
         """
-        small, scale = self._detection_image(as_detector_input(image))
+        return self._detect(*self._detection_image(as_detector_input(image)))
+
+    def _detect(self, small: np.ndarray, scale: float) -> list[tuple[float, float, float, float]]:
+        """Detect on the detector's copy of the image (see `detect`); boxes in input pixels."""
         faces = self.detector.detect(small, min_face=MIN_FACE, fallback_score=LENIENT_SCORE)
         if faces and faces[0].score < self.detector.min_score:
             faces = [f for f in faces if f.w >= MIN_FACE][:1]
         return [tuple(v / scale for v in f.box) for f in faces[:MAX_FACES]]
 
-    def second_look(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
-        """Look again for one large face in the image padded with black; return its box.
+    def second_look(self, small: np.ndarray, scale: float) -> tuple[float, float, float, float] | None:
+        """Look again for one large face in the detector's copy padded with black; return its box.
 
         A face that fills the image (a tight crop) leaves BlazeFace none of the surroundings it
         expects; with a black margin, as the training crops have where they leave the photo,
         it is found. Only faces of at least a fifth of the shorter side count.
         """
-        small, scale = self._detection_image(as_detector_input(image))
         pad = round(SECOND_LOOK_PAD * max(small.shape[:2]))
         padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
         faces = [f for f in self.detector.detect(padded) if f.w >= SECOND_LOOK_MIN * min(small.shape[:2])]
@@ -274,14 +276,18 @@ class NoseModel(ServedModel):
                 f"The image is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed to find a face.",
                 code="image_too_small",
             )
-        boxes = self.detect(image) if detect else []
-        if detect and not boxes:
-            box = self.second_look(image)
-            if box is None:
-                return {"found": False}
-            # A tight crop is regressed whole (as trained); a face inside a frame gets its crop.
-            if not self.is_face_crop(gray, box):
-                boxes = [box]
+        boxes = []
+        if detect:
+            # One copy for the detector (colour order, size) serves both looks.
+            small, scale = self._detection_image(as_detector_input(image))
+            boxes = self._detect(small, scale)
+            if not boxes:
+                box = self.second_look(small, scale)
+                if box is None:
+                    return {"found": False}
+                # A tight crop is regressed whole (as trained); a face inside a frame gets its crop.
+                if not self.is_face_crop(gray, box):
+                    boxes = [box]
         if boxes:
             mode = "detected"
             crops = [self.crop_for_box(b) for b in boxes]
