@@ -63,7 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "THUMBNAIL_WORKERS": 1,
     # Seconds between sweeps that re-send thumbnails still pending (broker was down, worker died).
     "THUMBNAIL_RETRY_SECONDS": 60,
-    # Images waiting for the background writer; past this, new ones are dropped and counted.
+    # Images waiting for the background writer; when it is full a request waits up to
+    # STORE_QUEUE_WAIT_MS for room, then its image is dropped and counted.
     "STORE_QUEUE_SIZE": 256,
     "STORE_QUEUE_WAIT_MS": 2000,
 }

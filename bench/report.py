@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from bench.payloads import PREDICT_PAGE
+from bench.payloads import PAGE_EXPORT, PREDICT_PAGE
 
 START = "<!-- bench:start (written by `python -m bench.run`; edit outside these markers) -->"
 END = "<!-- bench:end -->"
@@ -77,7 +77,10 @@ def point(results: dict, endpoint: str, clients: int) -> dict | None:
 def targets(results: dict) -> list[tuple[str, str, str, bool | None]]:
     """Each target: what, the figure, the goal, and whether it is met (None: not measured)."""
     rows = []
-    for endpoint, what in (("/api/predict", "400x400 uploads"), (PREDICT_PAGE, "the page's 140x140 export")):
+    for endpoint, what in (
+        ("/api/predict", "400x400 uploads"),
+        (PREDICT_PAGE, f"the page's {PAGE_EXPORT}x{PAGE_EXPORT} export"),
+    ):
         share8 = share(results, endpoint, TARGET_P99_CLIENTS)
         if share8 is None and endpoint != "/api/predict":
             continue

@@ -570,8 +570,8 @@ def init_app(app: Flask) -> None:
         database_url,
         image_dir,
         thumbnail_size=app.config["THUMBNAIL_SIZE"],
-        queue_size=int(app.config.get("STORE_QUEUE_SIZE", 256)),
-        queue_wait=int(app.config.get("STORE_QUEUE_WAIT_MS", 2000)) / 1000,
+        queue_size=app.config["STORE_QUEUE_SIZE"],
+        queue_wait=app.config["STORE_QUEUE_WAIT_MS"] / 1000,
     )
     try:
         store.ensure_schema()

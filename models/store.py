@@ -706,10 +706,7 @@ class ImageStore:
         )
         self._start_writer()
         try:
-            if self.queue_wait > 0:
-                self._queue.put(job, timeout=self.queue_wait)
-            else:
-                self._queue.put_nowait(job)
+            self._queue.put(job, timeout=self.queue_wait)  # 0: Full at once when there is no room
         except queue.Full:
             FAILURES.labels("queue_full").inc()
             log.warning(
