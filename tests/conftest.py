@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,21 @@ def base_app_config(tmp_path_factory) -> dict:
     }
 
 
+# Settings read from the environment besides VISION_*: a test app must not see the developer's.
+ENV_KEYS = ("DATABASE_URL", "CELERY_BROKER_URL", "PORT", "HOST")
+
+
+def hide_environment(mp: pytest.MonkeyPatch) -> None:
+    """Remove the developer's own settings (VISION_*, DATABASE_URL, ...) from the environment."""
+    for key in list(os.environ):
+        if key.startswith("VISION_") or key in ENV_KEYS:
+            mp.delenv(key, raising=False)
+
+
 @pytest.fixture
 def app(base_app_config, monkeypatch):
-    """Build a fresh app, ignoring the developer's own VISION_* environment."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("VISION_") or key in ("DATABASE_URL", "CELERY_BROKER_URL", "PORT", "HOST"):
-            monkeypatch.delenv(key, raising=False)
+    """Build a fresh app, ignoring the developer's own environment."""
+    hide_environment(monkeypatch)
     return create_app(base_app_config)
 
 

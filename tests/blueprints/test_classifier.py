@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from app import create_app
 from models.runtime import LabelMismatchError
-from tests.conftest import data_url, png_bytes
+from tests.conftest import data_url, hide_environment, png_bytes
 
 TEACHABLE = Path(__file__).parents[1] / "data" / "teachable" / "flask-mug"
 HINT = {"label": "null", "msg": "POST a base64-encoded drawing as base64_drawing."}
@@ -46,9 +45,7 @@ def teachable_app(base_app_config, tmp_path_factory):
     folder = tmp_path_factory.mktemp("classifiers")
     copy_export(folder / "flask-mug")
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("VISION_"):
-                mp.delenv(key)
+        hide_environment(mp)
         return create_app(
             {
                 **base_app_config,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 import shutil
 import threading
 import time
@@ -24,12 +23,11 @@ from app import create_app
 from blueprints.image_input import InputImage, keep_image
 from models.store import ID_PATTERN, ImageStore
 from models.tasks import start_thumbnails
-from tests.conftest import data_url, png_bytes
+from tests.conftest import data_url, hide_environment, png_bytes
 from tests.store_servers import free_port, start_celery_worker, start_redis, stop_process
 from training.gallery_export import load_labelled_images
 
 EXIF_JPEG = Path(__file__).parents[1] / "data" / "gallery" / "exif_gps.jpg"
-ENV_KEYS = ("DATABASE_URL", "CELERY_BROKER_URL", "PORT", "HOST")
 
 
 def failures(reason: str) -> float:
@@ -61,9 +59,7 @@ def wait_for_thumbnail(client, image_id: str, timeout: float = 30.0):
 
 def build_app(monkeypatch, tmp_path: Path, **overrides):
     """Build an app with its own store in tmp_path, ignoring the developer's environment."""
-    for key in list(os.environ):
-        if key.startswith("VISION_") or key in ENV_KEYS:
-            monkeypatch.delenv(key, raising=False)
+    hide_environment(monkeypatch)
     config = {
         "LOG_LEVEL": "WARNING",
         "SAVE_IMAGES": True,

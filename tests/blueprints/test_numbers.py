@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app import create_app
-from tests.conftest import data_url, png_bytes
+from tests.conftest import data_url, hide_environment, png_bytes
 
 DATA = Path(__file__).parents[1] / "data" / "numbers"
 LOW = "Certainty too low for a reliable prediction. Try again."
@@ -25,12 +25,8 @@ def app(base_app_config):
 
     Tests that change a setting do it with monkeypatch.setitem, which restores it afterwards.
     """
-    import os
-
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("VISION_"):
-                mp.delenv(key)
+        hide_environment(mp)
         yield create_app(
             {
                 **base_app_config,

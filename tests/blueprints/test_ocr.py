@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app import create_app
-from tests.conftest import data_url, png_bytes
+from tests.conftest import data_url, hide_environment, png_bytes
 
 DATA = Path(__file__).parents[1] / "data" / "ocr" / "lines"
 EXAMPLE_54 = "(253)3610321456881 1234567890(17)010120(3902)001000 *11*"
@@ -22,12 +22,8 @@ EXAMPLE_53 = "(253)3610321456881 1234567890(17)010120(3902)001000 *5*"
 @pytest.fixture(scope="module")
 def app(base_app_config):
     """One app for the module, serving only the OCR model: built once, so tests stay fast."""
-    import os
-
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("VISION_"):
-                mp.delenv(key)
+        hide_environment(mp)
         yield create_app(
             {
                 **base_app_config,

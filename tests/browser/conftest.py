@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from werkzeug.serving import make_server
+
+from tests.conftest import hide_environment
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,9 +129,7 @@ def live_server(tmp_path_factory) -> Iterator[str]:
 
     store = tmp_path_factory.mktemp("browser-store")
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith("VISION_") or key in ("DATABASE_URL", "CELERY_BROKER_URL", "PORT", "HOST"):
-                mp.delenv(key, raising=False)
+        hide_environment(mp)
         app = create_app(
             {
                 "SAVE_IMAGES": True,
