@@ -17,7 +17,7 @@ from flask import Flask, g
 from blueprints import classifier, errors, gallery, instrumentation, numbers, ocr, system, tracking
 from config import ConfigError, load_config
 from models import registry
-from models.runtime import limit_heap_retention, single_threaded_opencv
+from models.runtime import limit_heap_retention, set_opencv_ipp, single_threaded_opencv
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -76,6 +76,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(app.config)
     limit_heap_retention()
     single_threaded_opencv()
+    # Per thread in OpenCV: here for this one, and in each request for the server's threads.
+    use_ipp = app.config["OPENCV_IPP"]
+    set_opencv_ipp(use_ipp)
+    app.before_request(lambda: set_opencv_ipp(use_ipp))
 
     registry.init_app(app)
 

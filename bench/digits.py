@@ -7,9 +7,9 @@ CPU time per call (`time.process_time`), one thread:
 
 1. the route taken apart in a loop of WSGI calls: `/health` for comparison, the POST with the
    model and the image stubbed (Flask, instrumentation, JSON), then with the real image input,
-   then the whole request;
-2. the parts timed alone, each in its own loop (warm caches): PNG decode by libspng beside
-   OpenCV's libpng (the baseline it replaced), grey, `to_mnist` and ONNX inference.
+   then the whole request, and the whole request again with OpenCV's IPP on (the baseline);
+2. the parts timed alone, each in its own loop (warm caches, IPP off as served): PNG decode by
+   libspng beside OpenCV's libpng (the baseline it replaced), grey, `to_mnist` and ONNX inference.
 """
 
 from __future__ import annotations
@@ -85,12 +85,15 @@ def route_table(n: int) -> list[str]:
 
     app = create_app({"SAVE_IMAGES": False})
     call = wsgi_caller(app)
+    # The baseline for the IPP switch: the same app with OpenCV's IPP on (its default before).
+    call_ipp = wsgi_caller(create_app({"SAVE_IMAGES": False, "OPENCV_IPP": True}))
     health = payloads.health()
     rows = ["| in-process WSGI, CPU per request | " + " | ".join(PAYLOADS) + " |", "|---|---:|---:|"]
     cells: dict[str, list[str]] = {}
     for endpoint in PAYLOADS.values():
         digits = payloads.BUILDERS[endpoint](50)
         whole = cpu_us(call, digits, n)
+        whole_ipp = cpu_us(call_ipp, digits, n)
         real_call, real_load = NumbersModel.__call__, route.load_image
         try:
             NumbersModel.__call__ = lambda self, image, **kw: {"prediction": 0, "certainty": 99.0}
@@ -111,6 +114,7 @@ def route_table(n: int) -> list[str]:
             ("+ finding and decoding the image (`load_image`, grey)", no_model - bare),
             ("+ the model: `to_mnist`, ONNX, answer", whole - no_model),
             ("whole request", whole),
+            ("whole request with OpenCV's IPP on (baseline: `OPENCV_IPP=true`)", whole_ipp),
         ):
             cells.setdefault(label, []).append(f"{value / 1000:.2f} ms")
     rows += [f"| {label} | " + " | ".join(values) + " |" for label, values in cells.items()]
@@ -121,8 +125,10 @@ def parts_table(n: int) -> list[str]:
     """Time decode (libspng beside OpenCV), grey, to_mnist and ONNX alone, each in its own loop."""
     from blueprints.image_input import InputImage
     from models.numbers import NumbersModel, to_mnist
+    from models.runtime import set_opencv_ipp, single_threaded_opencv
 
-    cv2.setNumThreads(1)  # as served (models.runtime.single_threaded_opencv)
+    single_threaded_opencv()  # as served
+    set_opencv_ipp(False)
     model = NumbersModel("numbers", payloads.ROOT / "models" / "numbers.onnx")
     rows = ["| part, timed alone | " + " | ".join(PAYLOADS) + " |", "|---|---:|---:|"]
     cells: dict[str, list[str]] = {}

@@ -40,3 +40,30 @@ def test_log_file_rotates_and_records_requests(base_app_config, tmp_path):
         handler.flush()
     text = log_file.read_text()
     assert "GET /health 200" in text and "rid-42" in text and "ms" in text
+
+
+def _on_a_fresh_thread(fn):
+    """Run fn on a new thread, as a server's pool would, and return its result."""
+    import threading
+
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("value", fn()))
+    worker.start()
+    worker.join()
+    return result["value"]
+
+
+def test_opencv_runs_without_ipp_on_every_request_thread(base_app_config):
+    # OpenCV keeps the IPP switch per thread: the app must set it on the server's threads too.
+    import cv2
+    import pytest
+
+    if not _on_a_fresh_thread(cv2.ipp.useIPP):
+        pytest.skip("this OpenCV build has no IPP")
+
+    def ipp_while_serving(app):
+        return lambda: (app.test_client().get("/health"), cv2.ipp.useIPP())[1]
+
+    assert _on_a_fresh_thread(ipp_while_serving(create_app(base_app_config))) is False
+    on = create_app({**base_app_config, "OPENCV_IPP": True})
+    assert _on_a_fresh_thread(ipp_while_serving(on)) is True
