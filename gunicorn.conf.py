@@ -6,7 +6,10 @@ import shutil
 import tempfile
 
 # Bind where the app's configuration says (env PORT / VISION_PORT), on all interfaces in a container.
-bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('VISION_HOST', '0.0.0.0')}:{os.environ.get('VISION_PORT', os.environ.get('PORT', '8000'))}")
+bind = os.environ.get(
+    "GUNICORN_BIND",
+    f"{os.environ.get('VISION_HOST', '0.0.0.0')}:{os.environ.get('VISION_PORT', os.environ.get('PORT', '8000'))}",
+)
 
 # One worker per core: inference is CPU-bound, more processes than cores only add switching.
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))

@@ -58,7 +58,9 @@ def wants_json() -> bool:
     if request.path.startswith(JSON_PREFIXES):
         return True
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    return (
+        best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
 
 
 def init_app(app: Flask) -> None:

@@ -25,9 +25,14 @@ log = logging.getLogger("vision.access")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
-REQUESTS = Counter("http_requests_total", "HTTP requests by endpoint, method and status.", ["endpoint", "method", "status"])
+REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by endpoint, method and status.", ["endpoint", "method", "status"]
+)
 LATENCY = Histogram(
-    "http_request_duration_seconds", "HTTP request latency by endpoint.", ["endpoint"], buckets=LATENCY_BUCKETS
+    "http_request_duration_seconds",
+    "HTTP request latency by endpoint.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
 )
 ERRORS = Counter("http_errors_total", "API errors by machine code.", ["code", "status"])
 

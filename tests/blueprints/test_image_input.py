@@ -133,7 +133,12 @@ BAD_INPUTS = [
     ("image not a string", {"json": {"image": 42}}, 400, "invalid_image_field"),
     ("invalid base64", {"json": {"image": "data:image/png;base64,@@@not-base64@@@"}}, 400, "invalid_base64"),
     ("non-base64 data url", {"json": {"image": "data:image/png,abc"}}, 400, "invalid_base64"),
-    ("not an image", {"json": {"image": base64.b64encode(b"hello, not an image").decode()}}, 415, "not_an_image"),
+    (
+        "not an image",
+        {"json": {"image": base64.b64encode(b"hello, not an image").decode()}},
+        415,
+        "not_an_image",
+    ),
     ("raw text as image", {"data": b"GIF89a-broken", "content_type": "image/gif"}, 415, "not_an_image"),
     ("empty raw body", {"data": b"", "content_type": "image/png"}, 400, "empty_body"),
     ("ragged array", {"json": {"image": "[[1, 2], [3]]"}}, 400, "invalid_array"),
@@ -143,7 +148,12 @@ BAD_INPUTS = [
     ("wrong multipart field", {"data": {"photo": (io.BytesIO(b"x"), "x.png")}}, 400, "missing_image"),
     ("empty upload", {"data": {"image": (io.BytesIO(b""), "x.png")}}, 400, "empty_image"),
     ("no body at all", {}, 400, "empty_body"),
-    ("oversized body", {"data": b"\x89PNG" + b"0" * (9 * 1024 * 1024), "content_type": "image/png"}, 413, "payload_too_large"),
+    (
+        "oversized body",
+        {"data": b"\x89PNG" + b"0" * (9 * 1024 * 1024), "content_type": "image/png"},
+        413,
+        "payload_too_large",
+    ),
     ("decompression bomb", {"data": _bomb(), "content_type": "image/png"}, 413, "image_too_large"),
 ]
 

@@ -40,7 +40,9 @@ def test_ready_lists_every_model(client, app):
 
 
 def test_ready_is_503_and_names_the_failure_when_a_model_is_missing(base_app_config):
-    app = create_app({**base_app_config, "MODELS": {"numbers": {"type": "numbers", "path": "models/missing.onnx"}}})
+    app = create_app(
+        {**base_app_config, "MODELS": {"numbers": {"type": "numbers", "path": "models/missing.onnx"}}}
+    )
     r = app.test_client().get("/ready")
     assert r.status_code == 503
     (row,) = [m for m in r.get_json()["models"] if m["name"] == "numbers"]
@@ -92,7 +94,9 @@ def test_allow_list_trusts_forwarded_for_only_behind_a_proxy(base_app_config):
     app = create_app({**base_app_config, "ALLOWED_IPS": ["10.1.0.0/16"], "TRUSTED_PROXIES": 1})
     client = app.test_client()
     headers = {"X-Forwarded-For": "10.1.9.9"}
-    assert client.get("/health", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert (
+        client.get("/health", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    )
     app2 = create_app({**base_app_config, "ALLOWED_IPS": ["10.1.0.0/16"]})
     r = app2.test_client().get("/health", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert r.status_code == 403
