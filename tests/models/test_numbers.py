@@ -293,3 +293,25 @@ def test_onnx_matches_keras(canvases):
     expected = keras_model(x, training=False).numpy()
     got = np.concatenate([served.predict(x[i : i + 1]) for i in range(len(x))])
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_preprocessing_is_the_same_with_and_without_opencv_ipp(canvases):
+    # The app turns IPP off (OPENCV_IPP, models.runtime.set_opencv_ipp); OpenCV's own code must
+    # then make the very same 28x28 digits, at every canvas size and stroke width.
+    from models.runtime import set_opencv_ipp
+
+    drawings = []
+    for gray, _ in canvases[:60]:
+        for size in (90, 280, 1000):
+            scaled = cv2.resize(gray, (size, size), interpolation=cv2.INTER_LINEAR)
+            drawings += [scaled, cv2.erode(scaled, np.ones((7, 7), np.uint8)), 255 - scaled]
+    outputs, before = {}, cv2.ipp.useIPP()
+    try:
+        for ipp in (True, False):
+            set_opencv_ipp(ipp)
+            if cv2.ipp.useIPP() is not ipp:
+                pytest.skip("this OpenCV build has no IPP")
+            outputs[ipp] = [to_mnist(d) for d in drawings]
+    finally:
+        set_opencv_ipp(before)
+    assert all(np.array_equal(a, b) for a, b in zip(outputs[True], outputs[False], strict=True))
