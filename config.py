@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "ONNX_THREADS": 1,
     # Intel IPP inside OpenCV: off by default, because each IPP-dispatched call runs a CPUID
     # instruction, which traps to the hypervisor on a virtual machine (8 us a call on ours,
-    # 15% of a /api/predict request); on bare metal, turning it on may help large images.
+    # 10-13% of a /api/predict request's CPU); on bare metal, turning it on may help large images.
     "OPENCV_IPP": False,
     # Certainty (percent) under which /api/predict answers 422 low_certainty.
     "PREDICT_THRESHOLD": 60.0,

@@ -70,7 +70,7 @@ def set_opencv_ipp(enabled: bool) -> None:
     of a microsecond). IPP checks the CPU with a CPUID instruction on every call it serves, and on
     a virtual machine CPUID traps to the hypervisor: 8 us a call here, where the whole cv2 call
     otherwise takes 0.3-5 us on the small images these models see. With it off, /api/predict
-    costs 15% less CPU and its outputs are the same to the bit (`python -m bench.digits`).
+    costs 10-13% less CPU and its outputs are the same to the bit (`python -m bench.digits`).
     """
     cv2.ipp.setUseIPP(enabled)
 
