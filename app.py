@@ -76,9 +76,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_logging(app.config)
     limit_heap_retention()
     single_threaded_opencv()
-    # Per thread in OpenCV: here for this one, and in each request for the server's threads.
+    # OpenCV keeps the IPP switch per thread: set it on whichever server thread takes the request.
     use_ipp = app.config["OPENCV_IPP"]
-    set_opencv_ipp(use_ipp)
     app.before_request(lambda: set_opencv_ipp(use_ipp))
 
     registry.init_app(app)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+
+import cv2
+import pytest
 
 from app import create_app
 
@@ -44,8 +48,6 @@ def test_log_file_rotates_and_records_requests(base_app_config, tmp_path):
 
 def _on_a_fresh_thread(fn):
     """Run fn on a new thread, as a server's pool would, and return its result."""
-    import threading
-
     result = {}
     worker = threading.Thread(target=lambda: result.setdefault("value", fn()))
     worker.start()
@@ -55,9 +57,6 @@ def _on_a_fresh_thread(fn):
 
 def test_opencv_runs_without_ipp_on_every_request_thread(base_app_config):
     # OpenCV keeps the IPP switch per thread: the app must set it on the server's threads too.
-    import cv2
-    import pytest
-
     if not _on_a_fresh_thread(cv2.ipp.useIPP):
         pytest.skip("this OpenCV build has no IPP")
 
