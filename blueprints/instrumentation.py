@@ -53,7 +53,8 @@ def metrics_registry() -> CollectorRegistry:
 
 def metrics_response() -> Response:
     """Render the Prometheus text exposition."""
-    return Response(generate_latest(metrics_registry()), mimetype=CONTENT_TYPE_LATEST)
+    # CONTENT_TYPE_LATEST already names its charset; as a mimetype Flask would append a second one.
+    return Response(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
 def route_stats(endpoints: list[str]) -> dict[str, dict]:
@@ -143,13 +144,13 @@ def init_app(app: Flask) -> None:
                 ERRORS.labels(str(code), str(response.status_code)).inc()
         request_id = g.get("request_id", "-")
         response.headers["X-Request-ID"] = request_id
+        # The log format adds rid= from the record; the message does not repeat it.
         log.info(
-            "%s %s %s %.1fms rid=%s",
+            "%s %s %s %.1fms",
             request.method,
             request.path,
             response.status_code,
             elapsed * 1000,
-            request_id,
             extra={"request_id": request_id},
         )
         return response
