@@ -12,7 +12,7 @@ import pytest
 from app import create_app
 
 
-def test_each_call_builds_a_fresh_app(base_app_config):
+def test_each_call_builds_a_fresh_app(base_app_config, fresh_registries):
     a, b = create_app(base_app_config), create_app(base_app_config)
     assert a is not b and a.extensions["registry"] is not b.extensions["registry"]
 
