@@ -36,6 +36,29 @@ LATENCY = Histogram(
 )
 ERRORS = Counter("http_errors_total", "API errors by machine code.", ["code", "status"])
 
+# Sent with every answer. Pages load only their own scripts and styles (no inline script, no CDN),
+# draw into canvases, and show webcam frames and uploads from blob:/data: URLs; nothing may frame them.
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
 
 def multiprocess_dir() -> str | None:
     """Return the shared metrics folder when running under several worker processes."""
@@ -144,6 +167,8 @@ def init_app(app: Flask) -> None:
                 ERRORS.labels(str(code), str(response.status_code)).inc()
         request_id = g.get("request_id", "-")
         response.headers["X-Request-ID"] = request_id
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         # The log format adds rid= from the record; the message does not repeat it.
         log.info(
             "%s %s %s %.1fms",
