@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from blueprints.errors import api_error
 from blueprints.image_input import keep_image, load_image, request_options
+from blueprints.options import whole_number
 from models.registry import CLASSIFIER_TYPES, ModelNotLoaded, get_registry
 from models.runtime import ServedModel
 
@@ -122,20 +123,8 @@ def get_classifier(name: str) -> ServedModel:
 
 
 def parse_top(value: Any) -> int:
-    """Read the `top` option: a whole number from 1 up."""
-    if value is None or value == "":
-        return DEFAULT_TOP
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        top = int(value)
-        if isinstance(value, float) and value != top:
-            raise ValueError
-    except (TypeError, ValueError):
-        api_error(400, "invalid_top", f"'top' must be a whole number from 1 up, got {value!r}.")
-    if top < 1:
-        api_error(400, "invalid_top", f"'top' must be a whole number from 1 up, got {value!r}.")
-    return top
+    """Read the `top` option: a whole number from 1 up (DEFAULT_TOP when absent)."""
+    return whole_number(value, "top", default=DEFAULT_TOP, minimum=1, code="invalid_top")
 
 
 def classify(name: str):

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from blueprints.errors import api_error
 from blueprints.image_input import keep_image, load_image, request_options
+from blueprints.options import whole_number
 from models.registry import get_registry
 
 bp = Blueprint("numbers", __name__)
@@ -47,18 +48,7 @@ SCHEMAS = (DigitPrediction, LowCertainty)
 
 def parse_top(value: Any) -> int:
     """Read the optional `top`: a whole number from 1 to 10 (0 when absent)."""
-    if value is None or value == "":
-        return 0
-    top = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        top = value
-    elif isinstance(value, float) and value.is_integer():
-        top = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
-        top = int(value.strip())
-    if top is None or not 1 <= top <= 10:
-        api_error(400, "invalid_top", f"'top' must be a whole number from 1 to 10, got {value!r}.")
-    return top
+    return whole_number(value, "top", default=0, minimum=1, maximum=10, code="invalid_top")
 
 
 @bp.get("/")

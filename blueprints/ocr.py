@@ -7,8 +7,8 @@ from typing import Any
 from flask import Blueprint, jsonify, render_template
 from pydantic import BaseModel
 
-from blueprints.errors import api_error
 from blueprints.image_input import keep_image, load_image, request_options
+from blueprints.options import choice
 from models.registry import get_registry
 
 bp = Blueprint("ocr", __name__)
@@ -54,11 +54,7 @@ SCHEMAS = (OcrCharacter, OcrLine, OcrResult)
 
 def parse_format(value: Any) -> str:
     """Read the optional `format`: "text" (default) or "probabilities" (the original's answer)."""
-    if value is None or value == "":
-        return "text"
-    if not isinstance(value, str) or value.strip().lower() not in FORMATS:
-        api_error(400, "invalid_format", f"'format' must be one of {', '.join(FORMATS)}, got {value!r}.")
-    return value.strip().lower()
+    return choice(value, "format", FORMATS, default="text", code="invalid_format")
 
 
 @bp.get("/ocr")

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from blueprints.errors import api_error
 from blueprints.image_input import InputImage, keep_image, load_image, request_options
 from blueprints.instrumentation import route_stats
+from blueprints.options import flag
 from models.registry import get_registry
 
 bp = Blueprint("tracking", __name__)
@@ -24,8 +25,6 @@ ROUTES = {
     "tracking.image_bin": ("/image-bin", "binary"),
     "tracking.track_any": ("/api/track", "any format"),
 }
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off")
 
 
 class FaceBox(BaseModel):
@@ -118,15 +117,7 @@ MULTIPART_CONTENT = """multipart/form-data:
 
 def parse_detect(value: Any) -> bool:
     """Read the optional `detect` flag (default true)."""
-    if value is None or value == "":
-        return True
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
-        return value.strip().lower() in TRUE
-    api_error(400, "invalid_detect", f"'detect' must be true or false (or 1 / 0), got {value!r}.")
+    return flag(value, "detect", default=True, code="invalid_detect")
 
 
 def track(image: InputImage, endpoint: str) -> Any:
