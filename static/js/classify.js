@@ -15,10 +15,7 @@
   const best = $("classify-best");
   const list = $("classify-top");
 
-  function say(text, kind) {
-    message.textContent = text || "";
-    message.className = "message" + (text ? " " + (kind || "error") : "");
-  }
+  const say = (text, kind) => Ui.say(message, text, kind);
 
   function showLabels() {
     const option = select.selectedOptions[0];
@@ -46,24 +43,8 @@
 
   function render(result) {
     best.className = "best";
-    best.textContent = result.label + " (" + (result.confidence * 100).toFixed(1) + "%)";
-    list.replaceChildren(
-      ...result.top.map((row) => {
-        const item = document.createElement("li");
-        const name = document.createElement("span");
-        name.textContent = row.label;
-        const bar = document.createElement("div");
-        bar.className = "bar";
-        bar.setAttribute("role", "presentation");
-        const fill = document.createElement("span");
-        fill.style.width = (row.confidence * 100).toFixed(1) + "%";
-        bar.append(fill);
-        const value = document.createElement("span");
-        value.textContent = (row.confidence * 100).toFixed(1) + "%";
-        item.append(name, bar, value);
-        return item;
-      })
-    );
+    best.textContent = result.label + " (" + Ui.percent(result.confidence) + ")";
+    Ui.bars(list, result.top.map((row) => ({ label: row.label, share: row.confidence })));
   }
 
   async function classify(event) {

@@ -11,10 +11,7 @@
   let paused = false;
   let timer = 0;
 
-  function say(text) {
-    message.textContent = text || "";
-    message.className = "message" + (text ? " error" : "");
-  }
+  const say = (text) => Ui.say(message, text);
 
   function show(stats) {
     stats.routes.forEach((route) => {

@@ -33,10 +33,7 @@
     },
   });
 
-  function say(text, kind) {
-    message.textContent = text || "";
-    message.className = "message" + (text ? " " + (kind || "error") : "");
-  }
+  const say = (text, kind) => Ui.say(message, text, kind);
 
   function reset() {
     sequence += 1;
@@ -97,32 +94,12 @@
     }
   }
 
-  function percent(confidence) {
-    return (confidence * 100).toFixed(1) + "%";
-  }
-
   function render(result) {
     best.className = "best";
-    best.textContent = result.label + " (" + percent(result.confidence) + ")";
-    live.textContent = result.label + " " + percent(result.confidence);
+    best.textContent = result.label + " (" + Ui.percent(result.confidence) + ")";
+    live.textContent = result.label + " " + Ui.percent(result.confidence);
     live.hidden = false;
-    list.replaceChildren(
-      ...result.top.map((row) => {
-        const item = document.createElement("li");
-        const name = document.createElement("span");
-        name.textContent = row.label;
-        const bar = document.createElement("div");
-        bar.className = "bar";
-        bar.setAttribute("role", "presentation");
-        const fill = document.createElement("span");
-        fill.style.width = percent(row.confidence);
-        bar.append(fill);
-        const value = document.createElement("span");
-        value.textContent = percent(row.confidence);
-        item.append(name, bar, value);
-        return item;
-      })
-    );
+    Ui.bars(list, result.top.map((row) => ({ label: row.label, share: row.confidence })));
   }
 
   // While a stroke is being drawn, guess too, not only when the pen is lifted.

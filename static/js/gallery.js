@@ -12,11 +12,8 @@
   let page = 1;
   let pages = 0;
   let current = null; // the metadata shown in the dialog
-
-  function say(box, text, kind) {
-    box.textContent = text || "";
-    box.className = "message" + (text ? " " + (kind || "error") : "");
-  }
+  // Set here, not in a style attribute, which a strict Content-Security-Policy would refuse.
+  grid.style.setProperty("--thumb", grid.dataset.thumb + "px");
 
   function query() {
     const params = new URLSearchParams({ page: String(page), per_page: String(PER_PAGE) });
@@ -29,8 +26,7 @@
   function percent(confidence) {
     if (confidence === null || confidence === undefined) return "";
     // Models report confidence as a fraction (0-1) or a percentage; show both as percent.
-    const value = confidence <= 1 ? confidence * 100 : confidence;
-    return value.toFixed(1) + "%";
+    return Ui.percent(confidence <= 1 ? confidence : confidence / 100);
   }
 
   function thumbnail(item) {
@@ -80,7 +76,7 @@
   }
 
   async function load() {
-    say(message, "");
+    Ui.say(message, "");
     try {
       const body = await Api.getJSON("/images?" + query().toString());
       pages = body.pages;
@@ -89,9 +85,9 @@
       $("page-info").textContent = pages ? "Page " + body.page + " of " + pages : "";
       $("page-prev").disabled = page <= 1;
       $("page-next").disabled = page >= pages;
-      if (!body.items.length) say(message, "No images match these filters yet.", "warn");
+      if (!body.items.length) Ui.say(message, "No images match these filters yet.", "warn");
     } catch (err) {
-      say(message, err.message);
+      Ui.say(message, err.message);
     }
     const model = $("filter-model").value;
     $("export-link").href = "/images/export" + (model ? "?model=" + encodeURIComponent(model) : "");
@@ -135,13 +131,13 @@
   }
 
   async function openImage(id) {
-    say(dialogMessage, "");
+    Ui.say(dialogMessage, "");
     try {
       showMeta(await Api.getJSON("/images/" + encodeURIComponent(id)));
       if (!dialog.open) dialog.showModal();
       $("label-input").focus();
     } catch (err) {
-      say(message, err.message);
+      Ui.say(message, err.message);
     }
   }
 
@@ -150,10 +146,10 @@
     try {
       const meta = await Api.postJSON("/images/" + current.id + "/label", { label });
       showMeta(meta);
-      say(dialogMessage, label === null ? "Label cleared." : "Label saved.", "ok");
+      Ui.say(dialogMessage, label === null ? "Label cleared." : "Label saved.", "ok");
       load();
     } catch (err) {
-      say(dialogMessage, err.message);
+      Ui.say(dialogMessage, err.message);
     }
   }
 
@@ -169,9 +165,9 @@
       await Api.request("/images/" + current.id, { method: "DELETE" });
       dialog.close();
       await load();
-      say(message, "Image deleted.", "ok");
+      Ui.say(message, "Image deleted.", "ok");
     } catch (err) {
-      say(dialogMessage, err.message);
+      Ui.say(dialogMessage, err.message);
     }
   });
 
@@ -188,7 +184,7 @@
     event.preventDefault();
     const file = $("upload-file").files[0];
     if (!file) {
-      say(message, "Choose an image file first.");
+      Ui.say(message, "Choose an image file first.");
       return;
     }
     const form = new FormData();
@@ -202,9 +198,9 @@
       event.target.reset();
       page = 1;
       await load(); // clears the message box first, so the news comes after
-      say(message, "Uploaded as " + created.id + ".", "ok");
+      Ui.say(message, "Uploaded as " + created.id + ".", "ok");
     } catch (err) {
-      say(message, err.message);
+      Ui.say(message, err.message);
     }
   });
 

@@ -31,10 +31,7 @@
     },
   });
 
-  function say(text, kind) {
-    message.textContent = text || "";
-    message.className = "message" + (text ? " " + (kind || "error") : "");
-  }
+  const say = (text, kind) => Ui.say(message, text, kind);
 
   function reset() {
     digit.textContent = "?";
@@ -54,29 +51,13 @@
   function render(result, unsure) {
     digit.textContent = String(result.prediction);
     digit.className = "digit" + (unsure ? " unsure" : "");
-    certainty.textContent = result.certainty.toFixed(2) + "%";
+    // /api/predict keeps its original contract: certainty in percent.
+    certainty.textContent = Ui.percent(result.certainty / 100, 2);
     setBar(result.certainty, unsure);
-    inline.textContent = result.prediction + " · " + result.certainty.toFixed(2) + "%";
+    inline.textContent = result.prediction + " · " + Ui.percent(result.certainty / 100, 2);
     inline.className = "inline-result" + (unsure ? " unsure" : "");
-    const rows = result.top || [];
-    list.replaceChildren(
-      ...rows.map((row, index) => {
-        const item = document.createElement("li");
-        if (index === 0) item.className = "best";
-        const name = document.createElement("span");
-        name.textContent = String(row.digit);
-        const track = document.createElement("div");
-        track.className = "bar";
-        track.setAttribute("role", "presentation");
-        const fill = document.createElement("span");
-        fill.style.width = row.certainty + "%";
-        track.append(fill);
-        const value = document.createElement("span");
-        value.textContent = row.certainty.toFixed(2) + "%";
-        item.append(name, track, value);
-        return item;
-      })
-    );
+    const rows = (result.top || []).map((row) => ({ label: String(row.digit), share: row.certainty / 100 }));
+    Ui.bars(list, rows, { digits: 2, markFirst: true });
   }
 
   async function predict() {

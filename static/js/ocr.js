@@ -22,14 +22,7 @@
   let rects = [];
   let buttons = [];
 
-  function say(text, kind) {
-    message.textContent = text || "";
-    message.className = "message" + (text ? " " + (kind || "error") : "");
-  }
-
-  function pct(v) {
-    return (v * 100).toFixed(1) + "%";
-  }
+  const say = (text, kind) => Ui.say(message, text, kind);
 
   async function shrink(blob) {
     if (blob.size <= MAX_BYTES || !window.createImageBitmap) return blob;
@@ -102,7 +95,7 @@
       const meta = document.createElement("p");
       meta.className = "ocr-line-meta";
       meta.textContent =
-        "Line " + (n + 1) + " · " + line.characters.length + " characters · lowest confidence " + pct(line.confidence);
+        "Line " + (n + 1) + " · " + line.characters.length + " characters · lowest confidence " + Ui.percent(line.confidence);
       const text = document.createElement("p");
       text.className = "ocr-text";
       text.textContent = line.text;
@@ -127,9 +120,9 @@
         if (item.confidence < LOW) b.classList.add("low");
         b.setAttribute("aria-pressed", "false");
         b.dataset.info =
-          "“" + item.char + "”: confidence " + pct(item.confidence) + ", box x " + item.box[0] + ", y " +
+          "“" + item.char + "”: confidence " + Ui.percent(item.confidence) + ", box x " + item.box[0] + ", y " +
           item.box[1] + ", " + item.box[2] + "×" + item.box[3] + " px";
-        b.setAttribute("aria-label", item.char + ", " + pct(item.confidence));
+        b.setAttribute("aria-label", item.char + ", " + Ui.percent(item.confidence));
         b.addEventListener("click", () => activate(i));
         b.addEventListener("focus", () => activate(i));
         b.addEventListener("pointerenter", () => activate(i));
@@ -152,7 +145,7 @@
       }
     });
     const summary = document.createElement("p");
-    summary.textContent = "Lowest character confidence: " + pct(result.confidence) +
+    summary.textContent = "Lowest character confidence: " + Ui.percent(result.confidence) +
       (result.deskew_degrees ? " · straightened by " + result.deskew_degrees + "°" : "") +
       (result.inverted ? " · light text on dark" : "");
     summary.className = "muted";

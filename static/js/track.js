@@ -29,10 +29,7 @@
   let doneTimes = []; // response times of the last second, for the FPS figure
   let lastMs = 0;
 
-  function say(text, kind) {
-    message.textContent = text || "";
-    message.className = "message" + (text ? " " + (kind || "error") : "");
-  }
+  const say = (text, kind) => Ui.say(message, text, kind);
 
   // The overlay is drawn in the displayed element's own pixels; the media may be letterboxed.
   function mediaRect(width, height) {

@@ -38,7 +38,7 @@ def test_the_counts_follow_new_tracking_requests(page, screenshot):
     with page.expect_response("**/api/track/stats"):
         page.clock.run_for(REFRESH_MS + 100)
     expect(cell(page, "/image-bin", "count")).to_have_text(str(before["/image-bin"] + 1))
-    # Errors count too.
+    # A request answered with an error counts too.
     expect(cell(page, "/image-64", "count")).to_have_text(str(before["/image-64"] + 2))
     expect(page.locator("#dash-total")).to_have_text(str(total + 3))
     expect(cell(page, "/image-bin", "mean_ms")).to_have_text(re.compile(r"^\d+(\.\d+)?$"))
