@@ -69,6 +69,20 @@ def test_the_ocr_page_fits_a_phone_with_a_result(new_page, browser):
     assert sideways_overflow(page) is None
 
 
+def test_the_dashboard_fits_a_phone_with_long_figures(new_page, browser):
+    page = new_page(browser, **PHONE)
+    page.clock.install()
+    row = {"count": 1_234_567, "mean_ms": 1234.56, "p95_ms": 10_000.0}
+    paths = ("/image-64", "/image-bin", "/api/track")
+    stats = {"routes": [{"path": p, "takes": "any format", **row} for p in paths], "total": 3_703_701}
+    page.route("**/api/track/stats", lambda route: route.fulfill(json=stats))
+    assert page.goto("/dashboard").ok
+    with page.expect_response("**/api/track/stats"):
+        page.clock.run_for(2_100)
+    expect(page.locator("#dash-total")).to_have_text("3703701")
+    assert sideways_overflow(page) is None
+
+
 def test_pages_hold_no_inline_script_or_style(page):
     for path in PAGES:
         html = page.request.get(path).text()
