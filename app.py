@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, g
 
+import store
 from blueprints import classifier, errors, gallery, instrumentation, numbers, ocr, system, tracking
 from config import ConfigError, load_config
 from models import registry
@@ -81,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.before_request(lambda: set_opencv_ipp(use_ipp))
 
     registry.init_app(app)
+    store.init_app(app)
 
     instrumentation.init_app(app)
     for module in (system, numbers, classifier, ocr, tracking, gallery):

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from blueprints.image_input import InputImage
-from models.store import ImageStore, NewImage
-from models.tasks import make_thumbnail
+from store import ImageStore, NewImage
+from store.thumbnails import make_thumbnail
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -7,31 +7,16 @@ import math
 import re
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-from flask import Blueprint, Flask, current_app, jsonify, render_template, request, send_file, url_for
+from flask import Blueprint, current_app, jsonify, render_template, request, send_file, url_for
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from blueprints.errors import api_error, error_response
 from blueprints.image_input import load_image, request_options
-from models.store import (
-    DONE,
-    FAILED,
-    ID_PATTERN,
-    PENDING,
-    ImageStore,
-    NewImage,
-    StoredImage,
-    StoreError,
-    clean_label,
-    clean_name,
-    default_database_url,
-    extension_for,
-    resolve_image_dir,
-)
-from models.tasks import start_thumbnails
+from store import NewImage, StoredImage, StoreError, get_store
+from store.records import DONE, FAILED, ID_PATTERN, PENDING, clean_label, clean_name, extension_for
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +106,6 @@ class LabelRequest(BaseModel):
 
 
 SCHEMAS = (ImageCreated, ImageMeta, ImagePage, ThumbnailPending, LabelRequest)
-
-
-def get_store() -> ImageStore:
-    """Return the current app's image store."""
-    return current_app.extensions["store"]
 
 
 @bp.errorhandler(StoreError)
@@ -560,34 +540,3 @@ def gallery_page():
     )
     models = sorted(set(stored) | set(configured))
     return render_template("gallery.html", models=models, thumbnail_size=store.thumbnail_size)
-
-
-def init_app(app: Flask) -> None:
-    """Create the image store and its thumbnail runner; keep it in app.extensions["store"]."""
-    database_url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
-    image_dir = resolve_image_dir(Path(app.root_path), app.config["IMAGE_DIR"])
-    store = ImageStore(
-        database_url,
-        image_dir,
-        thumbnail_size=app.config["THUMBNAIL_SIZE"],
-        queue_size=app.config["STORE_QUEUE_SIZE"],
-        queue_wait=app.config["STORE_QUEUE_WAIT_MS"] / 1000,
-    )
-    try:
-        store.ensure_schema()
-    except StoreError as exc:
-        # Predictions must go on without the store: writes retry the schema, and fail counted.
-        log.error("image store unavailable at start-up (DATABASE_URL=%s): %s", store.engine.url, exc)
-    start_thumbnails(
-        store,
-        broker_url=app.config["CELERY_BROKER_URL"],
-        workers=app.config["THUMBNAIL_WORKERS"],
-        retry_seconds=float(app.config.get("THUMBNAIL_RETRY_SECONDS", 60)),
-    )
-    log.info(
-        "image store: %s, files in %s, thumbnails %s",
-        store.engine.url,  # the URL's repr hides a password
-        image_dir,
-        "on Celery" if app.config["CELERY_BROKER_URL"] else "in-process",
-    )
-    app.extensions["store"] = store

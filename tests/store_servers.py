@@ -155,7 +155,7 @@ def start_postgres() -> Server | str:
 
 
 def start_celery_worker(env: dict[str, str], log: Path, timeout: float = 90) -> subprocess.Popen | str:
-    """Start `celery -A models.tasks worker` from the project root; return it once it is ready."""
+    """Start `celery -A store.celery_app worker` from the project root; return it once it is ready."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     clean.pop("DATABASE_URL", None)
     clean.pop("CELERY_BROKER_URL", None)
@@ -164,7 +164,7 @@ def start_celery_worker(env: dict[str, str], log: Path, timeout: float = 90) -> 
     # The documented command: the `celery` script next to this Python, run from the project root.
     script = Path(sys.executable).parent / "celery"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "celery"]
-    args = [*command, "-A", "models.tasks", "worker", "--pool=solo", "--loglevel=INFO"]
+    args = [*command, "-A", "store.celery_app", "worker", "--pool=solo", "--loglevel=INFO"]
     args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"thumbs-{os.getpid()}@%h"]
     handle = open(log, "w")  # noqa: SIM115 - the worker writes to it for its whole life
     proc = subprocess.Popen(args, cwd=ROOT, env=clean, stdout=handle, stderr=subprocess.STDOUT)
@@ -198,7 +198,7 @@ def save_in_process(url: str, folder: str, count: int, seed: int, out) -> None:
 
     from PIL import Image
 
-    from models.store import ImageStore, NewImage
+    from store import ImageStore, NewImage
 
     store = ImageStore(url, folder)
     try:

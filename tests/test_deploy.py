@@ -40,7 +40,7 @@ def compose() -> dict:
 def test_compose_runs_app_worker_redis_and_postgres(compose):
     services = compose["services"]
     assert {"app", "worker", "redis", "postgres"} <= set(services)
-    assert services["worker"]["command"][:4] == ["celery", "-A", "models.tasks", "worker"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "store.celery_app", "worker"]
     for name in ("app", "worker"):
         env = services[name]["environment"]
         assert (
@@ -136,6 +136,7 @@ def test_models_and_app_code_are_baked_into_the_image():
         "gunicorn.conf.py",
         "pyproject.toml",
         "blueprints/system.py",
+        "store/images.py",
         "templates/base.html",
     ]
     needed += [spec["path"] for spec in DEFAULTS["MODELS"].values()]
@@ -175,7 +176,7 @@ def test_systemd_unit_runs_the_service_unprivileged(unit):
     if unit == "vision.service":
         assert "gunicorn -c gunicorn.conf.py app:create_app()" in service["ExecStart"]
     else:
-        assert "celery -A models.tasks worker" in service["ExecStart"]
+        assert "celery -A store.celery_app worker" in service["ExecStart"]
     assert parser["Install"]["WantedBy"] == "multi-user.target"
 
 

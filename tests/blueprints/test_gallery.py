@@ -21,8 +21,8 @@ from prometheus_client import REGISTRY
 
 from app import create_app
 from blueprints.image_input import InputImage, keep_image
-from models.store import ID_PATTERN, ImageStore
-from models.tasks import start_thumbnails
+from store import ImageStore
+from store.records import ID_PATTERN
 from tests.conftest import data_url, hide_environment, png_bytes
 from tests.store_servers import free_port, start_celery_worker, start_redis, stop_process
 from training.gallery_export import load_labelled_images
@@ -85,7 +85,7 @@ def gallery_app(shared_app, tmp_path):
     """The shared app with a fresh, empty store in tmp_path, built as init_app builds it."""
     original = shared_app.extensions["store"]
     store = ImageStore(f"sqlite:///{tmp_path / 'images.db'}", tmp_path / "saved", thumbnail_size=64)
-    start_thumbnails(store)
+    store.start_thumbnails()
     shared_app.extensions["store"] = store
     yield shared_app
     store.close()
@@ -138,7 +138,7 @@ def test_upload_answers_201_with_id_and_url_then_metadata_and_thumbnail(gallery)
 
 def test_vignette_is_202_json_while_pending(gallery, monkeypatch):
     store = store_of(gallery)
-    monkeypatch.setattr(store, "on_saved", None)  # no thumbnail job yet
+    monkeypatch.setattr(store, "thumbnails", None)  # no thumbnail job yet
     image_id = upload(gallery).get_json()["id"]
     r = gallery.get(f"/vignette/{image_id}")
     assert r.status_code == 202 and r.is_json
@@ -528,7 +528,7 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def celery_setup(redis_server, tmp_path_factory):
-    """A real `celery -A models.tasks worker` on that Redis, sharing a store folder and database."""
+    """A real `celery -A store.celery_app worker` on that Redis, sharing a store folder and database."""
     folder = tmp_path_factory.mktemp("celery-store")
     settings = {
         "CELERY_BROKER_URL": redis_server.url,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.store import ImageStore, NewImage
+from store import ImageStore, NewImage
 from training.gallery_export import ExportFormatError, load_labelled_images
 
 

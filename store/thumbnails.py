@@ -2,13 +2,9 @@
 
 Two runners, chosen by CELERY_BROKER_URL:
 - unset (embedded default): a pool of THUMBNAIL_WORKERS threads inside each web process;
-- set: Celery tasks on Redis, run by a separate worker process started from the project root
-  with the same settings as the web app (VISION_CONFIG file and/or environment):
-
-      CELERY_BROKER_URL=redis://127.0.0.1:6379/0 celery -A models.tasks worker --loglevel=INFO --concurrency=1
-
-  If the broker cannot be reached, the web process makes the thumbnail itself (local pool) and
-  tries the broker again after BROKER_RETRY_SECONDS; uploads never fail because of it.
+- set: Celery tasks on Redis, run by a separate worker process (store.celery_app). If the
+  broker cannot be reached, the web process makes the thumbnail itself (local pool) and tries
+  the broker again after BROKER_RETRY_SECONDS; uploads never fail because of it.
 
 Either way a sweeper thread re-dispatches thumbnails still pending after `retry_seconds` (a
 task lost with a crashed worker, a full queue) and marks them failed after `max_attempts`.
@@ -19,18 +15,24 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import secrets
-import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from models.store import DONE, FAILED, FAILURES, ImageStore, StoreError, validate_id
+from store.metrics import FAILURES, THUMBNAILS
+from store.pool import WorkerPool
+from store.records import DONE, FAILED, PENDING, StoreError
+from store.schema import images, write_transaction
+
+if TYPE_CHECKING:
+    from store.images import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,52 @@ def make_thumbnail(store: ImageStore, image_id: str) -> str:
     return DONE
 
 
+def claim_stale(store: ImageStore, *, older_than: float, max_attempts: int, limit: int = 100) -> list[str]:
+    """Claim pending thumbnails untouched for `older_than` seconds, for another try.
+
+    A row is claimed by bumping its attempt count and time only if nobody else has touched
+    it since it was read, so several workers sweeping at once never claim the same row twice.
+    Rows past `max_attempts` are marked failed.
+    """
+    store.ensure_schema()
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(seconds=older_than)
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(images.c.id, images.c.thumb_attempts, images.c.thumb_updated_at)
+            .where(images.c.thumb_status == PENDING, images.c.thumb_updated_at < cutoff)
+            .order_by(images.c.thumb_updated_at)
+            .limit(limit)
+        ).all()
+    claimed = []
+    for image_id, attempts, touched in rows:
+        with write_transaction(store.engine) as conn:
+            if attempts >= max_attempts:
+                values: dict[str, Any] = {
+                    "thumb_status": FAILED,
+                    "thumb_error": f"no thumbnail after {attempts} attempts",
+                    "thumb_updated_at": now,
+                }
+            else:
+                values = {"thumb_attempts": attempts + 1, "thumb_updated_at": now}
+            result = conn.execute(
+                update(images)
+                .where(
+                    images.c.id == image_id,
+                    images.c.thumb_status == PENDING,
+                    images.c.thumb_updated_at == touched,
+                )
+                .values(**values)
+            )
+        if result.rowcount and attempts < max_attempts:
+            claimed.append(image_id)
+        elif result.rowcount:
+            FAILURES.labels("thumbnail").inc()
+            THUMBNAILS.labels(FAILED).inc()
+            log.error("thumbnail of %s given up after %d attempts", image_id, attempts)
+    return claimed
+
+
 def _run_job(store: ImageStore, image_id: str) -> None:
     """Make a thumbnail in this process, logging (never raising) what goes wrong."""
     try:
@@ -114,64 +162,13 @@ def _run_job(store: ImageStore, image_id: str) -> None:
         log.exception("thumbnail of %s left pending", image_id)
 
 
-class _Workers:
-    """Daemon threads draining a bounded queue of ids, started on first use."""
-
-    def __init__(self, name: str, handle, *, workers: int, queue_size: int):
-        self.name = name
-        self.handle = handle
-        self.count = workers
-        self.queue: queue.Queue[str | None] = queue.Queue(maxsize=queue_size)
-        self.threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.closed = False
-
-    def put(self, image_id: str) -> bool:
-        if self.closed:
-            return False
-        if not self.threads:
-            with self._lock:
-                if not self.threads:
-                    for n in range(self.count):
-                        thread = threading.Thread(target=self._loop, name=f"{self.name}-{n}", daemon=True)
-                        thread.start()
-                        self.threads.append(thread)
-        try:
-            self.queue.put_nowait(image_id)
-        except queue.Full:
-            log.warning("%s queue is full; %s waits for the retry sweep", self.name, image_id)
-            return False
+def _enqueue(pool: WorkerPool[str], image_id: str) -> bool:
+    """Queue an id without waiting; False (logged when full) when it must wait for the retry sweep."""
+    if pool.put(image_id):
         return True
-
-    def _loop(self) -> None:
-        while True:
-            image_id = self.queue.get()
-            try:
-                if image_id is None:
-                    return
-                self.handle(image_id)
-            finally:
-                self.queue.task_done()
-
-    def drain(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.closed = True
-        if self.threads:
-            self.drain(timeout)
-            for _ in self.threads:
-                try:
-                    self.queue.put(None, timeout=0.5)
-                except queue.Full:
-                    break
-            for thread in self.threads:
-                thread.join(timeout=1)
+    if not pool.closed:
+        log.warning("%s queue is full; %s waits for the retry sweep", pool.name, image_id)
+    return False
 
 
 class Thumbnails:
@@ -194,16 +191,16 @@ class Thumbnails:
         self.retry_seconds = retry_seconds
         self.max_attempts = max_attempts
         self.broker_retry_seconds = broker_retry_seconds
-        self.local = _Workers(
+        self.local: WorkerPool[str] = WorkerPool(
             "thumbnail", lambda i: _run_job(store, i), workers=workers, queue_size=queue_size
         )
-        self.publisher: _Workers | None = None
+        self.publisher: WorkerPool[str] | None = None
         self.celery: Any = None
         self._broker_down_until = 0.0
         if broker_url:
             self.celery = publisher_app(broker_url)
             # One thread publishes, so a broker that is slow to refuse delays no request.
-            self.publisher = _Workers("thumbnail-publish", self._publish, workers=1, queue_size=queue_size)
+            self.publisher = WorkerPool("thumbnail-publish", self._publish, queue_size=queue_size)
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._sweeper_lock = threading.Lock()
@@ -211,13 +208,14 @@ class Thumbnails:
     def schedule(self, image_id: str) -> bool:
         """Queue a thumbnail without waiting; False when it must wait for the retry sweep."""
         self.start()
-        if self.publisher is not None:
-            return self.publisher.put(image_id)
-        return self.local.put(image_id)
+        return self._dispatch(image_id)
+
+    def _dispatch(self, image_id: str) -> bool:
+        return _enqueue(self.publisher or self.local, image_id)
 
     def _publish(self, image_id: str) -> None:
         if time.monotonic() < self._broker_down_until:
-            self.local.put(image_id)
+            _enqueue(self.local, image_id)
             return
         try:
             self.celery.send_task(TASK_NAME, args=[image_id], retry=False)
@@ -229,7 +227,7 @@ class Thumbnails:
                 exc,
                 self.broker_retry_seconds,
             )
-            self.local.put(image_id)
+            _enqueue(self.local, image_id)
 
     def start(self) -> None:
         """Start the retry sweeper (once)."""
@@ -244,13 +242,10 @@ class Thumbnails:
 
     def sweep(self) -> list[str]:
         """Re-dispatch thumbnails pending for longer than retry_seconds; return their ids."""
-        ids = self.store.claim_stale(older_than=self.retry_seconds, max_attempts=self.max_attempts)
+        ids = claim_stale(self.store, older_than=self.retry_seconds, max_attempts=self.max_attempts)
         for image_id in ids:
             log.info("retrying the thumbnail of %s", image_id)
-            if self.publisher is not None:
-                self.publisher.put(image_id)
-            else:
-                self.local.put(image_id)
+            self._dispatch(image_id)
         return ids
 
     def _sweep_loop(self) -> None:
@@ -277,24 +272,6 @@ class Thumbnails:
             self._sweeper.join(timeout=1)
 
 
-def start_thumbnails(store: ImageStore, **options: Any) -> Thumbnails:
-    """Attach a thumbnail runner to a store; start the sweeper when thumbnails are pending."""
-    thumbnails = Thumbnails(store, **options)
-    store.thumbnails = thumbnails
-    store.on_saved = thumbnails.schedule
-    try:
-        pending = store.pending_count()
-    except (StoreError, SQLAlchemyError) as exc:
-        log.warning("cannot count pending thumbnails yet: %s", exc)
-        pending = 1  # unknown: let the sweeper look once the database answers
-    if pending:
-        thumbnails.start()
-    return thumbnails
-
-
-# --- Celery ---------------------------------------------------------------------------------
-
-
 def publisher_app(broker_url: str):
     """Return a Celery app that only sends thumbnail tasks (the web side)."""
     from celery import Celery
@@ -307,74 +284,3 @@ def publisher_app(broker_url: str):
         task_ignore_result=True,
     )
     return celery_app
-
-
-def create_worker_app(overrides: dict[str, Any] | None = None):
-    """Return the Celery app the worker runs, configured like the web app (file, then env)."""
-    from celery import Celery
-
-    root = Path(__file__).resolve().parent.parent
-    if str(root) not in sys.path:
-        # The `celery` script puts the working folder on sys.path only while it imports this
-        # module; the app's config module (at the project root) is imported after that.
-        sys.path.insert(0, str(root))
-    from config import ConfigError, load_config
-    from models.store import default_database_url, resolve_image_dir
-
-    settings = load_config(overrides)
-    broker = settings["CELERY_BROKER_URL"]
-    if not broker:
-        raise ConfigError(
-            "CELERY_BROKER_URL must be set to run the thumbnail worker (celery -A models.tasks worker)"
-        )
-    # The same defaults as the web app: Flask's instance folder is <root>/instance.
-    database_url = settings["DATABASE_URL"] or default_database_url(root / "instance")
-    image_dir = resolve_image_dir(root, settings["IMAGE_DIR"])
-    size = settings["THUMBNAIL_SIZE"]
-
-    celery_app = Celery("vision", broker=broker)
-    celery_app.conf.update(
-        task_ignore_result=True,
-        # Acknowledge after the work, so a worker that dies mid-task gives it back to the queue.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
-    )
-    stores: dict[int, ImageStore] = {}
-    lock = threading.Lock()
-
-    def worker_store() -> ImageStore:
-        # One store per process, created after the prefork pool forks (engines must not cross a fork).
-        with lock:
-            store = stores.get(os.getpid())
-            if store is None:
-                store = stores[os.getpid()] = ImageStore(database_url, image_dir, thumbnail_size=size)
-            return store
-
-    @celery_app.task(
-        name=TASK_NAME,
-        autoretry_for=(StoreError, SQLAlchemyError, OSError),
-        retry_backoff=2,
-        retry_backoff_max=60,
-        max_retries=8,
-    )
-    def thumbnail(image_id: str) -> str:
-        """Make one thumbnail in the worker."""
-        return make_thumbnail(worker_store(), validate_id(image_id))
-
-    return celery_app
-
-
-_worker_app = None
-
-
-def __getattr__(name: str):
-    # `celery -A models.tasks` looks up `models.tasks.app`; it is built only then, so the web
-    # process, which imports this module too, never reads the worker's settings.
-    global _worker_app
-    if name == "app":
-        if _worker_app is None:
-            _worker_app = create_worker_app()
-        return _worker_app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,67 @@
+"""The image store: every kept image is a file under IMAGE_DIR plus a database row, with its thumbnail.
+
+`init_app(app)` creates it once per app (as flaskr's `db.init_app`), in `app.extensions["store"]`;
+routes reach it through `get_store()`. The modules, each one concern:
+
+    records.py     ids, names, formats, NewImage / StoredImage, StoreError
+    schema.py      the table, versioned migrations, engines (SQLite WAL, PostgreSQL)
+    exif.py        EXIF to JSON, GPS in decimal degrees
+    images.py      ImageStore: file layout, atomic save, queries, labels, thumbnail state
+    export.py      the labelled images as a zip for retraining
+    writer.py      the background writer behind `submit()`
+    pool.py        the one thread pool the writer and the thumbnail runners share
+    thumbnails.py  thumbnails on local threads or Celery, and the retry sweeper
+    celery_app.py  the Celery worker's app (`celery -A store.celery_app worker`)
+    metrics.py     the Prometheus counters
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from store.images import ImageStore, resolve_image_dir
+from store.records import InvalidImageId, NewImage, StoredImage, StoreError
+from store.schema import default_database_url
+
+__all__ = ["ImageStore", "InvalidImageId", "NewImage", "StoreError", "StoredImage", "get_store", "init_app"]
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> ImageStore:
+    """Create the image store and its thumbnail runner; keep it in app.extensions["store"]."""
+    database_url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
+    image_dir = resolve_image_dir(Path(app.root_path), app.config["IMAGE_DIR"])
+    store = ImageStore(
+        database_url,
+        image_dir,
+        thumbnail_size=app.config["THUMBNAIL_SIZE"],
+        queue_size=app.config["STORE_QUEUE_SIZE"],
+        queue_wait=app.config["STORE_QUEUE_WAIT_MS"] / 1000,
+    )
+    try:
+        store.ensure_schema()
+    except StoreError as exc:
+        # Predictions must go on without the store: writes retry the schema, and fail counted.
+        log.error("image store unavailable at start-up (DATABASE_URL=%s): %s", store.engine.url, exc)
+    store.start_thumbnails(
+        broker_url=app.config["CELERY_BROKER_URL"],
+        workers=app.config["THUMBNAIL_WORKERS"],
+        retry_seconds=float(app.config.get("THUMBNAIL_RETRY_SECONDS", 60)),
+    )
+    log.info(
+        "image store: %s, files in %s, thumbnails %s",
+        store.engine.url,  # the URL's repr hides a password
+        image_dir,
+        "on Celery" if app.config["CELERY_BROKER_URL"] else "in-process",
+    )
+    app.extensions["store"] = store
+    return store
+
+
+def get_store() -> ImageStore:
+    """Return the current app's image store."""
+    return current_app.extensions["store"]

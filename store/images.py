@@ -1,0 +1,386 @@
+"""The image store: every kept image is one file under IMAGE_DIR plus one database row.
+
+- Files are named by id (`<id[:2]>/<id>.<ext>`), never by a user-supplied name (store.records).
+- A write is all or nothing: the bytes go to a temporary name and are fsync'ed, the row is
+  inserted, the file is renamed into place, and the transaction commits; any failure removes
+  the file and rolls the row back.
+- `save()` writes synchronously (uploads); `submit()` hands the write to the background writer
+  (store.writer), so a prediction never waits for the disk or the database. Once a row is
+  committed, its thumbnail is scheduled on the store's thumbnail runner (store.thumbnails).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from store.exif import finite, read_exif
+from store.export import export_zip
+from store.metrics import SAVED, THUMBNAILS
+from store.records import (
+    DONE,
+    FAILED,
+    MAX_NAME_CHARS,
+    PENDING,
+    THUMB_STATUSES,
+    InvalidImageId,
+    NewImage,
+    StoredImage,
+    StoreError,
+    as_utc,
+    clean_label,
+    extension_for,
+    mime_for,
+    new_id,
+    validate_id,
+)
+from store.schema import images, make_engine, migrate, write_transaction
+from store.thumbnails import Thumbnails
+from store.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_image_dir(root: str | os.PathLike, value: str | os.PathLike) -> Path:
+    """Resolve IMAGE_DIR against the project root."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(root) / path
+
+
+class ImageStore:
+    """Files under `image_dir` plus rows in `database_url`; thread-safe."""
+
+    def __init__(
+        self,
+        database_url: str,
+        image_dir: str | os.PathLike,
+        *,
+        thumbnail_size: int = 128,
+        queue_size: int = 256,
+        queue_wait: float = 2.0,
+    ):
+        self.database_url = database_url
+        self.engine = make_engine(database_url)
+        self.image_dir = Path(image_dir)
+        self.thumbnail_size = thumbnail_size
+        # Schedules the thumbnail of every committed row once start_thumbnails() has run.
+        self.thumbnails: Thumbnails | None = None
+        self.writer = Writer(self.save, queue_size=queue_size, queue_wait=queue_wait)
+        self._schema_ok = False
+        self._schema_lock = threading.Lock()
+        self._exit_registered = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"ImageStore({make_url(self.database_url)!r}, {str(self.image_dir)!r})"
+
+    # schema
+
+    def ensure_schema(self) -> None:
+        """Migrate the database once per store; retried on the next use after a failure."""
+        if self._schema_ok:
+            return
+        with self._schema_lock:
+            if self._schema_ok:
+                return
+            try:
+                migrate(self.engine)
+            except SQLAlchemyError as exc:
+                raise StoreError("database", f"cannot prepare the image database: {exc}") from exc
+            self._schema_ok = True
+
+    # paths
+
+    def relative_path(self, image_id: str, fmt: str) -> str:
+        """Return the stored file's path relative to the store: `<id[:2]>/<id>.<ext>`."""
+        validate_id(image_id)
+        return f"{image_id[:2]}/{image_id}.{extension_for(fmt)}"
+
+    def file_path(self, record: StoredImage) -> Path:
+        """Return the absolute path of a record's original file."""
+        validate_id(record.id)
+        return self.image_dir / record.file_name
+
+    def thumbnail_path(self, image_id: str) -> Path:
+        """Return where an image's thumbnail (JPEG) lives."""
+        validate_id(image_id)
+        return self.image_dir / "thumbs" / image_id[:2] / f"{image_id}.jpg"
+
+    # writing
+
+    def save(self, new: NewImage, *, image_id: str | None = None) -> str:
+        """Write file and row together, or neither; return the id or raise StoreError."""
+        image_id = validate_id(image_id) if image_id else new_id()
+        self.ensure_schema()
+        fmt = str(new.format or "UNKNOWN").upper()[:16]
+        relative = self.relative_path(image_id, fmt)
+        final = self.image_dir / relative
+        temp = final.with_name(f".tmp-{image_id}-{secrets.token_hex(4)}")
+        now = datetime.now(UTC)
+        exif = read_exif(new.data)
+        row = {
+            "id": image_id,
+            "created_at": now,
+            "endpoint": _short(new.endpoint) or "unknown",
+            "model": _short(new.model),
+            "prediction": None if new.prediction is None else str(new.prediction)[:10_000],
+            "confidence": finite(new.confidence) if new.confidence is not None else None,
+            "label": clean_label(new.label),
+            "labelled_at": now if new.label is not None else None,
+            "original_name": (new.original_name or None) and str(new.original_name)[:255],
+            "file_name": relative,
+            "byte_size": len(new.data),
+            "sha256": hashlib.sha256(new.data).hexdigest(),
+            "format": fmt,
+            "mime": mime_for(fmt),
+            "width": int(new.width),
+            "height": int(new.height),
+            "exif": exif,
+            "thumb_status": PENDING,
+            "thumb_error": None,
+            "thumb_attempts": 0,
+            "thumb_updated_at": now,
+        }
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._write_file(temp, new.data)
+        except OSError as exc:
+            _unlink(temp)
+            raise StoreError("disk", f"cannot write image file: {exc}") from exc
+        try:
+            with write_transaction(self.engine) as conn:
+                # Parameters apart from the statement: SQLAlchemy compiles it once and reuses it.
+                conn.execute(insert(images), row)
+                os.replace(temp, final)  # inside the transaction: a failed commit removes it
+        except OSError as exc:
+            _unlink(temp)
+            raise StoreError("disk", f"cannot move image file into place: {exc}") from exc
+        except SQLAlchemyError as exc:
+            _unlink(temp)
+            _unlink(final)
+            raise StoreError("database", f"cannot record image: {exc}") from exc
+        except BaseException:
+            _unlink(temp)
+            _unlink(final)
+            raise
+        SAVED.labels(row["endpoint"]).inc()
+        if self.thumbnails is not None:
+            try:
+                self.thumbnails.schedule(image_id)
+            except Exception:  # the image is kept; the retry sweep makes the thumbnail later
+                log.exception("could not schedule the thumbnail of %s", image_id)
+        return image_id
+
+    @staticmethod
+    def _write_file(path: Path, data: bytes) -> None:
+        """Write bytes to a new file and flush them to disk."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def submit(
+        self,
+        image: Any,
+        *,
+        endpoint: str,
+        model: str | None,
+        prediction: Any,
+        confidence: float | None,
+    ) -> str | None:
+        """Queue an InputImage for a background write; return its future id, None when dropped."""
+        if self._closed:
+            return None
+        if not self._exit_registered:
+            # Queued writes are finished when the interpreter exits (the writer thread is a daemon).
+            self._exit_registered = True
+            atexit.register(self.close)
+        return self.writer.submit(
+            image, endpoint=endpoint, model=model, prediction=prediction, confidence=confidence
+        )
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued write is done; True when the queue drained in time."""
+        return self.writer.flush(timeout)
+
+    @property
+    def queued(self) -> int:
+        """Return how many writes wait in the queue."""
+        return self.writer.queued
+
+    def start_thumbnails(self, **options: Any) -> Thumbnails:
+        """Make the thumbnail of every saved image in the background (Thumbnails' options).
+
+        The retry sweeper starts now when thumbnails are already pending, else with the first one.
+        """
+        self.thumbnails = Thumbnails(self, **options)
+        try:
+            pending = self.pending_count()
+        except (StoreError, SQLAlchemyError) as exc:
+            log.warning("cannot count pending thumbnails yet: %s", exc)
+            pending = 1  # unknown: let the sweeper look once the database answers
+        if pending:
+            self.thumbnails.start()
+        return self.thumbnails
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish queued writes, stop the writer and the thumbnail runner, release connections."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self.writer.close(timeout)
+        if self.thumbnails is not None:
+            self.thumbnails.close()
+        self.engine.dispose()
+
+    # reading
+
+    def get(self, image_id: str) -> StoredImage | None:
+        """Return a record, or None when there is none with this id (or it is not an id)."""
+        try:
+            validate_id(image_id)
+        except InvalidImageId:
+            return None
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images).where(images.c.id == image_id)).mappings().first()
+        return StoredImage.from_row(row) if row else None
+
+    def list(
+        self,
+        *,
+        page: int = 1,
+        per_page: int = 24,
+        model: str | None = None,
+        label: str | None = None,
+        labelled: bool | None = None,
+        endpoint: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> tuple[list[StoredImage], int]:
+        """Return one page of records, newest first, and the total that match the filters."""
+        self.ensure_schema()
+        conditions = []
+        if model is not None:
+            conditions.append(images.c.model == model)
+        if label is not None:
+            conditions.append(images.c.label == label)
+        if labelled is True:
+            conditions.append(images.c.label.is_not(None))
+        elif labelled is False:
+            conditions.append(images.c.label.is_(None))
+        if endpoint is not None:
+            conditions.append(images.c.endpoint == endpoint)
+        if since is not None:
+            conditions.append(images.c.created_at >= as_utc(since))
+        if until is not None:
+            conditions.append(images.c.created_at < as_utc(until))
+        query = (
+            select(images)
+            .where(*conditions)
+            .order_by(images.c.created_at.desc(), images.c.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        )
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(images).where(*conditions)).scalar_one()
+            rows = conn.execute(query).mappings().all()
+        return [StoredImage.from_row(r) for r in rows], int(total)
+
+    def pending_count(self) -> int:
+        """Return how many thumbnails are pending."""
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(images).where(images.c.thumb_status == PENDING)
+            return int(conn.execute(query).scalar_one())
+
+    def models(self) -> list[str]:
+        """Return the model names that have images, sorted."""
+        self.ensure_schema()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(images.c.model).where(images.c.model.is_not(None)).distinct())
+            return sorted(r[0] for r in rows)
+
+    # changing
+
+    def set_label(self, image_id: str, label: Any) -> StoredImage | None:
+        """Record (or clear, with None) the correct answer for an image; None when unknown."""
+        label = clean_label(label)
+        try:
+            validate_id(image_id)
+        except InvalidImageId:
+            return None
+        self.ensure_schema()
+        now = datetime.now(UTC) if label is not None else None
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(images).where(images.c.id == image_id).values(label=label, labelled_at=now)
+            )
+        return self.get(image_id) if result.rowcount else None
+
+    def delete(self, image_id: str) -> bool:
+        """Delete a record, its file and its thumbnail; False when there was none."""
+        record = self.get(image_id)
+        if record is None:
+            return False
+        with write_transaction(self.engine) as conn:
+            result = conn.execute(delete(images).where(images.c.id == image_id))
+        # The row goes first: a file whose row is gone is invisible, a row without its file is not.
+        _unlink(self.file_path(record))
+        _unlink(self.thumbnail_path(image_id))
+        return bool(result.rowcount)
+
+    def mark_thumbnail(self, image_id: str, status: str, error: str | None = None) -> None:
+        """Record a thumbnail's outcome."""
+        if status not in THUMB_STATUSES:
+            raise ValueError(f"thumbnail status must be one of {THUMB_STATUSES}")
+        validate_id(image_id)
+        self.ensure_schema()
+        with write_transaction(self.engine) as conn:
+            conn.execute(
+                update(images)
+                .where(images.c.id == image_id)
+                .values(
+                    thumb_status=status,
+                    thumb_error=None if error is None else error[:500],
+                    thumb_updated_at=datetime.now(UTC),
+                )
+            )
+        if status in (DONE, FAILED):
+            THUMBNAILS.labels(status).inc()
+
+    def export_zip(self, out: IO[bytes], *, model: str | None = None) -> int:
+        """Write the labelled images (of one model, or all) as a zip; return how many (store.export)."""
+        return export_zip(self, out, model=model)
+
+
+def _short(value: Any) -> str | None:
+    # Names that code passes (endpoint, model) are kept, cut to the column's size.
+    if value is None:
+        return None
+    value = "".join(c for c in str(value).strip() if c.isprintable())
+    return value[:MAX_NAME_CHARS] or None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
