@@ -366,6 +366,8 @@ class ImageStore:
         if status in (DONE, FAILED):
             THUMBNAILS.labels(status).inc()
 
+    # export
+
     def export_zip(self, out: IO[bytes], *, model: str | None = None) -> int:
         """Write the labelled images (of one model, or all) as a zip; return how many (store.export)."""
         return export_zip(self, out, model=model)
