@@ -66,40 +66,21 @@ class ClassifierList(BaseModel):
 
 
 SCHEMAS = (Prediction, GetHint, ClassifierList)
-
-# What both POST routes take and answer; _with_request_doc appends it to their docstrings.
-REQUEST_DOC = """
-      requestBody:
-        required: true
-        content:
-          application/json:
-            schema:
-              type: object
-              properties:
-                base64_drawing: {type: string, description: 'data URL or base64 of a PNG/JPEG/... image'}
-                image: {type: string, description: 'same as base64_drawing'}
-                top: {type: integer, minimum: 1, default: 3, description: 'how many labels to list'}
-          multipart/form-data:
-            schema:
-              type: object
-              properties:
-                image: {type: string, format: binary}
-                top: {type: integer, minimum: 1, default: 3}
-          image/*:
-            schema: {type: string, format: binary}
-      responses:
-        200:
-          description: The best label, its probability (0..1) and the best `top` labels.
-          content:
-            application/json:
-              schema: {$ref: '#/components/schemas/Prediction'}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64, bad JSON or a bad `top`.
-        413: {$ref: '#/components/responses/TooLarge'}
-        415: {$ref: '#/components/responses/NotAnImage'}
-        503: {$ref: '#/components/responses/ModelNotLoaded'}
-"""
+# What both POST routes share, named in their docstrings.
+PARAMETERS = {
+    "ClassifierTop": {
+        "name": "top",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_TOP},
+        "description": "How many labels to list (also read from the JSON body or the form).",
+    }
+}
+RESPONSES = {
+    "Prediction": {
+        "description": "The best label, its probability (0..1) and the best `top` labels.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}},
+    }
+}
 
 
 def classifier_specs() -> dict[str, dict]:
@@ -167,6 +148,16 @@ def predict_default():
     ---
     post:
       summary: Classify a drawing or photo with the default classifier (DEFAULT_CLASSIFIER)
+      parameters: [{$ref: '#/components/parameters/ClassifierTop'}]
+      requestBody: {$ref: '#/components/requestBodies/Image'}
+      responses:
+        200: {$ref: '#/components/responses/Prediction'}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: No image, bad base64, bad JSON or a bad `top`.
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     name = current_app.config["DEFAULT_CLASSIFIER"]
     if name not in classifier_specs():
@@ -237,17 +228,19 @@ def predict_named(name: str):
     ---
     post:
       summary: Classify a drawing or photo with the classifier `name` (see /api/classifier/models)
+      parameters: [{$ref: '#/components/parameters/ClassifierTop'}]
+      requestBody: {$ref: '#/components/requestBodies/Image'}
+      responses:
+        200: {$ref: '#/components/responses/Prediction'}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: No image, bad base64, bad JSON or a bad `top`.
+        404: {$ref: '#/components/responses/NotFound'}
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return classify(name)
-
-
-def _with_request_doc() -> None:
-    """Append the shared request/response YAML to the two POST routes' docstrings."""
-    predict_default.__doc__ += REQUEST_DOC
-    predict_named.__doc__ += REQUEST_DOC + "        404: {$ref: '#/components/responses/NotFound'}\n"
-
-
-_with_request_doc()
 
 
 @bp.get("/doodle")

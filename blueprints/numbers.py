@@ -67,24 +67,12 @@ def predict():
         The drawing is made to look like an MNIST digit (white on black, 20x20 box, centred by
         centre of mass) and classified. Under the certainty threshold (PREDICT_THRESHOLD, default
         60) the answer is 422 low_certainty, still with the prediction and its certainty.
-      requestBody:
-        required: true
-        content:
-          application/json:
-            schema:
-              type: object
-              required: [image]
-              properties:
-                image: {type: string, description: 'data URL or base64 of a PNG/JPEG/... drawing'}
-                top: {type: integer, minimum: 1, maximum: 10, description: 'also list the k best digits'}
-          multipart/form-data:
-            schema:
-              type: object
-              properties:
-                image: {type: string, format: binary}
-                top: {type: integer, minimum: 1, maximum: 10}
-          image/*:
-            schema: {type: string, format: binary}
+      parameters:
+        - name: top
+          in: query
+          schema: {type: integer, minimum: 1, maximum: 10}
+          description: Also list the k best digits (also read from the JSON body or the form).
+      requestBody: {$ref: '#/components/requestBodies/Image'}
       responses:
         200:
           description: '{"prediction": 5, "certainty": 75.32}; certainty is a percentage.'

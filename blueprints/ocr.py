@@ -77,30 +77,12 @@ def predict():
         `fields`, with check digits validated; the digits between asterisks are the document
         line's control key. With "format": "probabilities" the answer is the original service's:
         a JSON list with, for each digit read, its 10 probabilities (0-9).
-      requestBody:
-        required: true
-        content:
-          application/json:
-            schema:
-              type: object
-              required: [image]
-              properties:
-                image:
-                  description: >
-                    data URL or base64 of a PNG/JPEG/... image, or the legacy format: a JSON
-                    string (or array) of a nested uint8 array, gray [h][w] or BGR [h][w][3]
-                  oneOf:
-                    - {type: string}
-                    - {type: array, items: {}}
-                format: {type: string, enum: [text, probabilities], default: text}
-          multipart/form-data:
-            schema:
-              type: object
-              properties:
-                image: {type: string, format: binary}
-                format: {type: string, enum: [text, probabilities]}
-          image/*:
-            schema: {type: string, format: binary}
+      parameters:
+        - name: format
+          in: query
+          schema: {type: string, enum: [text, probabilities], default: text}
+          description: The answer's form (also read from the JSON body or the form).
+      requestBody: {$ref: '#/components/requestBodies/Image'}
       responses:
         200:
           description: >

@@ -1,14 +1,19 @@
 """The OpenAPI 3 description, built by apispec from the routes and their docstrings.
 
 A view documents itself: a one-line summary, then `---` and the YAML of its operations keyed by
-HTTP method. Response bodies reference pydantic models that the view's module lists in `SCHEMAS`.
+HTTP method. Response bodies reference pydantic models that the view's module lists in `SCHEMAS`;
+what several of a module's routes share is written once in its `PARAMETERS` or `RESPONSES`
+(components by name) and referenced, e.g. `200: {$ref: '#/components/responses/NosePosition'}`.
 The error answers that many routes share are components too (`ERROR_RESPONSES`): a route names one
 in a line, `413: {$ref: '#/components/responses/TooLarge'}`, and where it has more to say, writes a
-`description` beside the `$ref` (OpenAPI 3.1 lets a reference override the description).
+`description` beside the `$ref` (OpenAPI 3.1 lets a reference override the description). The
+image a model route reads is one request body component (`REQUEST_BODIES`), named the same way.
+Under `python -OO` the docstrings are gone: the document still builds, without paths.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -17,6 +22,8 @@ from apispec.yaml_utils import load_operations_from_docstring
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Flask
 from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 
@@ -27,6 +34,66 @@ class ErrorResponse(BaseModel):
     error: str
     code: str
 
+
+# The image every model route reads (blueprints/image_input.py), written once: a route names it
+# with `requestBody: {$ref: '#/components/requestBodies/Image'}` and lists its options (`top`,
+# `detect`, ...) as query parameters, which the route also reads from the JSON body or the form.
+IMAGE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ImageField": {
+        "description": "A data URL or plain base64 of a PNG, JPEG, WebP, ... image, or the original "
+        "OCR service's legacy nested uint8 array (gray [h][w] or BGR [h][w][3]), also as its JSON text.",
+        "oneOf": [{"type": "string"}, {"type": "array", "items": {}}],
+    },
+    "ImageJson": {
+        "type": "object",
+        "description": "The image in `image`; `base64_drawing` (the classifier's original field, read "
+        "first there) and `file` are read too. The route's options may sit beside it.",
+        "properties": {
+            field: {"$ref": "#/components/schemas/ImageField"}
+            for field in ("image", "base64_drawing", "file")
+        },
+        "anyOf": [{"required": [field]} for field in ("image", "base64_drawing", "file")],
+    },
+    "ImageUpload": {
+        "type": "object",
+        "description": "A multipart upload in the field `image` or `file`; the route's options may be "
+        "form fields too.",
+        "properties": {field: {"type": "string", "format": "binary"} for field in ("image", "file")},
+        "anyOf": [{"required": [field]} for field in ("image", "file")],
+    },
+}
+_BYTES = {"schema": {"type": "string", "format": "binary"}}
+REQUEST_BODIES: dict[str, dict[str, Any]] = {
+    "Image": {
+        "description": "The image as JSON, a multipart upload, or the raw bytes with their image type.",
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ImageJson"}},
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImageUpload"}},
+            "image/*": _BYTES,
+            "application/octet-stream": _BYTES,
+        },
+    },
+    # The original tracking routes each took one form only.
+    "ImageJson": {
+        "description": 'JSON only: {"image": base64 or data URL}; uploads go to /image-bin.',
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"$ref": "#/components/schemas/ImageField"}},
+                }
+            }
+        },
+    },
+    "ImageUpload": {
+        "description": "A multipart upload only; base64 JSON goes to /image-64.",
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImageUpload"}}},
+    },
+}
 
 # Error answers that many routes share, by component name, with their default description.
 ERROR_RESPONSES = {
@@ -64,10 +131,18 @@ def build_spec(app: Flask) -> dict[str, Any]:
     error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
     for name, description in ERROR_RESPONSES.items():
         spec.components.response(name, {"description": description, "content": error_body})
+    for name, schema in IMAGE_SCHEMAS.items():
+        spec.components.schema(name, schema)
     for blueprint in app.blueprints.values():
         module = sys.modules.get(blueprint.import_name)
         for model in getattr(module, "SCHEMAS", ()):
             add_schema(spec, model)
+        for name, parameter in getattr(module, "PARAMETERS", {}).items():
+            spec.components.parameter(name, parameter["in"], parameter)
+        for name, response in getattr(module, "RESPONSES", {}).items():
+            spec.components.response(name, response)
+    if sys.flags.optimize >= 2:
+        log.warning("python -OO strips the docstrings that document the routes: /openapi.json lists none")
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
         if view is None or not view.__doc__ or "---" not in view.__doc__:
@@ -75,18 +150,31 @@ def build_spec(app: Flask) -> dict[str, Any]:
         operations = load_operations_from_docstring(view.__doc__)
         methods = {m.lower() for m in (rule.methods or ())}
         operations = {m: op for m, op in operations.items() if m in methods}
-        parameters = [
+        path_parameters = [
             {"name": arg, "in": "path", "required": True, "schema": {"type": _arg_type(rule, arg)}}
             for arg in sorted(rule.arguments)
         ]
-        for op in operations.values():
+        body_refs = {}
+        for method, op in operations.items():
             op.setdefault("tags", [rule.endpoint.split(".")[0]])
             op.setdefault("operationId", f"{rule.endpoint}.{'_'.join(sorted(rule.arguments)) or 'root'}")
-            if parameters:
-                op.setdefault("parameters", parameters)
+            # apispec takes a parameter component by its name, not as a {$ref: ...}.
+            own = [p["$ref"].rsplit("/", 1)[-1] if "$ref" in p else p for p in op.get("parameters", ())]
+            named = {p["name"] for p in own if isinstance(p, dict) and p.get("in") == "path"}
+            missing = [p for p in path_parameters if p["name"] not in named]
+            if own or missing:
+                op["parameters"] = missing + own
+            # apispec reads a requestBody's content and has no requestBodies components: a
+            # reference goes back in after it has resolved the rest.
+            if "$ref" in op.get("requestBody", {}):
+                body_refs[method] = op.pop("requestBody")
         if operations:
             spec.path(path=FlaskPlugin.flaskpath2openapi(rule.rule), operations=operations)
-    return spec.to_dict()
+            for method, body in body_refs.items():
+                operations[method]["requestBody"] = body
+    document = spec.to_dict()
+    document["components"]["requestBodies"] = REQUEST_BODIES
+    return document
 
 
 def _arg_type(rule, arg: str) -> str:

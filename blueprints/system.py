@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import psutil
 from flask import Blueprint, current_app, jsonify, render_template
@@ -28,6 +29,12 @@ class SystemInfo(BaseModel):
     pid: int
 
 
+class Health(BaseModel):
+    """The process answers."""
+
+    status: Literal["ok"]
+
+
 class ModelStatus(BaseModel):
     """One configured model as seen by this worker."""
 
@@ -49,7 +56,7 @@ class Readiness(BaseModel):
     models: list[ModelStatus]
 
 
-SCHEMAS = (SystemInfo, Readiness)
+SCHEMAS = (SystemInfo, Health, Readiness)
 
 _process = psutil.Process(os.getpid())
 
@@ -92,6 +99,9 @@ def health():
       responses:
         200:
           description: The process answers.
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/Health'}
     """
     return jsonify({"status": "ok"})
 

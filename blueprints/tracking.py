@@ -47,7 +47,8 @@ class NoseFace(BaseModel):
 class NosePosition(BaseModel):
     """The nose tip of the largest face, normalised to the image (0..1), and every face found.
 
-    With no face only `found: false` is given.
+    `mode` is "detected" (BlazeFace found the faces) or "whole_image" (the image is the face
+    crop). With no face only `found: false` is given.
     """
 
     found: bool
@@ -76,43 +77,21 @@ class TrackingStats(BaseModel):
 
 
 SCHEMAS = (NosePosition, TrackingStats)
-
-REQUEST_DOC = """
-      requestBody:
-        required: true
-        content:
-          {content}
-      responses:
-        200:
-          description: >
-            {{"x": 0.61, "y": 0.58, "found": true, "mode": "detected", "face": {{...}}, "faces": [...]}}:
-            x, y are the nose tip of the largest face, normalised to the image width and height.
-            mode is "detected" (BlazeFace face detector) or "whole_image" (the image is the face crop).
-            No face: {{"found": false}}.
-          content:
-            application/json:
-              schema: {{$ref: '#/components/schemas/NosePosition'}}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
-        413: {{$ref: '#/components/responses/TooLarge'}}
-        415: {{$ref: '#/components/responses/NotAnImage'}}
-        503: {{$ref: '#/components/responses/ModelNotLoaded'}}
-"""
-JSON_CONTENT = """application/json:
-            schema:
-              type: object
-              required: [image]
-              properties:
-                image: {type: string, description: 'base64 or data URL of a PNG/JPEG/... image'}
-                detect: {type: boolean, default: true, description: 'false: the image is a face crop'}"""
-MULTIPART_CONTENT = """multipart/form-data:
-            schema:
-              type: object
-              required: [image]
-              properties:
-                image: {type: string, format: binary}
-                detect: {type: boolean, default: true, description: 'also as query ?detect=0'}"""
+# What the three tracking routes share, named in their docstrings.
+PARAMETERS = {
+    "Detect": {
+        "name": "detect",
+        "in": "query",
+        "schema": {"type": "boolean", "default": True},
+        "description": "False when the image is a face crop (also read from the JSON body or the form).",
+    }
+}
+RESPONSES = {
+    "NosePosition": {
+        "description": "The nose tip of the largest face, and every face found.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NosePosition"}}},
+    }
+}
 
 
 def parse_detect(value: Any) -> bool:
@@ -148,6 +127,16 @@ def image_64():
     post:
       summary: Nose tip in a base64 image (original route)
       description: 'JSON {"image": base64}. Faces are detected unless "detect" is false.'
+      parameters: [{$ref: '#/components/parameters/Detect'}]
+      requestBody: {$ref: '#/components/requestBodies/ImageJson'}
+      responses:
+        200: {$ref: '#/components/responses/NosePosition'}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     mimetype = request.mimetype or ""
     # JSON only (also unlabelled or text/plain JSON, as old clients send); files go to /image-bin.
@@ -168,6 +157,16 @@ def image_bin():
     post:
       summary: Nose tip in an uploaded image (original route)
       description: 'Multipart field `image`; `?detect=0` treats the image as a face crop.'
+      parameters: [{$ref: '#/components/parameters/Detect'}]
+      requestBody: {$ref: '#/components/requestBodies/ImageUpload'}
+      responses:
+        200: {$ref: '#/components/responses/NosePosition'}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     if not request.files:
         api_error(
@@ -188,23 +187,18 @@ def track_any():
         Takes every image format of the service (JSON base64 or data URL, multipart, raw image
         bytes, legacy nested arrays). Faces are found with MediaPipe's BlazeFace, cropped,
         and the nose tip regressed on each; largest face first.
+      parameters: [{$ref: '#/components/parameters/Detect'}]
+      requestBody: {$ref: '#/components/requestBodies/Image'}
+      responses:
+        200: {$ref: '#/components/responses/NosePosition'}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+        413: {$ref: '#/components/responses/TooLarge'}
+        415: {$ref: '#/components/responses/NotAnImage'}
+        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return track(load_image(), "track")
-
-
-def _with_request_doc() -> None:
-    """Append the shared request/response YAML to the three routes' docstrings."""
-    image_64.__doc__ += REQUEST_DOC.format(content=JSON_CONTENT)
-    image_bin.__doc__ += REQUEST_DOC.format(content=MULTIPART_CONTENT)
-    track_any.__doc__ += REQUEST_DOC.format(
-        content=JSON_CONTENT
-        + "\n          "
-        + MULTIPART_CONTENT
-        + "\n          image/*:\n            schema: {type: string, format: binary}"
-    )
-
-
-_with_request_doc()
 
 
 def stats() -> dict:
