@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from blueprints.errors import api_error, error_response
 from blueprints.image_input import load_image, request_options
+from blueprints.options import flag, whole_number
 from store import NewImage, StoredImage, StoreError, get_store
 from store.records import DONE, FAILED, ID_PATTERN, PENDING, clean_label, clean_name, extension_for
 
@@ -180,16 +181,10 @@ def upload():
         Multipart field `file` (or `image`); raw image bytes and JSON base64 are accepted too.
         Optional fields `model` and `label` file the image under a model with its correct answer.
         The file is stored under a name made from the new id, never the uploaded name.
-      requestBody:
-        content:
-          multipart/form-data:
-            schema:
-              type: object
-              properties:
-                file: {type: string, format: binary}
-                model: {type: string, example: numbers}
-                label: {type: string, example: '7'}
-              required: [file]
+      parameters:
+        - {name: model, in: query, schema: {type: string}, example: numbers, description: also a form field}
+        - {name: label, in: query, schema: {type: string}, example: '7', description: also a form field}
+      requestBody: {$ref: '#/components/requestBodies/Image'}
       responses:
         201:
           description: Stored; `url` gives the metadata.
@@ -324,7 +319,7 @@ def download(image_id: str):
     if not path.is_file():
         log.error("image %s is in the database but its file %s is missing", record.id, path)
         api_error(404, "file_missing", f"The file of image '{record.id}' is missing from the store.")
-    inline = request.args.get("inline", "").lower() in ("1", "true", "yes")
+    inline = flag(request.args.get("inline"), "inline", default=False)
     response = send_file(
         path,
         mimetype=record.mime,
@@ -393,16 +388,7 @@ def set_label(image_id: str):
 
 
 def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if not minimum <= value <= maximum:
-        api_error(400, "invalid_parameter", f"'{name}' must be a whole number from {minimum} to {maximum}.")
-    return value
+    return whole_number(request.args.get(name), name, default=default, minimum=minimum, maximum=maximum)
 
 
 def _moment_arg(name: str) -> datetime | None:
@@ -462,10 +448,7 @@ def list_images():
             max(since or start, start),
             min(until or start + timedelta(days=1), start + timedelta(days=1)),
         )
-    labelled_raw = request.args.get("labelled", "").lower()
-    if labelled_raw not in ("", "true", "false", "1", "0", "yes", "no"):
-        api_error(400, "invalid_parameter", "'labelled' must be true or false.")
-    labelled = None if not labelled_raw else labelled_raw in ("true", "1", "yes")
+    labelled = flag(request.args.get("labelled"), "labelled", default=None)
     items, total = get_store().list(
         page=page,
         per_page=per_page,
