@@ -123,7 +123,7 @@ def route_table(n: int) -> list[str]:
 
 def parts_table(n: int) -> list[str]:
     """Time decode (libspng beside OpenCV), grey, to_mnist and ONNX alone, each in its own loop."""
-    from blueprints.image_input import InputImage
+    from models.image import InputImage
     from models.numbers import NumbersModel, to_mnist
     from models.runtime import set_opencv_ipp, single_threaded_opencv
 
@@ -139,7 +139,7 @@ def parts_table(n: int) -> list[str]:
         ]
         pixels = [pyspng.load(d) for d in datas]
         grays = [InputImage(p, "PNG", "bench", order="RGB").gray() for p in pixels]
-        tensors = [model.preprocess(g) for g in grays]
+        tensors = [model.preprocess(g)[0] for g in grays]
         for label, fn, items in (
             ("PNG decode, libspng (served)", pyspng.load, datas),
             (

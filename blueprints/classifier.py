@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from blueprints.errors import api_error
 from blueprints.image_input import keep_image, load_image, request_options
 from blueprints.options import whole_number
-from models.registry import CLASSIFIER_TYPES, ModelNotLoaded, get_registry
-from models.runtime import ServedModel
+from models.classifier import Classifier
+from models.registry import ModelNotLoaded, get_registry
 
 bp = Blueprint("classifier", __name__)
 
@@ -85,7 +85,7 @@ RESPONSES = {
 
 def classifier_specs() -> dict[str, dict]:
     """Return the configured classifiers by name."""
-    return get_registry().by_kind(CLASSIFIER_TYPES)
+    return get_registry().by_class(Classifier)
 
 
 def require_known(name: str) -> None:
@@ -97,7 +97,7 @@ def require_known(name: str) -> None:
         )
 
 
-def get_classifier(name: str) -> ServedModel:
+def get_classifier(name: str) -> Classifier:
     """Return a loaded classifier, or stop with 404 (unknown) or 503 (configured, not loaded)."""
     require_known(name)
     return get_registry().get(name)
@@ -113,8 +113,7 @@ def classify(name: str):
     model = get_classifier(name)
     image = load_image(fields=IMAGE_FIELDS)
     top = parse_top(request_options().get("top"))
-    pixels = image.gray() if getattr(model, "input_mode", "rgb") == "gray" else image.rgb()
-    result = model(pixels, top=top)
+    result = model(image, top=top)
     keep_image(
         image, endpoint="classifier", model=name, prediction=result["label"], confidence=result["confidence"]
     )
@@ -196,8 +195,8 @@ def classifier_rows() -> list[dict]:
                 url=f"/api/classifier/{name}",
                 default=name == default,
                 loaded=model is not None,
-                input_mode=getattr(model, "input_mode", None),
-                labels=list(getattr(model, "labels", [])),
+                input_mode=model.input_mode if model is not None else None,
+                labels=list(model.labels) if model is not None else [],
                 error=registry.failures.get(name),
             ).model_dump()
         )
@@ -243,11 +242,17 @@ def predict_named(name: str):
     return classify(name)
 
 
+def made_for(name: str) -> str | None:
+    """Return what a loaded classifier was trained on ("drawings" or "photos"); None when not loaded."""
+    model = get_registry().models.get(name)
+    return model.made_for if model is not None else None
+
+
 @bp.get("/doodle")
 def doodle_page():
     """Serve the page that classifies a drawing while it is drawn."""
     rows = classifier_rows()
-    doodle_models = [row for row in rows if row["loaded"] and row["kind"] == "doodle"]
+    doodle_models = [row for row in rows if made_for(row["name"]) == "drawings"]
     default = current_app.config["DEFAULT_CLASSIFIER"]
     chosen = doodle_models[0] if doodle_models else next((r for r in rows if r["name"] == default), None)
     return render_template(
@@ -260,6 +265,6 @@ def classify_page():
     """Serve the page that classifies an uploaded photo with any configured classifier."""
     rows = classifier_rows()
     # Photos suit Teachable Machine models better than the doodle model, so one is preselected.
-    photo_models = [row["name"] for row in rows if row["loaded"] and row["kind"] == "teachable"]
+    photo_models = [row["name"] for row in rows if made_for(row["name"]) == "photos"]
     default = photo_models[0] if photo_models else current_app.config["DEFAULT_CLASSIFIER"]
     return render_template("classify.html", classifiers=rows, default=default)

@@ -94,7 +94,7 @@ def predict():
     model = get_registry().get(MODEL)
     image = load_image()
     top = parse_top(request_options().get("top"))
-    result = model(image.gray(), top=top)
+    result = model(image, top=top)
     keep_image(
         image,
         endpoint="predict",

@@ -108,7 +108,7 @@ def predict():
     model = get_registry().get(MODEL)
     image = load_image()
     fmt = parse_format(request_options().get("format"))
-    result = model(image.gray(), format=fmt)
+    result = model(image, format=fmt)
     keep_image(image, endpoint="ocr", model=MODEL, prediction=result["text"], confidence=result["confidence"])
     if fmt == "probabilities":
         return jsonify(result["probabilities"])

@@ -10,9 +10,10 @@ from flask import Blueprint, jsonify, render_template, request
 from pydantic import BaseModel
 
 from blueprints.errors import api_error
-from blueprints.image_input import InputImage, keep_image, load_image, request_options
+from blueprints.image_input import keep_image, load_image, request_options
 from blueprints.instrumentation import route_stats
 from blueprints.options import flag
+from models.image import InputImage
 from models.registry import get_registry
 
 bp = Blueprint("tracking", __name__)
@@ -104,7 +105,7 @@ def track(image: InputImage, endpoint: str) -> Any:
     model = get_registry().get(MODEL)
     detect = parse_detect(request_options().get("detect"))
     start = time.perf_counter()
-    result = model(image.gray(), detect=detect)
+    result = model(image, detect=detect)
     elapsed_ms = (time.perf_counter() - start) * 1000
     log.debug(
         "%s: %dx%d image, %s, %d face(s), inference %.1f ms",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from models.runtime import LabelMismatchError, ModelFileError, ModelInputError, ServedModel
+from models.classifier import Classifier
+from models.image import to_gray
+from models.runtime import ModelInputError
 
 SIZE = 28
 # Quick, Draw! bitmaps are centred with their ink spanning exactly 26 of 28 px on the long side.
@@ -22,38 +22,12 @@ OVERSAMPLE = 4
 # Below this contrast (0..255) against the background nothing counts as drawn (JPEG noise, paper grain).
 MIN_CONTRAST = 40
 
-_TEACHABLE_LINE = re.compile(r"^(\d+)\s+(.+)$")
-
-
-def read_labels(path: Path) -> list[str]:
-    """Read class names, one per line; accept Teachable Machine's "0 Name" form too."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ModelFileError(f"labels file not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise ModelFileError(f"labels file {path} is not UTF-8: {exc}") from None
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
-        raise ModelFileError(f"labels file {path} is empty")
-    matches = [_TEACHABLE_LINE.match(line) for line in lines]
-    # Only strip numbers when every line is "<i> Name" with i = 0, 1, 2...: a plain name may
-    # itself start with a digit.
-    if all(m and int(m.group(1)) == i for i, m in enumerate(matches)):
-        lines = [m.group(2).strip() for m in matches]
-    return lines
-
 
 def _ink(gray: np.ndarray) -> np.ndarray:
     """Return the strokes cropped to their bounding box, float32 0..1, white on black, either polarity in."""
-    g = np.asarray(gray)
-    if g.ndim == 3:
-        g = cv2.cvtColor(np.ascontiguousarray(g[:, :, :3]), cv2.COLOR_RGB2GRAY)
-    if g.ndim != 2 or g.size == 0:
+    g = to_gray(gray, order="RGB")
+    if g.size == 0:
         raise ModelInputError("Expected a 2-D grayscale drawing.", code="bad_image")
-    if g.dtype != np.uint8:
-        g = np.clip(g, 0, 255).astype(np.uint8)
     # The background is what most of the border shows: light canvas with dark strokes, or the reverse.
     border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
     background = int(np.median(border))
@@ -190,41 +164,17 @@ def _fit(strokes: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 
-class DoodleModel(ServedModel):
+class DoodleModel(Classifier):
     """Classify a drawing as one of the Quick, Draw! classes the CNN was trained on."""
 
     kind = "doodle"
     input_mode = "gray"
+    made_for = "drawings"
 
-    def __init__(
-        self, name: str, path: Path, *, threads: int = 1, labels: Path | None = None, **options: Any
-    ):
-        super().__init__(name, path, threads=threads, **options)
-        labels_path = (
-            Path(labels) if labels is not None else self.path.with_name(f"{self.path.stem}_labels.txt")
-        )
-        self.labels_path = labels_path
-        self.labels: list[str] = read_labels(labels_path)
-        shape = self.onnx.session.get_outputs()[0].shape
-        outputs = shape[-1] if shape and isinstance(shape[-1], int) else None
-        if outputs != len(self.labels):
-            # Fatal at start-up: serving would answer with the wrong names.
-            raise LabelMismatchError(
-                f"{labels_path} has {len(self.labels)} labels but {self.path} has {outputs} outputs"
-            )
-
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
+    def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, None]:
         """Turn a grayscale drawing (either polarity) into a (1, 28, 28, 1) float32 bitmap, 0..255."""
-        return to_bitmap(image).astype(np.float32)[None, :, :, None]
-
-    def postprocess(self, y: np.ndarray, top: int = 3, **kwargs: Any) -> dict:
-        """Return the best label, its probability and the `top` most probable labels."""
-        probs = np.asarray(y, dtype=np.float64).reshape(-1)
-        k = max(1, min(int(top), len(self.labels)))
-        order = np.argsort(-probs, kind="stable")[:k]
-        ranked = [{"label": self.labels[i], "confidence": round(float(probs[i]), 4)} for i in order]
-        return {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top": ranked}
+        return to_bitmap(pixels).astype(np.float32)[None, :, :, None], None
 
     def describe(self) -> dict:
         """Describe the model, with its labels file and class count."""
-        return {**super().describe(), "labels_file": str(self.labels_path), "classes": len(self.labels)}
+        return {**super().describe(), "classes": len(self.labels)}

@@ -70,6 +70,10 @@ class Letterbox:
         )
 
 
+# One look at an image: the model's input tensor, and how its pixels map back to the image's.
+Look = tuple[np.ndarray, Letterbox]
+
+
 @functools.lru_cache(maxsize=32)
 def ssd_anchors(
     height: int, width: int, strides: tuple[int, ...], anchors_per_cell: tuple[int, ...], offset: float
@@ -143,7 +147,11 @@ def drop_parts(faces: list[Face], share: float = 0.5) -> list[Face]:
 
 
 class FaceDetector:
-    """BlazeFace on ONNX Runtime; `detect` is thread-safe (the session is, and nothing is mutated)."""
+    """BlazeFace on ONNX Runtime; `detect` is thread-safe (the session is, and nothing is mutated).
+
+    Not a ServedModel: it is served only inside the nose model's preprocess, and one image takes
+    one or two looks (tensors), so `detect` runs preprocess -> predict (per look) -> postprocess.
+    """
 
     def __init__(self, path: Path, *, name: str = "face_detector", threads: int = 1):
         self.onnx = OnnxSession(Path(path), name=name, intra_op_threads=threads)
@@ -179,12 +187,12 @@ class FaceDetector:
         """Return the anchor centres (input pixels) for an input of this size."""
         return ssd_anchors(height, width, self.strides, self.anchors_per_cell, self.anchor_offset)
 
-    def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+    def letterbox(self, image: np.ndarray) -> Look:
         """Fit an image into the square input, keeping its aspect (centred, mid-grey border)."""
         h, w = image.shape[:2]
         return self._tensor(image, self.size / max(h, w), (self.size, self.size), centre=True)
 
-    def zoomed(self, image: np.ndarray, zoom: float) -> tuple[np.ndarray, Letterbox]:
+    def zoomed(self, image: np.ndarray, zoom: float) -> Look:
         """Scale an image by `zoom` into an input whose sides are multiples of the model's grid."""
         h, w = image.shape[:2]
         m = self.multiple
@@ -228,16 +236,53 @@ class FaceDetector:
         valid = (half > 0).all(axis=1)
         return corners[valid], keypoints[valid], scores[valid]
 
-    def candidates(
-        self, tensor: np.ndarray, box: Letterbox, min_score: float | None = None
-    ) -> tuple[np.ndarray, ...]:
-        """Run one input and return its detections above the threshold, in image pixels."""
-        outputs = self.onnx.run_all(tensor)
-        corners, keypoints, scores = self.decode(
-            outputs[self.regressors], outputs[self.classifiers], tensor.shape[1:3], min_score
-        )
-        corners = box.to_image(corners.reshape(-1, 2, 2)).reshape(-1, 4)
-        return corners, box.to_image(keypoints), scores
+    # --- one contract with the served models: preprocess -> predict -> postprocess ----------------
+
+    def preprocess(self, image: np.ndarray, *, min_face: float | None = None) -> list[Look]:
+        """Return the looks to take at an RGB or gray uint8 image: input tensors, and how each maps back.
+
+        One look at the whole image fitted into the model's square input finds faces from about
+        a tenth of the longer side up. With `min_face` (pixels), a second look at the image
+        scaled so that such a face is `min_face_px` wide finds the smaller ones.
+        """
+        h, w = image.shape[:2]
+        looks = [self.letterbox(image)]
+        if min_face and self.min_face_px and self.multiple:
+            zoom = self.min_face_px / min_face
+            if zoom > 1.25 * self.size / max(h, w):
+                looks.append(self.zoomed(image, zoom))
+        return looks
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run one look: every anchor's 16 regressors and its face logit."""
+        outputs = self.onnx.run_all(x)
+        return outputs[self.regressors], outputs[self.classifiers]
+
+    def postprocess(
+        self,
+        outputs: list[tuple[np.ndarray, np.ndarray]],
+        looks: list[Look],
+        *,
+        max_faces: int | None = None,
+        fallback_score: float | None = None,
+    ) -> list[Face]:
+        """Decode every look's detections into image pixels and merge them into faces, largest first.
+
+        Faces reaching the model's threshold; with `fallback_score`, when none does, the faces
+        that reach this lower one instead.
+        """
+        lowest = self.min_score if fallback_score is None else min(fallback_score, self.min_score)
+        parts = []
+        for (regressors, logits), (tensor, box) in zip(outputs, looks, strict=True):
+            corners, keypoints, scores = self.decode(regressors, logits, tensor.shape[1:3], lowest)
+            corners = box.to_image(corners.reshape(-1, 2, 2)).reshape(-1, 4)
+            parts.append((corners, box.to_image(keypoints), scores))
+        corners, keypoints, scores = (np.concatenate(p) for p in zip(*parts, strict=True))
+        sure = scores >= self.min_score
+        faces = self._faces(corners[sure], keypoints[sure], scores[sure])
+        if not faces and fallback_score is not None:
+            faces = self._faces(corners, keypoints, scores)
+        return faces[:max_faces] if max_faces else faces
 
     def detect(
         self,
@@ -247,27 +292,10 @@ class FaceDetector:
         max_faces: int | None = None,
         fallback_score: float | None = None,
     ) -> list[Face]:
-        """Return the faces in an RGB or gray uint8 image, in its pixels, largest first.
-
-        One look at the whole image fitted into the model's square input finds faces from about
-        a tenth of the longer side up. With `min_face` (pixels), a second look at the image
-        scaled so that such a face is `min_face_px` wide finds the smaller ones. With
-        `fallback_score`, when no face reaches the model's threshold, the faces that reach this
-        lower one are returned instead (from the same looks).
-        """
-        h, w = image.shape[:2]
-        lowest = self.min_score if fallback_score is None else min(fallback_score, self.min_score)
-        parts = [self.candidates(*self.letterbox(image), lowest)]
-        if min_face and self.min_face_px and self.multiple:
-            zoom = self.min_face_px / min_face
-            if zoom > 1.25 * self.size / max(h, w):
-                parts.append(self.candidates(*self.zoomed(image, zoom), lowest))
-        corners, keypoints, scores = (np.concatenate(p) for p in zip(*parts, strict=True))
-        sure = scores >= self.min_score
-        faces = self._faces(corners[sure], keypoints[sure], scores[sure])
-        if not faces and fallback_score is not None:
-            faces = self._faces(corners, keypoints, scores)
-        return faces[:max_faces] if max_faces else faces
+        """Return the faces in an RGB or gray uint8 image, in its pixels, largest first (see the steps)."""
+        looks = self.preprocess(image, min_face=min_face)
+        outputs = [self.predict(tensor) for tensor, _ in looks]
+        return self.postprocess(outputs, looks, max_faces=max_faces, fallback_score=fallback_score)
 
     def _faces(self, corners: np.ndarray, keypoints: np.ndarray, scores: np.ndarray) -> list[Face]:
         """Merge candidates into faces (weighted NMS, parts of larger faces dropped), largest first."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -148,17 +147,14 @@ class NumbersModel(ServedModel):
     """The MNIST digit classifier: a gray drawing in, the digit and its certainty out."""
 
     kind = "numbers"
+    input_mode = "gray"
 
-    def __init__(self, name: str, path: Path, *, threads: int = 1, **options: Any):
-        super().__init__(name, path, threads=threads, **options)
-        self.labels = list(range(10))
-
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
+    def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, None]:
         """Turn a gray uint8 drawing into a (1, 28, 28, 1) float tensor in [0, 1]."""
-        digit = to_mnist(image)
-        return (digit.astype(np.float32) * (1.0 / 255.0)).reshape(1, SIZE, SIZE, 1)
+        digit = to_mnist(pixels)
+        return (digit.astype(np.float32) * (1.0 / 255.0)).reshape(1, SIZE, SIZE, 1), None
 
-    def postprocess(self, y: np.ndarray, *, top: int = 0, **kwargs: Any) -> dict:
+    def postprocess(self, y: np.ndarray, context: None, *, top: int = 0, **options: Any) -> dict:
         """Return the digit, its certainty in percent (2 decimals) and the `top` best alternatives."""
         probs = np.asarray(y, dtype=np.float64).reshape(-1)
         order = np.argsort(-probs)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from models import gs1
+from models.image import to_gray
 from models.runtime import ModelFileError, ModelInputError, ServedModel
 
 # Cap height, in pixels, every image is rescaled to before segmentation.
@@ -83,20 +84,6 @@ class Segmentation:
         x1 = int(np.clip(np.ceil(pts[:, 0].max()), 0, width))
         y1 = int(np.clip(np.ceil(pts[:, 1].max()), 0, height))
         return [x0, y0, max(1, x1 - x0), max(1, y1 - y0)]
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """Return an 8-bit gray image from gray, BGR or BGRA input."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
-    if image.ndim != 2:
-        raise ModelInputError(f"expected a gray or colour image, got shape {list(image.shape)}", "bad_image")
-    return image
 
 
 def smooth(f: np.ndarray, sigma: float) -> np.ndarray:
@@ -496,6 +483,7 @@ class OcrModel(ServedModel):
     """Read printed lines: every line's text, per-character confidences and boxes, GS1 fields."""
 
     kind = "ocr"
+    input_mode = "gray"
 
     def __init__(self, name: str, path: Path, *, threads: int = 1, **options: Any):
         super().__init__(name, path, threads=threads, **options)
@@ -506,9 +494,16 @@ class OcrModel(ServedModel):
             raise ModelFileError(f"{self.path} has {classes} classes but its charset has {len(self.charset)}")
         self.digit_index = np.array([self.charset.index(d) for d in DIGITS])
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """Return the batch of glyph images of an image (see `segment`)."""
-        return segment(image).tensor()
+    def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, Segmentation]:
+        """Cut an image into glyphs (see `segment`): their batch, and the segmentation to rebuild lines."""
+        seg = segment(pixels)
+        if len(seg.glyphs) > MAX_GLYPHS:
+            raise ModelInputError(
+                f"the image holds {len(seg.glyphs)} glyphs, over the {MAX_GLYPHS} limit; crop it to the lines to read",
+                "too_much_text",
+                422,
+            )
+        return seg.tensor(), seg
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Classify a batch of glyphs in one ONNX Runtime call."""
@@ -516,19 +511,8 @@ class OcrModel(ServedModel):
             return np.zeros((0, len(self.charset)), np.float32)
         return self.onnx.run(x)
 
-    def __call__(self, image: np.ndarray, **kwargs: Any) -> dict:
-        seg = segment(image)
-        if len(seg.glyphs) > MAX_GLYPHS:
-            raise ModelInputError(
-                f"the image holds {len(seg.glyphs)} glyphs, over the {MAX_GLYPHS} limit; crop it to the lines to read",
-                "too_much_text",
-                422,
-            )
-        return self.postprocess(self.predict(seg.tensor()), segmentation=seg, **kwargs)
-
-    def postprocess(self, y: np.ndarray, segmentation: Segmentation | None = None, **kwargs: Any) -> dict:
+    def postprocess(self, y: np.ndarray, seg: Segmentation, *, format: str = "text", **options: Any) -> dict:
         """Turn glyph probabilities into lines of text, characters, digits and GS1 fields."""
-        seg = segmentation if segmentation is not None else Segmentation()
         probs = np.asarray(y, np.float32)
         best = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
         lines, characters, digit_probs = [], [], []
@@ -572,7 +556,7 @@ class OcrModel(ServedModel):
             "deskew_degrees": seg.angle,
             "inverted": seg.inverted,
         }
-        if kwargs.get("format") == "probabilities":
+        if format == "probabilities":
             # The original service's answer: for each digit, its 10 probabilities (0-9).
             result["probabilities"] = digit_probs
         return result

@@ -13,8 +13,9 @@ from models.runtime import ServedModel
 
 log = logging.getLogger(__name__)
 
-# The model kinds this service knows, by config "type". Adding a model kind is one module
-# plus one line here. Strings keep unconfigured kinds (and their imports) out of a worker.
+# The model kinds this service knows, by config "type" -> "module:Class". Adding a model kind is
+# one module plus one line here; a subclass of models.classifier.Classifier is served at
+# /api/classifier/<name>. Strings keep unconfigured kinds (and their imports) out of a worker.
 MODEL_TYPES: dict[str, str] = {
     "numbers": "models.numbers:NumbersModel",
     "doodle": "models.doodles:DoodleModel",
@@ -22,9 +23,6 @@ MODEL_TYPES: dict[str, str] = {
     "ocr": "models.ocr:OcrModel",
     "tracking": "models.tracking:NoseModel",
 }
-
-# Kinds served by the classifier blueprint at /api/classifier/<name>.
-CLASSIFIER_TYPES = frozenset({"doodle", "teachable"})
 
 
 class ModelNotLoaded(LookupError):
@@ -43,6 +41,8 @@ class Registry:
     models: dict[str, ServedModel] = field(default_factory=dict)
     specs: dict[str, dict] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    # The class of every configured model whose type is known, loaded or not.
+    classes: dict[str, type[ServedModel]] = field(default_factory=dict)
     load_seconds: float = 0.0
 
     def get(self, name: str) -> ServedModel:
@@ -54,9 +54,11 @@ class Registry:
             raise ModelNotLoaded(name, self.failures[name])
         raise ModelNotLoaded(name, "not configured")
 
-    def by_kind(self, kinds: frozenset[str] | set[str]) -> dict[str, dict]:
-        """Return the specs (loaded or not) of the configured models of these kinds."""
-        return {n: s for n, s in self.specs.items() if s.get("type") in kinds}
+    def by_class(self, base: type[ServedModel]) -> dict[str, dict]:
+        """Return the specs (loaded or not) of the configured models served by a subclass of `base`."""
+        return {
+            n: s for n, s in self.specs.items() if n in self.classes and issubclass(self.classes[n], base)
+        }
 
     @property
     def ready(self) -> bool:
@@ -119,14 +121,15 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
     start = time.perf_counter()
     models: dict[str, ServedModel] = {}
     failures: dict[str, str] = {}
+    classes: dict[str, type[ServedModel]] = {}
     for name, spec in specs.items():
         options: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("type", "path")}
-        # Files beside the model (a classifier's labels, the tracker's face detector).
-        for key in ("labels", "detector"):
-            if key in options:
-                options[key] = resolve_path(root, options[key])
         try:
-            cls = model_class(spec["type"])
+            cls = classes[name] = model_class(spec["type"])
+            # Files beside the model (a classifier's labels, the tracker's face detector).
+            for key in cls.side_files:
+                if key in options:
+                    options[key] = resolve_path(root, options[key])
             model = cls(name, resolve_path(root, spec["path"]), threads=threads, **options)
             model.warmup()
         except Exception as exc:  # one bad model must not stop the others...
@@ -151,6 +154,7 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
         models=models,
         specs=dict(specs),
         failures=failures,
+        classes=classes,
         load_seconds=time.perf_counter() - start,
     )
 

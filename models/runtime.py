@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 from prometheus_client import Histogram
+
+from models.files import file_sha256
+
+if TYPE_CHECKING:
+    from models.image import InputImage
+
+# How a model takes its pixels (see InputImage.pixels_as): 8-bit gray, or colour in RGB or BGR.
+InputMode = Literal["gray", "rgb", "bgr"]
 
 INFERENCE_SECONDS = Histogram(
     "model_inference_seconds",
@@ -97,15 +104,6 @@ def limit_heap_retention() -> bool:
     return ok
 
 
-def file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class OnnxSession:
     """One ONNX Runtime session; `run` is thread-safe, so no lock is needed around it."""
 
@@ -157,11 +155,17 @@ class OnnxSession:
 class ServedModel:
     """Base of every served model: one ONNX file, preprocess -> predict -> postprocess.
 
-    Subclasses set `kind`, implement `preprocess` and `postprocess`, and may override
-    `warmup_input` when a zero tensor is not a meaningful warm-up.
+    A subclass sets `kind` and `input_mode`, implements `preprocess` and `postprocess`, and may
+    override `predict` (an empty batch, averaged views) and `warmup_input`. `model(image, **options)`
+    runs the three steps on a decoded image (its pixels taken in `input_mode`) or on an array,
+    taken as it is; every step gets the request's options and keeps what it needs.
     """
 
-    kind = "model"
+    kind: ClassVar[str] = "model"
+    input_mode: ClassVar[InputMode]
+    # Options that name files beside the model (a labels file, a detector); the registry
+    # resolves them against the project root as it does the model's own path.
+    side_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, path: Path, *, threads: int = 1, **options: Any):
         start = time.perf_counter()
@@ -172,20 +176,28 @@ class ServedModel:
         self.load_ms = round((time.perf_counter() - start) * 1000, 1)
         self.warm = False
 
-    def preprocess(self, image: Any) -> np.ndarray:
-        """Turn a decoded image into the model's input tensor."""
+    def pixels(self, image: InputImage | np.ndarray) -> np.ndarray:
+        """Return a decoded image's pixels in this model's input mode; an array is taken as it is."""
+        if isinstance(image, np.ndarray):
+            return image
+        return image.pixels_as(self.input_mode)
+
+    def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, Any]:
+        """Turn pixels into the model's input tensor, and what postprocess needs of this request."""
         raise NotImplementedError
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Run the model on a prepared tensor."""
         return self.onnx.run(x)
 
-    def postprocess(self, y: np.ndarray, **kwargs: Any) -> dict:
-        """Turn raw model output into a JSON-ready dict."""
+    def postprocess(self, y: np.ndarray, context: Any, **options: Any) -> dict:
+        """Turn raw model output (and preprocess's context) into a JSON-ready dict."""
         raise NotImplementedError
 
-    def __call__(self, image: Any, **kwargs: Any) -> dict:
-        return self.postprocess(self.predict(self.preprocess(image)), **kwargs)
+    def __call__(self, image: InputImage | np.ndarray, **options: Any) -> dict:
+        """Answer one image: preprocess, predict, postprocess."""
+        x, context = self.preprocess(self.pixels(image), **options)
+        return self.postprocess(self.predict(x), context, **options)
 
     def warmup_input(self) -> np.ndarray:
         """Return a tensor for the warm-up inference."""

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,7 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from models.runtime import LabelMismatchError, ModelFileError, ModelInputError, ServedModel, file_sha256
+from models.classifier import Classifier
+from models.files import file_sha256, write_atomic
+from models.runtime import ModelFileError, ModelInputError
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,6 @@ def cache_is_fresh(h5: Path) -> bool:
         and stamp.get("source_sha256") == file_sha256(h5)
         and stamp.get("onnx_sha256") == file_sha256(onnx_path)
     )
-
-
-def _write_atomic(target: Path, write: Any) -> None:
-    """Write through a temporary file in the target's folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -124,7 +112,7 @@ def _convert_to_cache(h5: Path) -> Path:
         report.update(convert(h5, tmp, source_sha256=source_sha))
 
     try:
-        _write_atomic(onnx_path, write_onnx)
+        write_atomic(onnx_path, write_onnx)
     except ModelFileError:
         raise
     except ImportError as exc:
@@ -142,9 +130,7 @@ def _convert_to_cache(h5: Path) -> Path:
         "converted_s": round(time.perf_counter() - start, 1),
         "conversion": {k: v for k, v in report.items() if k not in ("source", "onnx")},
     }
-    _write_atomic(
-        stamp_path, lambda tmp: tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    )
+    write_atomic(stamp_path, lambda tmp: tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8"))
     log.info("converted %s to %s in %.1f s", h5, onnx_path, stamp["converted_s"])
     return onnx_path
 
@@ -198,53 +184,33 @@ def teachable_input(image: np.ndarray) -> np.ndarray:
     return (np.asarray(fitted).astype(np.float32) / 127.5 - 1)[np.newaxis]
 
 
-class TeachableModel(ServedModel):
+class TeachableModel(Classifier):
     """A Teachable Machine image model: MobileNetV2 features + a Dense head, softmax over labels."""
 
     kind = "teachable"
     input_mode = "rgb"
+    made_for = "photos"
+    labels_file = "labels.txt"
+    decimals = None  # unrounded, as this route has always answered
 
-    def __init__(
-        self, name: str, path: Path, *, threads: int = 1, labels: Path | None = None, **options: Any
-    ):
-        source = Path(path)
-        labels_path = Path(labels) if labels is not None else source.parent / "labels.txt"
-        self.labels = parse_labels(labels_path)
-        onnx_path = ensure_onnx(source) if source.suffix.lower() == ".h5" else source
-        super().__init__(name, onnx_path, threads=threads, **options)
-        self.source = source
-        self.labels_path = labels_path
-        outputs = self._output_count()
-        if outputs != len(self.labels):
-            raise LabelMismatchError(
-                f"labels file {labels_path} has {len(self.labels)} labels but model {source} "
-                f"has {outputs} outputs; they must match"
-            )
+    @staticmethod
+    def read_labels(path: Path) -> list[str]:
+        """Read a Teachable Machine labels.txt."""
+        return parse_labels(path)
 
-    def _output_count(self) -> int:
-        dim = self.onnx.session.get_outputs()[0].shape[-1]
-        if isinstance(dim, int):
-            return dim
-        return int(self.predict(self.warmup_input()).shape[-1])
+    def onnx_path(self, source: Path) -> Path:
+        """Return the ONNX cache of a .h5 export (converted when missing or stale), else the file."""
+        return ensure_onnx(source) if source.suffix.lower() == ".h5" else source
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
+    def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, None]:
         """Fit an RGB uint8 image to 224x224 and scale it to [-1, 1]."""
-        return teachable_input(image)
-
-    def postprocess(self, y: np.ndarray, *, top: int = 3, **kwargs: Any) -> dict:
-        """Return the best label, its probability, and the `top` labels by probability."""
-        probs = np.asarray(y, dtype=np.float64).reshape(-1)
-        count = max(1, min(int(top), len(self.labels)))
-        order = np.argsort(-probs, kind="stable")[:count]
-        ranked = [{"label": self.labels[i], "confidence": float(probs[i])} for i in order]
-        return {"label": ranked[0]["label"], "confidence": ranked[0]["confidence"], "top": ranked}
+        return teachable_input(pixels), None
 
     def describe(self) -> dict:
         """Describe the model, its source file and labels."""
         return {
             **super().describe(),
             "source": str(self.source),
-            "labels_file": str(self.labels_path),
             "labels": list(self.labels),
             "input_mode": self.input_mode,
         }

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from models.face_detector import FaceDetector
+from models.image import to_gray
 from models.runtime import ModelInputError, ServedModel
 
 SIZE = 96
@@ -77,18 +78,17 @@ class Crop:
         return self.x0 + (float(point[0]) + 0.5) * s, self.y0 + (float(point[1]) + 0.5) * s
 
 
-def as_gray(image: np.ndarray) -> np.ndarray:
-    """Return a 2-D uint8 gray image from gray, BGR or BGRA input."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
-    if image.ndim != 2:
-        raise ModelInputError(f"Expected a gray or colour image, got an array of shape {list(image.shape)}.")
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image)
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Faces:
+    """What preprocess found in one image: each face's crop and box, the image size, how found."""
+
+    crops: list[Crop]
+    boxes: list[Box]
+    size: tuple[int, int]
+    mode: str
 
 
 def as_detector_input(image: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ def as_detector_input(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
         return cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
-    return as_gray(image)
+    return to_gray(image)
 
 
 def shift_crops(crops: np.ndarray, dx: int, dy: int) -> np.ndarray:
@@ -116,6 +116,10 @@ class NoseModel(ServedModel):
     """Nose-tip tracker: BlazeFace face detection, then a CNN keypoint regressor on each face."""
 
     kind = "tracking"
+    # Gray for both the detector and the regressor: the regressor was trained on gray crops, and
+    # the detector's answers on gray frames are the ones measured in models/face_detector.md.
+    input_mode = "gray"
+    side_files = ("detector",)
 
     def __init__(self, name: str, path: Path, *, threads: int = 1, **options: Any):
         super().__init__(name, path, threads=threads, **options)
@@ -201,7 +205,44 @@ class NoseModel(ServedModel):
 
     # --- the model contract --------------------------------------------------------------------
 
-    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+    def preprocess(
+        self, pixels: np.ndarray, *, detect: bool = True, **options: Any
+    ) -> tuple[np.ndarray, Faces]:
+        """Find the faces of an image (gray or BGR) and return their crops as the model's input.
+
+        With `detect=False`, or when the image is itself a tight face crop, the whole image is
+        the one crop. No face found: an empty batch, and no crops in the context.
+        """
+        gray = np.ascontiguousarray(to_gray(pixels))
+        h, w = gray.shape
+        if min(h, w) < MIN_SIDE:
+            raise ModelInputError(
+                f"The image is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed to find a face.",
+                code="image_too_small",
+            )
+        boxes = []
+        if detect:
+            # One copy for the detector (colour order, size) serves both looks.
+            small, scale = self._detection_image(as_detector_input(pixels))
+            boxes = self._detect(small, scale)
+            if not boxes:
+                box = self.second_look(small, scale)
+                if box is None:
+                    return np.zeros((0, SIZE, SIZE, 1), np.float32), Faces([], [], (w, h), "none")
+                # A tight crop is regressed whole (as trained); a face inside a frame gets its crop.
+                if not self.is_face_crop(gray, box):
+                    boxes = [box]
+        if boxes:
+            mode = "detected"
+            crops = [self.crop_for_box(b) for b in boxes]
+        else:
+            mode = "whole_image"
+            crops = [self.whole_image_crop(gray)]
+            boxes = [(0.0, 0.0, float(w), float(h))]
+        x = self.views(np.stack([c.extract(gray) for c in crops]))
+        return x, Faces(crops, boxes, (w, h), mode)
+
+    def views(self, crops: np.ndarray) -> np.ndarray:
         """Stack 96x96 uint8 crops, shifted and mirrored, into the model's (V*N, 96, 96, 1) input.
 
         Views are grouped: every crop shifted by the first shift, then by the next, and so on;
@@ -219,6 +260,8 @@ class NoseModel(ServedModel):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Return each crop's nose tip (N, 2) in 96x96 pixel coordinates, averaged over its views."""
+        if len(x) == 0:
+            return np.zeros((0, 2), np.float32)
         points = self.onnx.run(x)
         if self.flip:
             half = len(points) // 2
@@ -229,23 +272,15 @@ class NoseModel(ServedModel):
         points = points - np.asarray(self.shifts, np.float32)[:, None, None, :]
         return points.mean(axis=0)[:, NOSE] - self.offset
 
-    def postprocess(
-        self,
-        y: np.ndarray,
-        *,
-        crops: list[Crop] | None = None,
-        boxes: list[tuple[float, float, float, float]] | None = None,
-        size: tuple[int, int] = (SIZE, SIZE),
-        mode: str = "whole_image",
-    ) -> dict:
+    def postprocess(self, y: np.ndarray, faces: Faces, **options: Any) -> dict:
         """Map the nose points back to the image, normalised to its width and height."""
-        w, h = size
-        crops = crops or [Crop(0, 0, SIZE)] * len(y)
-        boxes = boxes or [(0.0, 0.0, float(w), float(h))] * len(y)
-        faces = []
-        for point, crop, (bx, by, bw, bh) in zip(y, crops, boxes, strict=True):
+        if not faces.crops:
+            return {"found": False}
+        w, h = faces.size
+        found = []
+        for point, crop, (bx, by, bw, bh) in zip(y, faces.crops, faces.boxes, strict=True):
             px, py = crop.to_image(point)
-            faces.append(
+            found.append(
                 {
                     "x": round(min(max(px / w, 0.0), 1.0), 4),
                     "y": round(min(max(py / h, 0.0), 1.0), 4),
@@ -257,46 +292,15 @@ class NoseModel(ServedModel):
                     },
                 }
             )
-        best = faces[0]
+        best = found[0]
         return {
             "x": best["x"],
             "y": best["y"],
             "found": True,
-            "mode": mode,
+            "mode": faces.mode,
             "face": best["face"],
-            "faces": faces,
+            "faces": found,
         }
-
-    def __call__(self, image: np.ndarray, *, detect: bool = True) -> dict:
-        """Find the nose tip of every face in an image (gray or BGR), largest face first."""
-        gray = as_gray(image)
-        h, w = gray.shape
-        if min(h, w) < MIN_SIDE:
-            raise ModelInputError(
-                f"The image is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed to find a face.",
-                code="image_too_small",
-            )
-        boxes = []
-        if detect:
-            # One copy for the detector (colour order, size) serves both looks.
-            small, scale = self._detection_image(as_detector_input(image))
-            boxes = self._detect(small, scale)
-            if not boxes:
-                box = self.second_look(small, scale)
-                if box is None:
-                    return {"found": False}
-                # A tight crop is regressed whole (as trained); a face inside a frame gets its crop.
-                if not self.is_face_crop(gray, box):
-                    boxes = [box]
-        if boxes:
-            mode = "detected"
-            crops = [self.crop_for_box(b) for b in boxes]
-        else:
-            mode = "whole_image"
-            crops = [self.whole_image_crop(gray)]
-            boxes = [(0.0, 0.0, float(w), float(h))]
-        points = self.predict(self.preprocess(np.stack([c.extract(gray) for c in crops])))
-        return self.postprocess(points, crops=crops, boxes=boxes, size=(w, h), mode=mode)
 
     def warmup_input(self) -> np.ndarray:
         """Return a batch shaped like a real call (crop plus mirror)."""
@@ -307,10 +311,6 @@ class NoseModel(ServedModel):
         super().warmup()
         for shape in ((480, 640), (240, 320)):
             self.detect(np.zeros(shape, np.uint8))
-
-    def predict_raw(self, x: np.ndarray) -> np.ndarray:
-        """Run the ONNX model alone: (N, 96, 96, 1) float32 -> (N, K, 2) keypoints."""
-        return self.onnx.run(x)
 
     def describe(self) -> dict:
         """Describe the model, its detector and crop calibration."""

@@ -14,8 +14,6 @@ Making a thumbnail is idempotent, so a duplicate task costs only time.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from models.files import write_atomic
 from store.metrics import FAILURES, THUMBNAILS
 from store.pool import WorkerPool
 from store.records import DONE, FAILED, PENDING, StoreError
@@ -65,12 +64,7 @@ def render_thumbnail(source: Path, size: int) -> Image.Image:
 def write_jpeg(image: Image.Image, target: Path) -> None:
     """Save a JPEG atomically: a temporary name, then a rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".tmp-{target.stem}-{secrets.token_hex(4)}.jpg")
-    try:
-        image.save(temp, "JPEG", quality=85, optimize=True)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+    write_atomic(target, lambda temp: image.save(temp, "JPEG", quality=85, optimize=True))
 
 
 def make_thumbnail(store: ImageStore, image_id: str) -> str:

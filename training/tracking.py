@@ -487,9 +487,7 @@ def served_crop_points(onnx_path: Path, images: np.ndarray, **options) -> np.nda
     from models.tracking import NoseModel
 
     model = NoseModel("tracking", onnx_path, **options)
-    return np.concatenate(
-        [model.predict(model.preprocess(images[i : i + 64])) for i in range(0, len(images), 64)]
-    )
+    return np.concatenate([model.predict(model.views(images[i : i + 64])) for i in range(0, len(images), 64)])
 
 
 VIEW_SETS = {

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.classifier import read_labels
 from models.doodles import (
     LONG_SIDE,
     STROKE_WIDTH,
     DoodleModel,
-    read_labels,
     restroke,
     stroke_width,
     thin,
@@ -226,13 +226,13 @@ def test_a_single_dot_is_still_a_drawing(model: DoodleModel) -> None:
 def test_postprocess_shape(model: DoodleModel) -> None:
     probs = np.full((1, 24), 0.01, np.float32)
     probs[0, 9], probs[0, 12], probs[0, 16] = 0.61234567, 0.2, 0.05
-    out = model.postprocess(probs, top=3)
+    out = model.postprocess(probs, None, top=3)
     assert out["label"] == "cat" and out["confidence"] == 0.6123
     assert [t["label"] for t in out["top"]] == ["cat", "dog", "horse"]
     assert [t["confidence"] for t in out["top"]] == [0.6123, 0.2, 0.05]
-    assert len(model.postprocess(probs, top=1)["top"]) == 1
-    assert len(model.postprocess(probs, top=100)["top"]) == 24
-    assert len(model.postprocess(probs, top=0)["top"]) == 1
+    assert len(model.postprocess(probs, None, top=1)["top"]) == 1
+    assert len(model.postprocess(probs, None, top=100)["top"]) == 24
+    assert len(model.postprocess(probs, None, top=0)["top"]) == 1
 
 
 def test_model_call_returns_the_contract(model: DoodleModel) -> None:

@@ -158,7 +158,7 @@ def test_colour_input_is_rejected():
 
 
 def test_transparent_png_matches_white_background():
-    from blueprints.image_input import InputImage
+    from models.image import InputImage
 
     ink = 255 - seven()
     rgba = np.zeros((280, 280, 4), np.uint8)
@@ -221,21 +221,22 @@ def test_mnist_digit_comes_back_nearly_unchanged():
 
 
 def test_preprocess_gives_the_model_input(model):
-    x = model.preprocess(seven())
+    x, context = model.preprocess(seven())
+    assert context is None
     assert x.shape == (1, SIZE, SIZE, 1) and x.dtype == np.float32
     assert x.min() >= 0.0 and x.max() == 1.0
 
 
 def test_postprocess_top_and_rounding(model):
     y = np.array([[0.01, 0.7532, 0.2, 0.0368, 0, 0, 0, 0, 0, 0]], np.float32)
-    assert model.postprocess(y) == {"prediction": 1, "certainty": 75.32}
-    result = model.postprocess(y, top=3)
+    assert model.postprocess(y, None) == {"prediction": 1, "certainty": 75.32}
+    result = model.postprocess(y, None, top=3)
     assert [row["digit"] for row in result["top"]] == [1, 2, 3]
     assert [row["certainty"] for row in result["top"]] == [75.32, 20.0, 3.68]
 
 
 def test_probabilities_sum_to_one(model):
-    probs = model.predict(model.preprocess(seven()))
+    probs = model.predict(model.preprocess(seven())[0])
     assert probs.shape == (1, 10)
     assert abs(float(probs.sum()) - 1) < 1e-5
 
@@ -289,7 +290,7 @@ def test_onnx_matches_keras(canvases):
 
     keras_model = keras.models.load_model(ROOT / "models" / "numbers.keras", compile=False)
     served = NumbersModel("numbers", ROOT / "models" / "numbers.onnx")
-    x = np.concatenate([served.preprocess(gray) for gray, _ in canvases[:100]])
+    x = np.concatenate([served.preprocess(gray)[0] for gray, _ in canvases[:100]])
     expected = keras_model(x, training=False).numpy()
     got = np.concatenate([served.predict(x[i : i + 1]) for i in range(len(x))])
     assert np.abs(got - expected).max() < 1e-4

@@ -162,14 +162,14 @@ def test_preprocess_matches_teachable_machine_snippet(model):
     photo = rng.integers(0, 256, size=(300, 420, 3), dtype=np.uint8)
     fitted = ImageOps.fit(Image.fromarray(photo), (224, 224), Image.Resampling.LANCZOS)
     expected = (np.asarray(fitted).astype(np.float32) / 127.5) - 1
-    x = model.preprocess(photo)
+    x, _ = model.preprocess(photo)
     assert x.shape == (1, 224, 224, 3) and x.dtype == np.float32
     np.testing.assert_array_equal(x[0], expected)
-    assert model.preprocess(np.full((10, 10, 3), 255, np.uint8)).min() == 1.0
+    assert model.preprocess(np.full((10, 10, 3), 255, np.uint8))[0].min() == 1.0
 
 
 def test_preprocess_accepts_gray_and_rejects_other_shapes(model):
-    assert model.preprocess(np.zeros((50, 80), np.uint8)).shape == (1, 224, 224, 3)
+    assert model.preprocess(np.zeros((50, 80), np.uint8))[0].shape == (1, 224, 224, 3)
     with pytest.raises(ModelInputError):
         model.preprocess(np.zeros((5, 5, 4), np.uint8))
 

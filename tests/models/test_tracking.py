@@ -224,6 +224,6 @@ def test_onnx_agrees_with_keras(model):
     keras_model = keras.saving.load_model(ROOT / "models" / "tracking.keras", compile=False)
     x = np.stack([load(r) for r in CROPS[:16]])[..., None].astype(np.float32)
     expected = np.asarray(keras_model(x, training=False))
-    got = model.predict_raw(x)
+    got = model.onnx.run(x)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-2  # pixels
