@@ -19,8 +19,8 @@ indices and `class_names`; or a folder of Google's official `numpy_bitmap` files
 (the same 24 classes, CC BY 4.0, Google Creative Lab; about 2.5 GB, 100k-300k drawings per class,
 so `--per-class` caps what is read; the shared npz holds the first 800-4500 rows of these same
 files). Outputs, in `--out` (default `models/`): doodles.keras,
-doodles.onnx, doodles_labels.txt, doodles.md (the model card), doodles_confusion.png and
-doodles_curves.png. `--fixtures DIR` also writes held-out test doodles for the test suite.
+doodles.onnx, doodles_labels.txt, doodles_metrics.json, doodles.md (the model card, rendered from
+those metrics), doodles_confusion.png and doodles_curves.png. `--fixtures DIR` also writes held-out test doodles for the test suite.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training import tf_setup
+from training import cards, tf_setup
+from training.export import export_onnx, max_difference
+from training.plots import confusion, plot_confusion, plot_curves
 
 SEED = 20240917
 IMAGE_SIZE = 28
@@ -272,80 +274,6 @@ def topk_accuracy(probs: np.ndarray, y: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == y[:, None], axis=1)))
 
 
-def confusion(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
-    """Return the n x n confusion matrix, rows = true class, columns = predicted class."""
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-    return cm
-
-
-def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str) -> None:
-    """Save a row-normalised confusion matrix as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(11, 10), dpi=90)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    for i in range(len(names)):
-        for j in range(len(names)):
-            if cm[i, j]:
-                colour = "white" if norm[i, j] > 0.5 else "black"
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6, color=colour)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_curves(history: dict, path: Path) -> None:
-    """Save loss and accuracy per epoch (train and validation) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=90)
-    ax1.plot(epochs, history["loss"], label="train (augmented)")
-    ax1.plot(epochs, history["val_loss"], label="validation")
-    ax1.set_title("loss")
-    ax2.plot(epochs, history["accuracy"], label="train (augmented)")
-    ax2.plot(epochs, history["val_accuracy"], label="validation")
-    ax2.set_title("top-1 accuracy")
-    for ax in (ax1, ax2):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def export_onnx(model, path: Path, sample: np.ndarray, version: str) -> float:
-    """Export to ONNX, stamp a version, and return the largest |ONNX - Keras| on a sample batch."""
-    import onnx
-    import onnxruntime as ort
-
-    keras_out = np.asarray(model(sample, training=False))
-    model.export(str(path), format="onnx", verbose=False)
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in (("version", version), ("labels", "doodles_labels.txt")):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx_out = session.run(None, {session.get_inputs()[0].name: sample})[0]
-    return float(np.max(np.abs(onnx_out - keras_out)))
-
-
 def write_fixtures(
     folder: Path, x: np.ndarray, y: np.ndarray, src: np.ndarray, names: list[str], per_class: int, seed: int
 ) -> int:
@@ -426,117 +354,9 @@ def canvas_accuracy(folder: Path, out: Path, names: list[str]) -> dict | None:
     return {"n": len(rows), "top1": top1 / len(rows), "top3": top3 / len(rows), "folder": str(folder)}
 
 
-def write_card(path: Path, r: dict) -> None:
-    """Write the model card (markdown) from the run's results."""
-    names = r["names"]
-    per_class = "\n".join(
-        f"| {i} | {n} | {r['counts'][i]} | {r['test_counts'][i]} | {r['per_class'][i]:.3f} |"
-        for i, n in enumerate(names)
-    )
-    canvas = r.get("canvas")
-    canvas_line = (
-        f"\nThrough the serving path (`DoodleModel`: canvas preprocessing, then this ONNX file) on "
-        f"{canvas['n']} canvas-like renderings of held-out drawings (`{canvas['folder']}`, black pen "
-        f"8-20 px on 280-600 px canvases): top-1 **{canvas['top1']:.4f}**, top-3 **{canvas['top3']:.4f}**.\n"
-        if canvas
-        else ""
-    )
-    val = ", ".join(f"{v:.3f}" for v in r["history"]["val_accuracy"])
-    budget_line = (
-        f"\nTraining ran {r['epochs_run']} of {r['epochs']} epochs before the {r['max_minutes']:.0f}-minute "
-        f"time budget stopped it (the learning rate had fully decayed by then). Validation top-1 by "
-        f"epoch: {val}"
-        + (
-            "; still rising, so a less busy machine or a larger `--max-minutes` should gain accuracy.\n"
-            if len(r["history"]["val_accuracy"]) > 1
-            and r["history"]["val_accuracy"][-1] > r["history"]["val_accuracy"][-2]
-            else ".\n"
-        )
-        if r["epochs_run"] < r["epochs"]
-        else f"\nValidation top-1 by epoch: {val}.\n"
-    )
-    confusions = "\n".join(f"| {a} | {b} | {k} |" for a, b, k in r["top_confusions"])
-    text = f"""# Doodle classifier (`doodles.onnx`)
-
-A small CNN that names a sketch as one of {len(names)} Quick, Draw! classes. It serves `/api/classifier/doodles`
-through `models/doodles.py` (`DoodleModel`, kind `doodle`), which makes a canvas drawing look like a
-Quick, Draw! bitmap first (invert to white-on-black, crop to the strokes, scale the long side to 26 px and
-centre it in 28x28, normalise the stroke width).
-
-- Trained: {r["date"]} by `training/doodles.py` in {r["minutes"]:.1f} min on {r["machine"]}
-  ({r["epochs_run"]} epochs, best validation epoch {r["best_epoch"]}).
-- Files: `doodles.keras` (Keras 3), `doodles.onnx` (served; version `{r["version"]}`), `doodles_labels.txt`
-  (one class name per line, in output order).
-- Input: `image`, float32 (N, 28, 28, 1), pixel values 0..255, white strokes on black (the model rescales).
-  Output: `probs`, float32 (N, {len(names)}), softmax probabilities.
-- ONNX vs Keras on {r["onnx_check_n"]} held-out samples: max |difference| = {r["onnx_diff"]:.2e}.
-
-## Held-out results
-
-| metric | value |
-| --- | --- |
-| top-1 accuracy | **{r["top1"]:.4f}** ({r["correct"]} / {r["n_test"]}) |
-| top-3 accuracy | **{r["top3"]:.4f}** |
-| balanced (mean per-class) top-1 | {r["balanced"]:.4f} |
-| validation top-1 (early stopping) | {r["val_top1"]:.4f} |
-
-Target: top-1 >= 0.92 on the held-out split: **{"met" if r["top1"] >= 0.92 else "not met"}**.
-{canvas_line}{budget_line}
-The test split ({r["n_test"]} drawings, {r["test_fraction"]:.0%} of every class, seed {r["seed"]}) was never
-used for training or for choosing the epoch; early stopping watched a separate
-{r["val_fraction"]:.0%} validation split ({r["n_val"]} drawings).
-
-![confusion matrix](doodles_confusion.png)
-
-![training curves](doodles_curves.png)
-
-### Per class
-
-| label | class | drawings | held out | held-out top-1 |
-| --- | --- | --- | --- | --- |
-{per_class}
-
-### Most frequent confusions (held-out)
-
-| true | predicted | count |
-| --- | --- | --- |
-{confusions}
-
-## Data
-
-`{r["data"]}`: {r["n_total"]} Quick, Draw! 28x28 bitmaps (Google Creative Lab, *The Quick, Draw!
-Dataset*, `numpy_bitmap` files, CC BY 4.0), {len(names)} classes. The classes are imbalanced
-({min(r["counts"])} to {max(r["counts"])} drawings), so training weighted each class by
-1 / sqrt(n_class) (normalised to a mean weight of 1): an 800-drawing class counts 2.4x as much
-per drawing as a 4500-drawing one. {r["extra_note"]}
-
-Training split: {r["n_train"]} drawings, augmented on the fly: left/right flip, stroke thickening or
-thinning (a blend towards a 3x3 dilation or erosion), rotation within 10 degrees, scale 0.90-1.05
-and shift within 1.5 px, so canvas drawings that are not exactly Quick, Draw!-shaped still work.
-Optimiser: Adam, batch {r["batch"]}, label smoothing 0.05; the learning rate decays on a cosine from
-2e-3 to 4e-5 over {r["epochs"]} epochs or the {r["max_minutes"]:.0f}-minute time budget, whichever
-comes first (so a busy machine still anneals fully); the weights of the epoch with the best validation
-accuracy are kept (early stopping patience {r["patience"]}).
-
-## Limits
-
-- 28x28 bitmaps lose detail: {r["top_confusions"][0][0]} vs {r["top_confusions"][0][1]} and the other
-  animals are the usual confusions.
-- The model knows only these {len(names)} classes: anything else drawn gets the nearest of them,
-  often with a high confidence.
-- Quick, Draw! players drew in 20 seconds with a mouse or finger; very detailed or shaded drawings
-  are out of distribution.
-
-## Reproduce
-
-```
-{r["command"]}
-```
-
-With internet, the official `numpy_bitmap` files for the same classes can be used instead (see the
-docstring of `training/doodles.py`; `--data data/quickdraw --per-class 4500`).
-"""
-    path.write_text(text, encoding="utf-8")
+def card_text(results: dict) -> str:
+    """Return the model card (Markdown) for a run's results."""
+    return cards.render("doodles", results)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -617,10 +437,11 @@ def main(argv: list[str] | None = None) -> dict:
     date = dt.date.today().isoformat()
     version = f"{date}-top1-{np.mean(pred == y_test):.4f}"
     check = x_test[:256]
-    onnx_diff = export_onnx(model, args.out / "doodles.onnx", check, version)
+    export_onnx(model, args.out / "doodles.onnx", {"version": version, "labels": "doodles_labels.txt"})
+    onnx_diff = max_difference(model, args.out / "doodles.onnx", check)
     top1 = float(np.mean(pred == y_test))
     plot_confusion(cm, names, args.out / "doodles_confusion.png", f"held-out confusion (top-1 {top1:.3f})")
-    plot_curves(hist, args.out / "doodles_curves.png")
+    plot_curves(hist, args.out / "doodles_curves.png", accuracy="top-1 accuracy")
 
     data_arg = os.path.relpath(args.data)
     command = "python -m training.doodles --data " + (data_arg if " " not in data_arg else f'"{data_arg}"')
@@ -672,7 +493,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command,
         "history": hist,
     }
-    write_card(args.out / "doodles.md", results)
+    cards.write_metrics(args.out / "doodles_metrics.json", results)
+    (args.out / "doodles.md").write_text(card_text(results), encoding="utf-8")
     print(
         f"held-out: top-1 {top1:.4f}, top-3 {results['top3']:.4f} on {len(te)} drawings; "
         f"onnx diff {onnx_diff:.2e}; {results['minutes']:.1f} min"

@@ -1,4 +1,4 @@
-"""Train the handwritten-digit CNN on MNIST and export models/numbers.keras, .onnx and its card.
+"""Train the handwritten-digit CNN on MNIST; export models/numbers.keras, .onnx, its metrics and card.
 
     python -m training.numbers --data ../shared/data/mnist/mnist.npz
 
@@ -31,7 +31,9 @@ import numpy as np
 
 from models.numbers import SIZE, to_mnist
 from models.runtime import ModelInputError
-from training import tf_setup
+from training import cards, tf_setup
+from training.export import export_onnx, max_difference
+from training.plots import confusion, plot_confusion, plot_curves
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "numbers"
@@ -234,62 +236,6 @@ def make_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augme
 # ---------------------------------------------------------------------------- report
 
 
-def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Return the 10x10 confusion matrix, rows true digits, columns predictions."""
-    matrix = np.zeros((10, 10), np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
-    return matrix
-
-
-def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
-    """Draw the confusion matrix with counts in every non-zero cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
-    shown = np.log1p(matrix)
-    ax.imshow(shown, cmap="Blues")
-    for (i, j), n in np.ndenumerate(matrix):
-        if n:
-            color = "white" if shown[i, j] > shown.max() * 0.6 else "black"
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=8, color=color)
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10))
-    ax.set_xlabel("predicted digit")
-    ax.set_ylabel("true digit")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_curves(history: dict, path: Path) -> None:
-    """Draw loss and accuracy per epoch for training and validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    left.plot(epochs, history["loss"], label="train (augmented)")
-    left.plot(epochs, history["val_loss"], label="validation")
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss")
-    left.set_yscale("log")
-    left.legend()
-    right.plot(epochs, 100 * np.asarray(history["accuracy"]), label="train (augmented)")
-    right.plot(epochs, 100 * np.asarray(history["val_accuracy"]), label="validation")
-    right.set_xlabel("epoch")
-    right.set_ylabel("accuracy (%)")
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def read_history(path: Path) -> dict[str, list[float]]:
     """Read the per-epoch metrics that CSVLogger wrote, the last run of each epoch winning."""
     with open(path, newline="") as fh:
@@ -304,67 +250,9 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def write_card(path: Path, facts: dict) -> None:
-    """Write the model card (Markdown) from the measured facts."""
-    f = facts
-    per_class = " | ".join(f"{a:.2f}" for a in f["per_class"])
-    lines = [
-        "# numbers: handwritten digit classifier",
-        "",
-        f"Trained {f['date']} by `training/numbers.py`. Served from `{f['onnx']}` by `models/numbers.py`.",
-        "",
-        "## Data",
-        "",
-        f"- MNIST (Y. LeCun, C. Cortes, C. J. C. Burges), from `{f['data']}` (sha256 `{f['data_sha']}`).",
-        "  The same arrays come from `keras.datasets.mnist.load_data()` (`--data keras`, needs internet).",
-        f"- Training: {f['n_train']} digits ({f['n_val']} more of the training set held out for validation)"
-        + (f", plus {f['n_extra']} labelled gallery drawings" if f["n_extra"] else "")
-        + ".",
-        f"- Test: the {f['n_test']} MNIST test digits, never used in training or model choice.",
-        "- Augmentation per batch: 40% redrawn as a canvas (4x size, pen thickened or thinned, solid or",
-        "  soft strokes, rotation up to 15 degrees, shear, aspect, random place) and brought back through",
-        "  the serving preprocessing `models.numbers.to_mnist`; 45% rotated up to 10 degrees, scaled",
-        "  0.9-1.1 and shifted up to 2 px; 15% untouched.",
-        "",
-        "## Reproduce",
-        "",
-        "```",
-        f["command"],
-        "```",
-        "",
-        "## Model",
-        "",
-        f"- CNN: conv 5x5/32, pool, conv 3x3/48 x2, pool, conv 3x3/96, pool, dense 128, dropout 0.3, "
-        f"softmax; BatchNorm after every conv and the dense layer; {f['params']:,} parameters.",
-        "- Input (1, 28, 28, 1) float in [0, 1], white digit on black; output 10 probabilities.",
-        f"- Adam, cosine learning-rate decay with a one-epoch warm-up to {f['lr']}, batch {f['batch']}, "
-        f"{f['epochs']} epochs, {f['train_minutes']:.1f} min on {f['machine']}.",
-        f"- ONNX export (opset from Keras's exporter) agrees with Keras within {f['onnx_diff']:.1e} "
-        "(max abs difference of probabilities on 1,000 test digits).",
-        "",
-        "## Results",
-        "",
-        "| set | digits | accuracy |",
-        "| --- | ---: | ---: |",
-        f"| MNIST test | {f['n_test']} | **{f['test_accuracy']:.2f}%** |",
-        f"| MNIST test redrawn as 280x280 canvases, through the serving preprocessing | {f['n_test']} "
-        f"| {f['canvas_accuracy']:.2f}% |",
-        "",
-        f"Per digit (MNIST test, 0-9): {per_class}.",
-        "",
-        f"Test errors: {f['errors']}. Confusion matrix: ![confusion](numbers_confusion.png)",
-        "",
-        "Training curves: ![curves](numbers_curves.png)",
-        "",
-        "## Limits",
-        "",
-        "- One digit per image. Letters, several digits or a drawing that is not a digit still get a digit;",
-        "  the API answers 422 `low_certainty` when the certainty is under the threshold (default 60%).",
-        "- MNIST holds mostly American/European handwriting; unusual styles (a crossed 7, a closed 4) may",
-        "  be less certain. Gallery drawings added with `--extra` are the way to fix that.",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+def card_text(facts: dict) -> str:
+    """Return the model card (Markdown) for a run's metrics."""
+    return cards.render(NAME, facts)
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -487,7 +375,7 @@ def train(args: argparse.Namespace) -> dict:
     probs = model.predict(as_tensor(x_test), batch_size=500, verbose=0)
     y_pred = probs.argmax(1)
     test_accuracy = float((y_pred == y_test).mean() * 100)
-    matrix = confusion(y_test, y_pred)
+    matrix = confusion(y_test, y_pred, 10)
     per_class = 100 * np.diag(matrix) / np.maximum(matrix.sum(1), 1)
     errors = int((y_pred != y_test).sum())
     print(f"MNIST test accuracy: {test_accuracy:.2f}% ({errors} errors in {len(y_test)})", flush=True)
@@ -511,18 +399,17 @@ def train(args: argparse.Namespace) -> dict:
     plain = build_model()
     plain.set_weights(model.get_weights())
     plain.save(keras_path)
-    model.export(str(onnx_path), format="onnx", verbose=False)
-
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    sample = as_tensor(x_test[:1000])
-    onnx_probs = session.run(None, {session.get_inputs()[0].name: sample})[0]
-    onnx_diff = float(np.abs(onnx_probs - probs[: len(sample)]).max())
+    export_onnx(model, onnx_path)
+    onnx_diff = max_difference(model, onnx_path, as_tensor(x_test[:1000]))
     print(f"ONNX vs Keras max abs difference: {onnx_diff:.2e}", flush=True)
 
     plot_confusion(
-        matrix, out / f"{NAME}_confusion.png", f"MNIST test: {test_accuracy:.2f}% ({errors} errors)"
+        matrix,
+        [str(d) for d in range(10)],
+        out / f"{NAME}_confusion.png",
+        f"MNIST test: {test_accuracy:.2f}% ({errors} errors)",
+        xlabel="predicted digit",
+        ylabel="true digit",
     )
     plot_curves(history, out / f"{NAME}_curves.png")
     command = "python -m training.numbers " + " ".join(sys.argv[1:])
@@ -548,8 +435,9 @@ def train(args: argparse.Namespace) -> dict:
         "per_class": per_class.tolist(),
         "errors": errors,
     }
-    write_card(out / f"{NAME}.md", facts)
-    print(f"wrote {keras_path}, {onnx_path}, {out / f'{NAME}.md'} and the plots", flush=True)
+    cards.write_metrics(out / f"{NAME}_metrics.json", facts)
+    (out / f"{NAME}.md").write_text(card_text(facts), encoding="utf-8")
+    print(f"wrote {keras_path}, {onnx_path}, {out / f'{NAME}.md'}, its metrics and the plots", flush=True)
     return facts
 
 

@@ -1,4 +1,4 @@
-"""The OCR training script: scoring helpers, cutting labelled lines, and a TensorFlow smoke run."""
+"""The OCR training scripts: rendering, scoring, cutting labelled lines, and a TensorFlow smoke run."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 
 from training import ocr as training
+from training import ocr_eval, ocr_render
 
 DATA = Path(__file__).parents[1] / "data" / "ocr"
 
 
 def test_edit_distance():
-    assert training.edit_distance("(253)36", "(253)36") == 0
-    assert training.edit_distance("(253)36", "(253)86") == 1
-    assert training.edit_distance("", "abc") == 3
-    assert training.edit_distance("*11*", "*1*") == 1
+    assert ocr_eval.edit_distance("(253)36", "(253)36") == 0
+    assert ocr_eval.edit_distance("(253)36", "(253)86") == 1
+    assert ocr_eval.edit_distance("", "abc") == 3
+    assert ocr_eval.edit_distance("*11*", "*1*") == 1
 
 
 def test_score_lines_counts_missing_and_extra_lines():
-    scored = training.score_lines([["123", "456"], ["789"]], [["123", "450"], ["789", "noise"]])
+    scored = ocr_eval.score_lines([["123", "456"], ["789"]], [["123", "450"], ["789", "noise"]])
     assert scored["lines"] == 3 and scored["exact_lines"] == 2
     assert scored["char_accuracy"] == pytest.approx(100 * (1 - 6 / 9))
 
@@ -29,11 +30,11 @@ def test_score_lines_counts_missing_and_extra_lines():
 def test_generated_lines_use_the_charset_and_the_54_glyph_layout():
     rng = np.random.default_rng(0)
     for _ in range(200):
-        text = training.random_text(rng)
-        assert set(text) <= set(training.CHARSET + " ")
-    assert len(training.EXAMPLE_54.replace(" ", "")) == 54
-    assert len(training.EXAMPLE_53.replace(" ", "")) == 53
-    line = training.payment_line(rng)
+        text = ocr_render.random_text(rng)
+        assert set(text) <= set(ocr_render.CHARSET + " ")
+    assert len(ocr_render.EXAMPLE_54.replace(" ", "")) == 54
+    assert len(ocr_render.EXAMPLE_53.replace(" ", "")) == 53
+    line = ocr_render.payment_line(rng)
     assert line.startswith("(253)") and line.endswith("*")
 
 
@@ -49,12 +50,12 @@ def test_labelled_lines_cut_into_their_characters():
 
 def test_render_with_installed_fonts():
     try:
-        fonts = training.find_fonts("/usr/share/fonts", [training.MAIN_FONT])
+        fonts = ocr_render.find_fonts("/usr/share/fonts", [ocr_render.MAIN_FONT])
     except SystemExit:
         pytest.skip("fonts-ocr-b is not installed")
     rng = np.random.default_rng(1)
-    image = training.render(
-        [training.EXAMPLE_54], fonts[training.MAIN_FONT], training.degraded_style(rng), rng
+    image = ocr_render.render(
+        [ocr_render.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], ocr_render.degraded_style(rng), rng
     )
     assert image.dtype == np.uint8 and image.ndim == 2 and image.shape[1] > image.shape[0]
 
@@ -66,6 +67,7 @@ def test_training_smoke(tmp_path):
     import keras
 
     from models.ocr import OcrModel
+    from training.export import export_onnx
 
     xs, ys = [], []
     for image, lines in training.load_lines_dir(DATA / "lines"):
@@ -74,15 +76,15 @@ def test_training_smoke(tmp_path):
         ys.extend(gy)
     x = (np.stack(xs) * 255).astype(np.uint8)
     y = np.asarray(ys)
-    model = training.build_model(len(training.CHARSET))
+    model = training.build_model(len(ocr_render.CHARSET))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     batches = training.make_batches(x, y, 64, seed=0)
     model.fit(batches, epochs=1, steps_per_epoch=3, verbose=0)
     model(x[:4, ..., None].astype(np.float32) / 255)
     path = tmp_path / "ocr.onnx"
-    training.export_onnx(model, path, training.CHARSET, "smoke")
+    export_onnx(model, path, {"charset": ocr_render.CHARSET, "version": "smoke"})
     served = OcrModel("ocr", path)
-    assert served.charset == training.CHARSET
+    assert served.charset == ocr_render.CHARSET
     assert served.onnx.version == "smoke"
     image, lines = training.load_lines_dir(DATA / "lines")[0]
     result = served(image)
@@ -90,7 +92,7 @@ def test_training_smoke(tmp_path):
     assert isinstance(keras.__version__, str)
 
 
-def test_card_is_written(tmp_path):
+def test_card_is_written():
     per = {"per_class": {"0": 99.5, "A": 97.0}}
     row = {
         "description": "d",
@@ -122,8 +124,7 @@ def test_card_is_written(tmp_path):
         "command": "python -m training.ocr",
         "data": "fonts",
     }
-    training.write_card(tmp_path / "ocr.md", facts)
-    text = (tmp_path / "ocr.md").read_text()
+    text = training.card_text(facts)
     assert "clean-300dpi-ocrb" in text and "python -m training.ocr" in text and "2025-01-01" in text
 
 
@@ -135,10 +136,8 @@ def test_parse_args_defaults():
 
 def test_bench_runs_tesseract_on_a_line():
     """The peer comparison's Tesseract call (psm 7, whitelist) reads a clean committed line."""
-    from bench import ocr_vs_tesseract as bench
-
-    if bench.tesseract_version() is None:
+    if ocr_eval.tesseract_version() is None:
         pytest.skip("tesseract-ocr is not installed")
     image, lines = training.load_lines_dir(DATA / "lines")[0]
-    read = bench.tesseract_read(image)
-    assert training.edit_distance(read.replace(" ", ""), lines[0].replace(" ", "")) <= 5
+    read = ocr_eval.tesseract_read(image)
+    assert ocr_eval.edit_distance(read.replace(" ", ""), lines[0].replace(" ", "")) <= 5

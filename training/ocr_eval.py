@@ -1,0 +1,229 @@
+"""Score OCR on held-out renders: exact lines, characters, segmentation, and Tesseract as the peer.
+
+The held-out sets are rendered with their own seed, partly in fonts never used in training, and
+read end to end by the served code (models.ocr.OcrModel). The training script puts these figures
+in the model card; bench/ocr_vs_tesseract.py runs the Tesseract comparison alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from training.ocr_render import (
+    CHARSET,
+    HELDOUT_FONTS,
+    MAIN_FONT,
+    clean_style,
+    degraded_style,
+    find_fonts,
+    payment_line,
+    random_text,
+    render,
+)
+
+
+@dataclass
+class HeldOut:
+    """One held-out set: images, their expected lines, and how they were made."""
+
+    name: str
+    description: str
+    images: list[np.ndarray]
+    lines: list[list[str]]
+
+
+def heldout_sets(data: str | Path, n: int = 200, seed: int = 20240601) -> list[HeldOut]:
+    """Render the held-out sets (never seen in training: own seed, and fonts not trained on)."""
+    fonts = find_fonts(data, [MAIN_FONT, *HELDOUT_FONTS])
+    sets = []
+    specs = [
+        ("clean-300dpi-ocrb", "OCR-B, 300 dpi, clean print", [MAIN_FONT], False),
+        (
+            "clean-300dpi-unseen",
+            "JetBrains Mono + Courier Prime Sans (not trained on), 300 dpi",
+            HELDOUT_FONTS,
+            False,
+        ),
+        ("degraded-ocrb", "OCR-B, 150-600 dpi, print/scan degradations", [MAIN_FONT], True),
+        ("degraded-unseen", "unseen fonts, 150-600 dpi, print/scan degradations", HELDOUT_FONTS, True),
+    ]
+    for k, (name, description, names, degraded) in enumerate(specs):
+        rng = np.random.default_rng(seed + k)
+        images, lines = [], []
+        for i in range(n):
+            text = payment_line(rng) if i % 2 == 0 else random_text(rng)
+            style = degraded_style(rng) if degraded else clean_style(rng, 300.0)
+            images.append(render([text], fonts[names[i % len(names)]], style, rng))
+            lines.append([text])
+        sets.append(HeldOut(name, description, images, lines))
+    rng = np.random.default_rng(seed + 99)
+    images, lines = [], []
+    for _ in range(max(10, n // 4)):
+        block = [payment_line(rng) for _ in range(int(rng.integers(2, 4)))]
+        images.append(render(block, fonts[MAIN_FONT], degraded_style(rng), rng))
+        lines.append(block)
+    sets.append(HeldOut("multi-line-ocrb", "OCR-B bands of 2-3 lines, degraded", images, lines))
+    return sets
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance between two strings."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def score_lines(expected: list[list[str]], read: list[list[str]]) -> dict:
+    """Exact-line and character accuracy of read lines against the expected ones."""
+    lines = exact = chars = errors = 0
+    for want, got in zip(expected, read, strict=True):
+        got = got + [""] * (len(want) - len(got))
+        for i, w in enumerate(want):
+            lines += 1
+            exact += got[i] == w
+            chars += len(w)
+            errors += edit_distance(got[i], w)
+        # Extra lines read (noise taken for text) count as errors too.
+        errors += sum(len(g) for g in got[len(want) :])
+    return {
+        "lines": lines,
+        "exact_lines": exact,
+        "line_accuracy": 100 * exact / max(lines, 1),
+        "char_accuracy": 100 * (1 - errors / max(chars, 1)),
+    }
+
+
+def per_class_accuracy(expected: list[list[str]], results: list[dict]) -> tuple[dict, int, int]:
+    """Per-character accuracy over glyphs of lines cut into the right number of glyphs."""
+    hits: dict[str, list[int]] = {c: [0, 0] for c in CHARSET}
+    cut_right = total = 0
+    for want, result in zip(expected, results, strict=True):
+        for i, text in enumerate(want):
+            total += 1
+            if i >= len(result["lines"]):
+                continue
+            chars = [c["char"] for c in result["lines"][i]["characters"]]
+            truth = text.replace(" ", "")
+            if len(chars) != len(truth):
+                continue
+            cut_right += 1
+            for t, p in zip(truth, chars, strict=True):
+                hits[t][1] += 1
+                hits[t][0] += t == p
+    return {c: 100 * h / n for c, (h, n) in hits.items() if n}, cut_right, total
+
+
+def evaluate(model_path: Path, sets: list[HeldOut]) -> dict:
+    """Read every held-out set with the served model (ONNX, the server's own code) and score it."""
+    from models.ocr import OcrModel
+
+    model = OcrModel("ocr", model_path)
+    out = {}
+    for s in sets:
+        start = time.perf_counter()
+        results = [model(image) for image in s.images]
+        ms = 1000 * (time.perf_counter() - start) / max(1, len(s.images))
+        read = [[line["text"] for line in r["lines"]] for r in results]
+        per_class, cut_right, total = per_class_accuracy(s.lines, results)
+        out[s.name] = {
+            **score_lines(s.lines, read),
+            "description": s.description,
+            "per_class": per_class,
+            "segmentation": 100 * cut_right / max(total, 1),
+            "ms_per_image": ms,
+            "failures": [(w, g) for w, g in zip(s.lines, read, strict=True) if w != g][:5],
+        }
+        r = out[s.name]
+        print(
+            f"  {s.name}: lines {r['line_accuracy']:.1f}% exact, chars {r['char_accuracy']:.2f}%, "
+            f"cut right {r['segmentation']:.1f}%, {ms:.0f} ms/image",
+            flush=True,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- the peer: Tesseract
+
+WHITELIST = CHARSET + " "  # the space lets it keep word gaps
+
+
+def tesseract_version() -> str | None:
+    """Return 'tesseract X.Y.Z', or None when it is not installed."""
+    exe = shutil.which("tesseract")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    first = (out.stdout or out.stderr).splitlines()
+    return first[0].strip() if first else "tesseract"
+
+
+def tesseract_read(image: np.ndarray) -> str:
+    """Read one line image with Tesseract (psm 7, whitelist) and return its text."""
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError("cannot encode image")
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    cmd = [
+        "tesseract", "stdin", "stdout", "--psm", "7", "-l", "eng",
+        "-c", f"tessedit_char_whitelist={WHITELIST}",
+        "-c", "preserve_interword_spaces=1",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, input=png.tobytes(), capture_output=True, env=env, check=False)
+    return out.stdout.decode("utf-8", "replace").strip()
+
+
+def score_peer(expected: list[str], read: list[str], seconds: float) -> dict:
+    """Score single lines read by one reader: exact, exact ignoring spaces, characters, time."""
+    scored = score_lines([[e] for e in expected], [[r] for r in read])
+    spaceless = sum(e.replace(" ", "") == r.replace(" ", "") for e, r in zip(expected, read, strict=True))
+    return {
+        **scored,
+        "line_accuracy_ignoring_spaces": 100 * spaceless / max(len(expected), 1),
+        "ms_per_image": 1000 * seconds / max(len(expected), 1),
+    }
+
+
+def compare(model_path: Path, sets: list[HeldOut]) -> dict:
+    """Read every single-line held-out set with both readers and score them."""
+    from models.ocr import OcrModel
+
+    model = OcrModel("ocr", Path(model_path))
+    result = {"tesseract": tesseract_version(), "whitelist": WHITELIST, "sets": {}}
+    for s in sets:
+        expected = [lines[0] for lines in s.lines]
+        start = time.perf_counter()
+        ours = ["\n".join(line["text"] for line in model(image)["lines"]) for image in s.images]
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        theirs = [tesseract_read(image) for image in s.images]
+        theirs_s = time.perf_counter() - start
+        row = {
+            "description": s.description,
+            "ours": score_peer(expected, ours, ours_s),
+            "tesseract": score_peer(expected, theirs, theirs_s),
+            "examples": [
+                {"expected": e, "ours": o, "tesseract": t}
+                for e, o, t in zip(expected, ours, theirs, strict=True)
+                if e != o or e != t
+            ][:5],
+        }
+        result["sets"][s.name] = row
+        print(
+            f"{s.name:22s} exact lines: ours {row['ours']['line_accuracy']:5.1f}%  "
+            f"tesseract {row['tesseract']['line_accuracy']:5.1f}%   chars: ours "
+            f"{row['ours']['char_accuracy']:6.2f}%  tesseract {row['tesseract']['char_accuracy']:6.2f}%",
+            flush=True,
+        )
+    return result
