@@ -15,14 +15,11 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# Dependencies first, from pyproject.toml's exact pins, so code changes reuse this layer.
-# EXTRAS adds optional groups (e.g. "postgres" for the PostgreSQL driver) when they exist.
-ARG EXTRAS=postgres
+# Dependencies first, from pyproject.toml's exact pins (the serving ones, PostgreSQL driver
+# included), so code changes reuse this layer.
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-extras = p.get('optional-dependencies', {}); \
-reqs = p['dependencies'] + [r for e in os.environ.get('EXTRAS', '').split(',') for r in extras.get(e.strip(), [])]; \
+RUN python -c "import tomllib; reqs = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
 open('requirements.txt', 'w').write(chr(10).join(reqs) + chr(10))" \
     && pip install --no-compile -r requirements.txt
 
@@ -42,9 +39,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    VISION_HOST=0.0.0.0 \
+    HOST=0.0.0.0 \
     PORT=8000 \
-    XDG_RUNTIME_DIR=/tmp \
     VISION_IMAGE_DIR=/data/images \
     DATABASE_URL=sqlite:////data/images.db
 
@@ -63,10 +59,9 @@ EXPOSE 8000
 # Saved images and the embedded SQLite database; compose mounts shared storage here.
 VOLUME ["/data"]
 
-# No curl in the slim image: the standard library asks /health.
+# No curl in the slim image: the standard library asks /health, on the port the settings give.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health\", timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; from config import load_config; urllib.request.urlopen(f\"http://127.0.0.1:{load_config()['PORT']}/health\", timeout=4)"]
 
-# gunicorn.conf.py binds VISION_HOST:PORT; GUNICORN_WORKERS defaults to the CPU count.
-# XDG_RUNTIME_DIR=/tmp: gunicorn's control socket goes there, not into the read-only /app.
+# gunicorn.conf.py binds HOST:PORT from the settings (above); GUNICORN_WORKERS defaults to the CPU count.
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]

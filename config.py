@@ -1,10 +1,14 @@
 """Configuration: defaults in code, then a TOML/JSON file, then environment variables, then overrides.
 
+- `Settings` lists every setting with its type, default and bounds.
 - The file's path comes from the environment variable VISION_CONFIG (TOML or JSON, by extension).
-- Every setting can be set from the environment as VISION_<NAME> (values are parsed as JSON when
-  they parse, else taken as strings); the conventional unprefixed HOST, PORT, DATABASE_URL and
-  CELERY_BROKER_URL are read too, the prefixed form winning.
+- Every setting can be set from the environment as VISION_<NAME>: text settings take the value as
+  written, the others parse it as JSON when it parses (else as a string); the conventional
+  unprefixed HOST, PORT, DATABASE_URL and CELERY_BROKER_URL are read too, the prefixed form winning.
+- Keys that are not settings pass through untouched (Flask's own, such as TESTING).
 - A wrong value stops start-up with a ConfigError naming the setting.
+
+The web app (create_app), gunicorn.conf.py, serve.py and the Celery worker all read it here.
 """
 
 from __future__ import annotations
@@ -13,69 +17,171 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+)
 
 ENV_PREFIX = "VISION_"
 CONFIG_FILE_ENV = "VISION_CONFIG"
 UNPREFIXED_ENV = ("HOST", "PORT", "DATABASE_URL", "CELERY_BROKER_URL")
+# The one true/false vocabulary, for settings and for request options (blueprints/options.py).
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
-DEFAULTS: dict[str, Any] = {
-    "HOST": "127.0.0.1",
-    "PORT": 5000,
-    # Optional allow-list of client addresses or networks (CIDR); empty means everyone.
-    "ALLOWED_IPS": [],
-    # Honour X-Forwarded-For from this many proxies (nginx in front: 1).
-    "TRUSTED_PROXIES": 0,
-    "LOG_LEVEL": "INFO",
-    "LOG_FILE": None,
-    "LOG_FILE_MAX_BYTES": 10 * 1024 * 1024,
-    "LOG_FILE_BACKUPS": 5,
-    # Request bodies and decoded images.
-    "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
-    "MAX_IMAGE_BYTES": 8 * 1024 * 1024,
-    "MAX_IMAGE_PIXELS": 40_000_000,
-    # Models: name -> {"type", "path", options}; paths are relative to the project root.
-    "MODELS": {
-        "numbers": {"type": "numbers", "path": "models/numbers.onnx"},
-        "doodles": {"type": "doodle", "path": "models/doodles.onnx", "labels": "models/doodles_labels.txt"},
-        "ocr": {"type": "ocr", "path": "models/ocr.onnx"},
-        "tracking": {
-            "type": "tracking",
-            "path": "models/tracking.onnx",
-            "detector": "models/face_detector.onnx",
-        },
-    },
-    # Folders whose sub-folders hold Teachable Machine exports (keras_model.h5 + labels.txt).
-    "CLASSIFIER_DIRS": ["models/classifiers"],
-    "DEFAULT_CLASSIFIER": "doodles",
-    "ONNX_THREADS": 1,
-    # Intel IPP inside OpenCV: off by default, because each IPP-dispatched call runs a CPUID
-    # instruction, which traps to the hypervisor on a virtual machine (8 us a call on ours,
-    # 10-13% of a /api/predict request's CPU); on bare metal, turning it on may help large images.
-    "OPENCV_IPP": False,
-    # Certainty (percent) under which /api/predict answers 422 low_certainty.
-    "PREDICT_THRESHOLD": 60.0,
-    # The image store.
-    "SAVE_IMAGES": True,
-    "IMAGE_DIR": "saved_images",
-    "DATABASE_URL": None,
-    "CELERY_BROKER_URL": None,
-    "THUMBNAIL_SIZE": 128,
-    "THUMBNAIL_WORKERS": 1,
-    # Seconds between sweeps that re-send thumbnails still pending (broker was down, worker died).
-    "THUMBNAIL_RETRY_SECONDS": 60,
-    # Images waiting for the background writer; when it is full a request waits up to
-    # STORE_QUEUE_WAIT_MS for room, then its image is dropped and counted.
-    "STORE_QUEUE_SIZE": 256,
-    "STORE_QUEUE_WAIT_MS": 2000,
-}
+MiB = 1024 * 1024
 
 
 class ConfigError(ValueError):
     """A setting with a wrong value; the message names the setting."""
+
+
+def _whole(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in TRUE + FALSE:
+        return value.strip().lower() in TRUE
+    if isinstance(value, int) and value in (0, 1):  # JSON 1 / 0, and booleans
+        return bool(value)
+    raise ValueError("must be true or false")
+
+
+def _percent(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a percentage from 0 to 100") from None
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _networks(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"has an entry that is not an address or network: {exc}") from None
+    return values
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Percent = Annotated[float, BeforeValidator(_percent), Field(ge=0, le=100)]
+Words = Annotated[list[str], BeforeValidator(_comma_list)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class ModelSpec(BaseModel):
+    """One served model: its type, its file, and the type's own options (labels, detector, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Text
+    path: Text
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {
+        "numbers": ModelSpec(type="numbers", path="models/numbers.onnx"),
+        "doodles": ModelSpec(type="doodle", path="models/doodles.onnx", labels="models/doodles_labels.txt"),
+        "ocr": ModelSpec(type="ocr", path="models/ocr.onnx"),
+        "tracking": ModelSpec(
+            type="tracking", path="models/tracking.onnx", detector="models/face_detector.onnx"
+        ),
+    }
+
+
+class Settings(BaseModel):
+    """Every setting, with its type, default and bounds."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    # Where serve.py and gunicorn (gunicorn.conf.py) listen; the Docker image sets 0.0.0.0:8000.
+    HOST: Text = "127.0.0.1"
+    PORT: Whole = Field(5000, ge=1, le=65535)
+    # Optional allow-list of client addresses or networks (CIDR); empty means everyone.
+    ALLOWED_IPS: Annotated[Words, AfterValidator(_networks)] = []
+    # Honour X-Forwarded-For from this many proxies (nginx in front: 1).
+    TRUSTED_PROXIES: Whole = Field(0, ge=0, le=10)
+    LOG_LEVEL: Annotated[str, AfterValidator(_log_level)] = "INFO"
+    LOG_FILE: str | None = None
+    LOG_FILE_MAX_BYTES: Whole = Field(10 * MiB, ge=1024)
+    LOG_FILE_BACKUPS: Whole = Field(5, ge=0, le=100)
+    # Request bodies and decoded images (MAX_CONTENT_LENGTH grows to admit MAX_IMAGE_BYTES in base64).
+    MAX_CONTENT_LENGTH: Whole = Field(8 * MiB, ge=1024)
+    MAX_IMAGE_BYTES: Whole = Field(8 * MiB, ge=1024)
+    MAX_IMAGE_PIXELS: Whole = Field(40_000_000, ge=1)
+    # Models: name -> {"type", "path", options}; paths are relative to the project root.
+    MODELS: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    # Folders whose sub-folders hold Teachable Machine exports (keras_model.h5 + labels.txt).
+    CLASSIFIER_DIRS: Words = ["models/classifiers"]
+    DEFAULT_CLASSIFIER: str = "doodles"
+    ONNX_THREADS: Whole = Field(1, ge=1, le=64)
+    # Intel IPP inside OpenCV: off by default, because each IPP-dispatched call runs a CPUID
+    # instruction, which traps to the hypervisor on a virtual machine (8 us a call on ours,
+    # 10-13% of a /api/predict request's CPU); on bare metal, turning it on may help large images.
+    OPENCV_IPP: Flag = False
+    # Certainty (percent) under which /api/predict answers 422 low_certainty.
+    PREDICT_THRESHOLD: Percent = 60.0
+    # The image store.
+    SAVE_IMAGES: Flag = True
+    IMAGE_DIR: str = "saved_images"
+    DATABASE_URL: str | None = None
+    CELERY_BROKER_URL: str | None = None
+    THUMBNAIL_SIZE: Whole = Field(128, ge=16, le=1024)
+    THUMBNAIL_WORKERS: Whole = Field(1, ge=1, le=32)
+    # Seconds between sweeps that re-send thumbnails still pending (broker was down, worker died).
+    THUMBNAIL_RETRY_SECONDS: Whole = Field(60, ge=1, le=86400)
+    # Images waiting for the background writer; when it is full a request waits up to
+    # STORE_QUEUE_WAIT_MS for room, then its image is dropped and counted.
+    STORE_QUEUE_SIZE: Whole = Field(256, ge=1, le=100_000)
+    STORE_QUEUE_WAIT_MS: Whole = Field(2000, ge=0, le=30_000)
+
+    @computed_field
+    @property
+    def ALLOWED_NETWORKS(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:  # noqa: N802
+        """ALLOWED_IPS parsed, as the allow-list checks them."""
+        return [ipaddress.ip_network(a, strict=False) for a in self.ALLOWED_IPS]
+
+    def model_post_init(self, context: Any) -> None:
+        """Let the request body limit admit the largest image as base64 JSON (4/3 of its bytes)."""
+        if self.MAX_IMAGE_BYTES > self.MAX_CONTENT_LENGTH:
+            self.MAX_CONTENT_LENGTH = self.MAX_IMAGE_BYTES * 4 // 3 + 4096
+
+
+# Settings whose value is text: the environment's value is taken as written, never parsed as JSON.
+TEXT_SETTINGS = frozenset(
+    name for name, field in Settings.model_fields.items() if field.annotation in (str, str | None)
+)
+DEFAULTS: dict[str, Any] = Settings().model_dump()
 
 
 def parse_env_value(raw: str) -> Any:
@@ -105,122 +211,40 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Collect settings from environment variables."""
-    values: dict[str, Any] = {}
-    for name in UNPREFIXED_ENV:
-        if environ.get(name):
-            values[name] = parse_env_value(environ[name])
-    for key, raw in environ.items():
+    raw: dict[str, str] = {name: environ[name] for name in UNPREFIXED_ENV if environ.get(name)}
+    for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and key != CONFIG_FILE_ENV:
-            values[key[len(ENV_PREFIX) :]] = parse_env_value(raw)
-    # DATABASE_URL and broker URLs are strings even when they would parse as JSON.
-    for name in ("DATABASE_URL", "CELERY_BROKER_URL", "LOG_FILE", "HOST"):
-        if name in values and values[name] is not None and not isinstance(values[name], str):
-            values[name] = str(values[name])
-    return values
+            raw[key[len(ENV_PREFIX) :]] = value
+    return {name: value if name in TEXT_SETTINGS else parse_env_value(value) for name, value in raw.items()}
 
 
 def load_config(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """Merge defaults, file, environment and overrides, then validate."""
+    """Merge file, environment and overrides over the defaults, then validate."""
     environ = os.environ if environ is None else environ
-    config = json.loads(json.dumps(DEFAULTS))  # deep copy, defaults stay pristine
+    values: dict[str, Any] = {}
     if environ.get(CONFIG_FILE_ENV):
-        config.update(read_file(environ[CONFIG_FILE_ENV]))
-    config.update(read_env(environ))
+        values.update(read_file(environ[CONFIG_FILE_ENV]))
+    values.update(read_env(environ))
     if overrides:
-        config.update(overrides)
-    return validate(config)
-
-
-def _int(config: dict, name: str, minimum: int, maximum: int | None = None) -> None:
-    value = config[name]
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{name} must be an integer {bounds}, got {config[name]!r}")
-    config[name] = value
-
-
-def _bool(config: dict, name: str) -> None:
-    value = config[name]
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            value = True
-        elif lowered in ("0", "false", "no", "off"):
-            value = False
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {config[name]!r}")
-    config[name] = value
-
-
-def validate(config: dict[str, Any]) -> dict[str, Any]:
-    """Check and normalise every setting, naming the first wrong one."""
-    _int(config, "PORT", 1, 65535)
-    _int(config, "TRUSTED_PROXIES", 0, 10)
-    _int(config, "MAX_CONTENT_LENGTH", 1024)
-    _int(config, "MAX_IMAGE_BYTES", 1024)
-    _int(config, "MAX_IMAGE_PIXELS", 1)
-    _int(config, "ONNX_THREADS", 1, 64)
-    _int(config, "THUMBNAIL_SIZE", 16, 1024)
-    _int(config, "THUMBNAIL_WORKERS", 1, 32)
-    _int(config, "THUMBNAIL_RETRY_SECONDS", 1, 86400)
-    _int(config, "STORE_QUEUE_SIZE", 1, 100_000)
-    _int(config, "STORE_QUEUE_WAIT_MS", 0, 30_000)
-    _int(config, "LOG_FILE_MAX_BYTES", 1024)
-    _int(config, "LOG_FILE_BACKUPS", 0, 100)
-    _bool(config, "SAVE_IMAGES")
-    _bool(config, "OPENCV_IPP")
-
-    level = str(config["LOG_LEVEL"]).upper()
-    if level not in logging.getLevelNamesMapping():
-        raise ConfigError(
-            f"LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {config['LOG_LEVEL']!r}"
-        )
-    config["LOG_LEVEL"] = level
-
-    threshold = config["PREDICT_THRESHOLD"]
+        values.update(overrides)
     try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        threshold = -1.0
-    if not 0 <= threshold <= 100:
-        raise ConfigError(
-            f"PREDICT_THRESHOLD must be a percentage from 0 to 100, got {config['PREDICT_THRESHOLD']!r}"
-        )
-    config["PREDICT_THRESHOLD"] = threshold
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+    return settings.model_dump()
 
-    allowed = config["ALLOWED_IPS"]
-    if isinstance(allowed, str):
-        allowed = [part.strip() for part in allowed.split(",") if part.strip()]
-    if not isinstance(allowed, list):
-        raise ConfigError(f"ALLOWED_IPS must be a list of addresses or networks, got {allowed!r}")
-    try:
-        config["ALLOWED_NETWORKS"] = [ipaddress.ip_network(str(a), strict=False) for a in allowed]
-    except ValueError as exc:
-        raise ConfigError(f"ALLOWED_IPS has an entry that is not an address or network: {exc}") from None
-    config["ALLOWED_IPS"] = allowed
 
-    models = config["MODELS"]
-    if not isinstance(models, dict):
-        raise ConfigError("MODELS must be a table of name -> {type, path, ...}")
-    for name, spec in models.items():
-        if not isinstance(spec, dict) or not spec.get("type") or not spec.get("path"):
-            raise ConfigError(f"MODELS.{name} must have a 'type' and a 'path', got {spec!r}")
-    dirs = config["CLASSIFIER_DIRS"]
-    if isinstance(dirs, str):
-        dirs = [d for d in dirs.split(",") if d]
-    if not isinstance(dirs, list):
-        raise ConfigError(f"CLASSIFIER_DIRS must be a list of folders, got {dirs!r}")
-    config["CLASSIFIER_DIRS"] = dirs
-    if config["MAX_IMAGE_BYTES"] > config["MAX_CONTENT_LENGTH"]:
-        # An image inside base64 JSON is 4/3 of its bytes; the body limit must admit it.
-        config["MAX_CONTENT_LENGTH"] = config["MAX_IMAGE_BYTES"] * 4 // 3 + 4096
-    return config
+def _config_error(exc: ValidationError) -> ConfigError:
+    """Name the first wrong setting, what it must be, and the value it got."""
+    error = exc.errors()[0]
+    name = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    field = Settings.model_fields.get(str(error["loc"][0]))
+    if error["type"] in ("greater_than_equal", "less_than_equal") and field is not None:
+        low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+        high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+        message = f"must be between {low} and {high}" if high is not None else f"must be >= {low}"
+    return ConfigError(f"{name} {message}, got {error.get('input')!r}")

@@ -3,13 +3,23 @@
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
-# Bind where the app's configuration says (env PORT / VISION_PORT), on all interfaces in a container.
-bind = os.environ.get(
-    "GUNICORN_BIND",
-    f"{os.environ.get('VISION_HOST', '0.0.0.0')}:{os.environ.get('VISION_PORT', os.environ.get('PORT', '8000'))}",
-)
+# The app's settings say where to listen: gunicorn runs from its own bin folder, so the project
+# folder goes on the path first. A wrong setting stops gunicorn here, naming it.
+_root = str(Path(__file__).resolve().parent)
+if _root not in sys.path:
+    sys.path.insert(0, _root)
+from config import load_config  # noqa: E402
+
+_settings = load_config()
+_host = f"[{_settings['HOST']}]" if ":" in _settings["HOST"] else _settings["HOST"]  # IPv6 in brackets
+
+# HOST:PORT from the settings (default 127.0.0.1:5000; the Docker image sets HOST=0.0.0.0 PORT=8000).
+# GUNICORN_BIND overrides it for one run (bench, load tests), as gunicorn's own --bind does.
+bind = os.environ.get("GUNICORN_BIND") or f"{_host}:{_settings['PORT']}"
 
 # One worker per core: inference is CPU-bound, more processes than cores only add switching.
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))

@@ -1,6 +1,7 @@
 """Cross-platform production entry point on waitress (runs on Windows, where gunicorn does not).
 
-`vision-serve` or `python serve.py`: serves create_app() on HOST:PORT from the configuration.
+`vision-serve` or `python serve.py`: serves create_app() on HOST:PORT from the settings (config.py);
+--host and --port override those two settings, checked like any other.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="port (default: PORT setting)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("WAITRESS_THREADS", "4")))
     args = parser.parse_args(argv)
-    app = create_app()
-    host = args.host or app.config["HOST"]
-    port = args.port or app.config["PORT"]
+    given = {"HOST": args.host, "PORT": args.port}
+    app = create_app({name: value for name, value in given.items() if value is not None})
+    host, port = app.config["HOST"], app.config["PORT"]
     logging.getLogger(__name__).info("serving on http://%s:%d with waitress", host, port)
     serve(app, host=host, port=port, threads=args.threads, ident="vision")
 
