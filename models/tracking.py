@@ -152,7 +152,7 @@ class NoseModel(ServedModel):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
-    def detect(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+    def detect(self, image: np.ndarray) -> list[Box]:
         """Return face boxes (x, y, w, h) in input pixels, largest first.
 
         Faces scoring at least the model's threshold; when there is none, the largest face of at
@@ -160,14 +160,14 @@ class NoseModel(ServedModel):
         """
         return self._detect(*self._detection_image(as_detector_input(image)))
 
-    def _detect(self, small: np.ndarray, scale: float) -> list[tuple[float, float, float, float]]:
+    def _detect(self, small: np.ndarray, scale: float) -> list[Box]:
         """Detect on the detector's copy of the image (see `detect`); boxes in input pixels."""
         faces = self.detector.detect(small, min_face=MIN_FACE, fallback_score=LENIENT_SCORE)
         if faces and faces[0].score < self.detector.min_score:
             faces = [f for f in faces if f.w >= MIN_FACE][:1]
         return [tuple(v / scale for v in f.box) for f in faces[:MAX_FACES]]
 
-    def second_look(self, small: np.ndarray, scale: float) -> tuple[float, float, float, float] | None:
+    def second_look(self, small: np.ndarray, scale: float) -> Box | None:
         """Look again for one large face in the detector's copy padded with black; return its box.
 
         A face that fills the image (a tight crop) leaves BlazeFace none of the surroundings it
@@ -183,12 +183,12 @@ class NoseModel(ServedModel):
         return ((x - pad) / scale, (y - pad) / scale, w / scale, h / scale)
 
     @staticmethod
-    def is_face_crop(gray: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    def is_face_crop(gray: np.ndarray, box: Box) -> bool:
         """Say whether a face box fills a near-square image as in the training crops."""
         h, w = gray.shape
         return 0.75 <= w / h <= 1.33 and box[2] >= FACE_CROP_MIN * min(h, w)
 
-    def crop_for_box(self, box: tuple[float, float, float, float]) -> Crop:
+    def crop_for_box(self, box: Box) -> Crop:
         """Return the square crop around a face box that matches the training crops' face scale."""
         x, y, w, h = box
         side = self.crop["crop_scale"] * w
