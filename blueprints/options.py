@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from blueprints.errors import api_error
+from config import FALSE, TRUE  # one true/false vocabulary for settings and options
 
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off")
 # \d is what int() reads (str.isdigit would let "²" through to an int() that fails).
 WHOLE = re.compile(r"[+-]?\d+")
 # A client's bad value is echoed in the error; a huge one is cut so the answer stays small.
