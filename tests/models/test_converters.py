@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -435,3 +437,114 @@ def test_tfjs_quantized_weights(tmp_path, dtype):
     a = session(quantized, tmp_path).run(x)
     b = OnnxSession(plain.save(tmp_path / "plain.onnx"), name="plain").run(x)
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+
+
+# --- hostile TensorFlow Lite files: the real export, patched in place --------------------------------
+
+
+def tflite_bytes() -> bytearray:
+    return bytearray((DATA / "fruit-tflite" / "model_unquant.tflite").read_bytes())
+
+
+def write_tflite(tmp_path: Path, data: bytes) -> Path:
+    (tmp_path / "labels.txt").write_bytes((DATA / "fruit-tflite" / "labels.txt").read_bytes())
+    path = tmp_path / "model_unquant.tflite"
+    path.write_bytes(data)
+    return path
+
+
+def subgraph(data: bytearray):
+    import tflite
+
+    return tflite.Model.GetRootAsModel(data, 0).Subgraphs(0)
+
+
+def patch_vector(data: bytearray, table, slot: int, fmt: str, *values: int) -> None:
+    """Overwrite the start of a table's vector field (shape, inputs) in place."""
+    pos = table._tab.Vector(table._tab.Offset(slot))
+    struct.pack_into(fmt, data, pos, *values)
+
+
+def tensor_named(data: bytearray, name: bytes):
+    graph = subgraph(data)
+    return next(graph.Tensors(i) for i in range(graph.TensorsLength()) if graph.Tensors(i).Name() == name)
+
+
+def patch_shape(name: bytes, dims: tuple[int, ...]):
+    return lambda data: patch_vector(data, tensor_named(data, name), 4, f"<{len(dims)}i", *dims)
+
+
+def patch_opcode(data: bytearray) -> None:
+    """Turn MEAN into SPACE_TO_DEPTH (an op the converter does not handle)."""
+    import tflite
+
+    model = tflite.Model.GetRootAsModel(data, 0)
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == tflite.BuiltinOperator.MEAN:
+            for slot, fmt in ((4, "<b"), (10, "<i")):  # deprecated_builtin_code (int8), builtin_code
+                if code._tab.Offset(slot):
+                    struct.pack_into(
+                        fmt,
+                        data,
+                        code._tab.Pos + code._tab.Offset(slot),
+                        tflite.BuiltinOperator.SPACE_TO_DEPTH,
+                    )
+
+
+def patch_op_input(data: bytearray) -> None:
+    patch_vector(data, subgraph(data).Operators(1), 6, "<i", 10**6)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (patch_shape(b"sequential_1_input", (1, 2**30, 2**30, 3)), "declares more than"),
+        (patch_shape(b"sequential_1_input", (1, 2000, 2000, 3)), "input height must be a whole number"),
+        (
+            patch_shape(b"Conv1/kernel", (16, 3, 3, 4)),
+            r"its data is 1728 bytes, its shape \[16, 3, 3, 4\] needs 2304",
+        ),
+        (patch_shape(b"sequential_1/model1/Conv1_pad/Pad", (1, 226, 225, 3)), "declares shape"),
+        (patch_opcode, "op SPACE_TO_DEPTH is not handled"),
+        (patch_op_input, "refers to tensor 1000000, which does not exist"),
+        (lambda data: data.__setitem__(slice(4, 8), b"NOPE"), "not a TensorFlow Lite model"),
+    ],
+    ids=[
+        "huge-input",
+        "large-input",
+        "wrong-weight-shape",
+        "wrong-activation-shape",
+        "unknown-op",
+        "bad-index",
+        "not-tflite",
+    ],
+)
+def test_hostile_tflite(tmp_path, patch, message):
+    data = tflite_bytes()
+    patch(data)
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=message):
+        convert_tflite_export(write_tflite(tmp_path, data))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - start < 2 and peak < 100 * 2**20
+
+
+@pytest.mark.parametrize("cut", [7, 100, 5000, 1_000_000])
+def test_truncated_tflite(tmp_path, cut):
+    with pytest.raises(ModelFileError):
+        convert_tflite_export(write_tflite(tmp_path, bytes(tflite_bytes()[:cut])))
+
+
+def test_random_tflite_bytes_are_a_clear_error(tmp_path):
+    """Flip bytes where the flatbuffer's tables are (the head and tail): it converts or says why, never crashes."""
+    rng = np.random.default_rng(3)
+    original = np.frombuffer(tflite_bytes(), np.uint8)
+    for _ in range(30):
+        data = original.copy()
+        spots = np.concatenate([rng.integers(8, 30_000, 20), rng.integers(len(data) - 30_000, len(data), 20)])
+        data[spots] = rng.integers(0, 256, size=spots.size, dtype=np.uint8)
+        with contextlib.suppress(ModelFileError):
+            convert_tflite_export(write_tflite(tmp_path, data.tobytes()))
