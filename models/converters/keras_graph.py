@@ -122,8 +122,10 @@ def ref_list(value: Any, what: str) -> list[Ref]:
 class KerasConverter:
     """Build one ONNX graph from a Keras model config and a WeightStore."""
 
-    def __init__(self, weights: WeightStore, source: str):
+    def __init__(self, weights: WeightStore, source: str, keras_version: str = "2"):
         self.g = GraphBuilder("teachable")
+        # Keras 3 changed some activations' meaning (hard_sigmoid's slope); Teachable Machine is Keras 2.
+        self.keras3 = keras_version.split(".")[0] == "3"
         self.weights = weights
         self.source = source
         self.input: Tensor | None = None

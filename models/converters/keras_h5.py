@@ -59,7 +59,7 @@ def convert_h5(path: Path, metadata: dict[str, str]) -> tuple[onnx.ModelProto, d
             keras_version = text(fh.attrs.get("keras_version", "unknown"))
             store = WeightStore(source)
             read_weights(fh["model_weights"], store)
-            model, facts = KerasConverter(store, source).convert(
+            model, facts = KerasConverter(store, source, keras_version).convert(
                 config, {**metadata, "keras_source_version": keras_version}
             )
     except ModelFileError:

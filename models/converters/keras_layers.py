@@ -45,8 +45,8 @@ def activate(c: KerasConverter, x: Tensor, activation: Any, hint: str) -> Tensor
         return g.clip(x, 0.0, 6.0, hint)
     if kind in ("swish", "silu"):
         return Tensor(g.op("Mul", [x.name, g.unary(x, "Sigmoid", hint).name], hint), x.shape)
-    if kind == "hard_sigmoid":  # Keras 2: clip(0.2 x + 0.5, 0, 1); Keras 3 changed the slope to 1/6
-        return g.unary(x, "HardSigmoid", hint, alpha=0.2, beta=0.5)
+    if kind == "hard_sigmoid":  # Keras 2: clip(0.2 x + 0.5, 0, 1); Keras 3: clip(x / 6 + 0.5, 0, 1)
+        return g.unary(x, "HardSigmoid", hint, alpha=1 / 6 if c.keras3 else 0.2, beta=0.5)
     onnx_op = {
         "relu": "Relu",
         "sigmoid": "Sigmoid",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -27,6 +28,7 @@ from models.converters import (
     convert_tflite_export,
     find_export,
 )
+from models.converters.keras_layers import LAYERS
 from models.runtime import ModelFileError, OnnxSession
 
 ROOT = Path(__file__).parents[2]
@@ -121,6 +123,18 @@ def test_h5_matches_the_committed_keras_converted_cache(tmp_path):
     theirs = OnnxSession(DATA / "flask-mug" / "keras_model.onnx", name="cache")
     x = np.random.default_rng(0).uniform(-1, 1, size=(3, 224, 224, 3)).astype(np.float32)
     np.testing.assert_allclose(ours.run(x), theirs.run(x), atol=1e-5, rtol=0)
+
+
+def test_every_handled_keras_layer_matches_tf_keras(tmp_path):
+    """layer-zoo: a small Keras 2 model with each handled layer type (make_zoo.py), against tf_keras."""
+    model = convert_export(DATA / "layer-zoo")
+    expected = np.load(DATA / "layer-zoo" / "expected.npz")
+    got = session(model, tmp_path).run(expected["x"])
+    np.testing.assert_allclose(got, expected["y"], atol=FLOAT_TOLERANCE, rtol=0)
+    with h5py.File(DATA / "layer-zoo" / "keras_model.h5", "r") as fh:
+        config = fh.attrs["model_config"]
+    used = set(re.findall(r'"class_name": "(\w+)"', config)) & set(LAYERS)
+    assert used == set(LAYERS) - {"ActivityRegularization", "GaussianDropout"}  # all but two no-ops
 
 
 @pytest.mark.tensorflow
