@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blueprints.image_input import InputImage
+from models.image import InputImage
 from store import ImageStore, NewImage
 from store.thumbnails import make_thumbnail
 

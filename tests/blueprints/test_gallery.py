@@ -20,7 +20,8 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from app import create_app
-from blueprints.image_input import InputImage, keep_image
+from blueprints.image_input import keep_image
+from models.image import InputImage
 from store import ImageStore
 from store.records import ID_PATTERN
 from tests.conftest import data_url, hide_environment, png_bytes

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, event
 
 import store.images as images_module
-from blueprints.image_input import InputImage
+from models.image import InputImage
 from store.images import ImageStore
 from store.records import DONE, PENDING, StoreError, clean_label, new_id
 from tests.store.conftest import failures, new_image, png, stored_files

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from blueprints.image_input import InputImage
+from models.image import InputImage
 from store.images import ImageStore
 from tests.store.conftest import failures, png
 
