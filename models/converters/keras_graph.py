@@ -240,11 +240,10 @@ class KerasConverter:
         output_refs = ref_list(config.get("output_layers"), f"{what} output_layers")
         by_name: dict[str, dict] = {}
         for layer in layers:
-            name = (
-                layer.get("name") or (layer.get("config") or {}).get("name")
-                if isinstance(layer, dict)
-                else None
-            )
+            if not isinstance(layer, dict):
+                raise ModelFileError(f"{what}: a layer entry is not an object")
+            cfg = layer.get("config")
+            name = layer.get("name") or (cfg.get("name") if isinstance(cfg, dict) else None)
             if not isinstance(name, str) or name in by_name:
                 raise ModelFileError(f"{what}: a layer has no name, or its name {name!r} is used twice")
             by_name[name] = layer

@@ -51,16 +51,13 @@ def read_labels(path: Path) -> list[str]:
     return [label.strip() for label in labels]
 
 
-def shard(folder: Path, name: Any) -> bytes:
-    """Read one weights file named by the manifest; it must sit beside model.json."""
+def shard(folder: Path, name: Any) -> tuple[Path, int]:
+    """Return a weights file named by the manifest, and its size; it must sit beside model.json."""
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
         raise ModelFileError(f"model.json: the weights path {name!r} is not a file name beside model.json")
     path = folder / name
     try:
-        size = path.stat().st_size
-        if size > MAX_WEIGHT_BYTES:
-            raise ModelFileError(f"{name} is {size} bytes, over the {MAX_WEIGHT_BYTES >> 20} MiB allowed")
-        return path.read_bytes()
+        return path, path.stat().st_size
     except OSError:
         raise ModelFileError(f"the weights file {name} named in model.json is missing") from None
 
@@ -108,11 +105,18 @@ def register_weights(manifest: Any, folder: Path, store: WeightStore) -> None:
             layout.append((entry.get("name"), dims, dtype, quant, offset))
             offset += nbytes
         # Shapes and sizes are all known: only now read the files, once, and check they agree.
-        data = b"".join(shard(folder, name) for name in paths)
+        if len(paths) > 1000:
+            raise ModelFileError(f"model.json lists {len(paths)} weights files")
+        files = [shard(folder, name) for name in paths]
+        size = sum(n for _, n in files)
+        if size != offset:  # checked before reading: a path listed many times is not read many times
+            raise ModelFileError(f"the weights files {paths} hold {size} bytes; model.json declares {offset}")
+        try:
+            data = b"".join(path.read_bytes() for path, _ in files)
+        except OSError as exc:
+            raise ModelFileError(f"cannot read the weights files {paths}: {exc}") from None
         if len(data) != offset:
-            raise ModelFileError(
-                f"the weights files {paths} hold {len(data)} bytes; model.json declares {offset}"
-            )
+            raise ModelFileError(f"the weights files {paths} changed while being read")
         for name, dims, dtype, quant, start in layout:
             store.add(name, dims, lambda d=data, s=start, t=dtype, n=dims, q=quant: values(d, s, t, n, q))
 

@@ -562,3 +562,12 @@ def test_random_tflite_bytes_are_a_clear_error(tmp_path):
         data[spots] = rng.integers(0, 256, size=spots.size, dtype=np.uint8)
         with contextlib.suppress(ModelFileError):
             convert_tflite_export(write_tflite(tmp_path, data.tobytes()))
+
+
+def test_tfjs_weights_listed_many_times_are_not_read(tmp_path):
+    folder = copy_tfjs(tmp_path)
+    edit_manifest(folder, lambda d: d["weightsManifest"][0].update(paths=["weights.bin"] * 1000))
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match="hold 2154432000 bytes; model.json declares 2154432"):
+        convert_export(folder)
+    assert time.perf_counter() - start < 1
