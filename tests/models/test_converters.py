@@ -41,10 +41,11 @@ REFERENCES = [
     for key in json.loads((DATA / "reference_tfjs_tflite.json").read_text())
 ]
 FLOAT_TOLERANCE = 1e-4
-# The quantized model runs with dequantize-quantize semantics: equal to TFLite's optimized kernels
-# (to the reference's 1e-7) on 6 of 7 image rows, 0.0195 (5 steps of 1/256) off on one; TFLite's
-# own optimized and reference kernels differ by up to 0.055 on these images.
-QUANTIZED_TOLERANCE = 0.03
+# The quantized model runs with dequantize-quantize semantics. Against TFLite's optimized kernels:
+# equal (to the reference's 1e-7) on 6 of the 7 rows here and 0.0195 (5 steps of 1/256) off on one;
+# on 40 more images, equal on 22, at most 0.082 off, same best class on all 40. TFLite's own
+# optimized and reference kernels differ by up to 0.156 on those 40 images (0.055 on these).
+QUANTIZED_TOLERANCE = 0.1
 CONVERT_SECONDS = 3.0
 
 
