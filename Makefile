@@ -6,9 +6,10 @@ PIP := $(BIN)/python -m pip
 HOST ?= 127.0.0.1
 PORT ?= 5000
 # Debian packages the tests and training need (Redis for the Celery path, Chromium for browser
-# tests, fonts for OCR renders, Tesseract for the OCR peer comparison, PostgreSQL for the store).
+# tests, fonts for OCR renders, Tesseract for the OCR peer comparison, PostgreSQL for the store,
+# nginx to check the example proxy configuration).
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
-	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk
+	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk nginx-light
 
 .PHONY: run test test-browser test-fast install install-dev system-deps lint bench serve gunicorn clean
 
