@@ -129,8 +129,10 @@ class Settings(BaseModel):
     PORT: Whole = Field(5000, ge=1, le=65535)
     # Optional allow-list of client addresses or networks (CIDR); empty means everyone.
     ALLOWED_IPS: Annotated[Words, AfterValidator(_networks)] = []
-    # Honour X-Forwarded-For from this many proxies (nginx in front: 1).
+    # Honour X-Forwarded-For through at most this many proxies (nginx in front: 1), and only from
+    # the proxies at TRUSTED_PROXY_IPS: a client that reaches the server directly cannot forge it.
     TRUSTED_PROXIES: Whole = Field(0, ge=0, le=10)
+    TRUSTED_PROXY_IPS: Annotated[Words, AfterValidator(_networks)] = ["127.0.0.1", "::1"]
     LOG_LEVEL: Annotated[str, AfterValidator(_log_level)] = "INFO"
     LOG_FILE: str | None = None
     LOG_FILE_MAX_BYTES: Whole = Field(10 * MiB, ge=1024)
@@ -170,6 +172,12 @@ class Settings(BaseModel):
     def ALLOWED_NETWORKS(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:  # noqa: N802
         """ALLOWED_IPS parsed, as the allow-list checks them."""
         return [ipaddress.ip_network(a, strict=False) for a in self.ALLOWED_IPS]
+
+    @computed_field
+    @property
+    def TRUSTED_PROXY_NETWORKS(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:  # noqa: N802
+        """TRUSTED_PROXY_IPS parsed, as the client address is resolved with them."""
+        return [ipaddress.ip_network(a, strict=False) for a in self.TRUSTED_PROXY_IPS]
 
     def model_post_init(self, context: Any) -> None:
         """Let the request body limit admit the largest image as base64 JSON (4/3 of its bytes)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import time
 import uuid
 
@@ -52,6 +53,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     )
 )
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -127,15 +129,32 @@ def _quantile_ms(cumulative: dict[float, float], count: float, q: float) -> floa
 
 
 def client_address() -> str:
-    """Return the client's address, trusting X-Forwarded-For only from configured proxies."""
+    """Return the client's address, taking X-Forwarded-For only from the trusted proxies."""
     from flask import current_app
 
+    peer = _address(request.remote_addr)
     hops = current_app.config["TRUSTED_PROXIES"]
-    if hops:
-        forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
-        if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return request.remote_addr or ""
+    proxies = current_app.config["TRUSTED_PROXY_NETWORKS"]
+    forwarded = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",") if p.strip()]
+    # Each entry was appended by the hop to its right (the last one by the peer itself): walk from
+    # the right while the hop that wrote the entry is a trusted proxy, as nginx's real_ip_recursive
+    # and werkzeug's ProxyFix do. An entry that is not an address ends the walk with no address.
+    for entry in reversed(forwarded[-hops:] if hops else []):
+        if peer is None or not any(peer in net for net in proxies):
+            break
+        peer = _address(entry)
+    return str(peer) if peer is not None else ""
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse an address; an IPv4 address written as IPv6 (::ffff:a.b.c.d) is the IPv4 one."""
+    try:
+        address = ipaddress.ip_address(text or "")
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def init_app(app: Flask) -> None:
@@ -144,15 +163,18 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def start_request():
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex[:16]
+        # A proxy's id (nginx's $request_id) is kept for tracing; anything else gets a fresh one, so
+        # what is echoed back and logged is never arbitrary client text.
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         g.started = time.perf_counter()
         if networks:
-            try:
-                address = ipaddress.ip_address(client_address())
-            except ValueError:
-                address = None
+            address = _address(client_address())
             if address is None or not any(address in net for net in networks):
-                return error_response(403, "forbidden", f"Client {client_address()} is not in ALLOWED_IPS.")
+                # The address may have come through X-Forwarded-For: the answer repeats nothing the
+                # client sent. The log names it, as the address that was checked.
+                log.warning("client %s is not in ALLOWED_IPS", address or "unknown")
+                return error_response(403, "forbidden", "This client is not in ALLOWED_IPS.")
         return None
 
     @app.after_request
