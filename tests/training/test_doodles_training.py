@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -15,7 +16,8 @@ FIXTURES = ROOT / "tests" / "data" / "doodles"
 
 
 @pytest.mark.tensorflow
-def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow
+def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eager_keras) -> None:
     pytest.importorskip("tensorflow")
     from models.doodles import DoodleModel
     from training import doodles
@@ -27,6 +29,14 @@ def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     gallery.load_labelled_images = lambda path: [(drawing, "cat"), (blank, "cat"), (drawing, "unicorn")]
     monkeypatch.setitem(sys.modules, "training.gallery_export", gallery)
 
+    # The serving-path check on three of the committed canvases (all 360 take seconds).
+    canvases = tmp_path / "canvases"
+    (canvases / "canvas").mkdir(parents=True)
+    rows = (FIXTURES / "labels.csv").read_text(encoding="utf-8").splitlines()
+    for row in rows[1:4]:
+        shutil.copyfile(FIXTURES / row.split(",")[0], canvases / row.split(",")[0])
+    (canvases / "labels.csv").write_text("\n".join(rows[:4]) + "\n", encoding="utf-8")
+
     out = tmp_path / "models"
     results = doodles.main(
         [
@@ -36,6 +46,7 @@ def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
             "--epochs", "1",
             "--batch-size", "32",
             "--extra", str(tmp_path / "gallery.zip"),
+            "--canvas-check", str(canvases),
         ]
     )  # fmt: skip
 
@@ -51,6 +62,7 @@ def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     card = (out / "doodles.md").read_text(encoding="utf-8")
     assert "top-3 accuracy" in card and "python -m training.doodles --data" in card
     assert "1 gallery-labelled drawings" in card
+    assert results["canvas"]["n"] == 3 and "on 3 canvas-like renderings" in card
 
     model = DoodleModel("doodles", out / "doodles.onnx", labels=out / "doodles_labels.txt")
     result = model(np.asarray(drawing))

@@ -21,7 +21,8 @@ def drawing(label_digit: np.ndarray) -> Image.Image:
 
 
 @pytest.mark.tensorflow
-def test_one_epoch_writes_model_onnx_card_and_plots(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_one_epoch_writes_model_onnx_card_and_plots(tmp_path, monkeypatch, eager_keras):
     pytest.importorskip("tensorflow")
     from models.numbers import NumbersModel
     from training import numbers

@@ -61,7 +61,7 @@ def test_render_with_installed_fonts():
 
 
 @pytest.mark.tensorflow
-def test_training_smoke(tmp_path):
+def test_training_smoke(tmp_path, eager_keras):
     """Cut the committed lines, fit a few steps, export ONNX with its charset, and serve it."""
     pytest.importorskip("tensorflow")
     import keras

@@ -1,9 +1,10 @@
-"""Smoke test of the nose-tracker training script on the committed fixtures (seconds, TF only)."""
+"""Smoke test of the nose-tracker training script on the committed fixtures (TensorFlow only)."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -30,7 +31,7 @@ def fixture_npz(path: Path) -> Path:
 
 
 def test_split_is_identity_disjoint():
-    from training.tracking import identity, split_indices
+    from training.tracking_data import identity, split_indices
 
     names = np.array(
         [f"ytf_udacity/training/Person_{k}_{i:02d}.jpg" for k in range(40) for i in range(3)]
@@ -48,7 +49,7 @@ def test_split_is_identity_disjoint():
 
 
 def test_augment_flips_points_with_the_image():
-    from training.tracking import FLIP_ORDER, KEYPOINTS, SIZE, augment
+    from training.tracking_data import FLIP_ORDER, KEYPOINTS, SIZE, augment
 
     rng = np.random.default_rng(0)
     image = np.zeros((1, SIZE, SIZE), np.uint8)
@@ -67,7 +68,7 @@ def test_augment_flips_points_with_the_image():
 
 
 def test_68_point_flip_order_swaps_left_and_right():
-    from training.tracking import ALL_POINTS, flip_order
+    from training.tracking_data import ALL_POINTS, flip_order
 
     order = flip_order(ALL_POINTS)
     assert ALL_POINTS[0] == 30 and sorted(ALL_POINTS) == list(range(68))
@@ -84,87 +85,133 @@ def test_68_point_flip_order_swaps_left_and_right():
     assert np.median(np.abs(-x[:, order] - x)) < 0.5 * np.median(np.abs(-x - x))
 
 
-@pytest.mark.tensorflow
-def test_training_smoke(tmp_path):
+# The smallest run that takes every step: one epoch of each stage, the 18 training crops of the
+# fixtures in two full batches (a smaller last batch would trace the training step again).
+SMALL = ["--epochs", "1", "--fine-epochs", "1", "--batch", "9"]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """A faces_96.npz built from the committed crops."""
+    return fixture_npz(tmp_path_factory.mktemp("faces") / "faces.npz")
+
+
+@pytest.fixture(scope="module")
+def trained(faces, tmp_path_factory, eager_keras) -> Path:
+    """Train, export and report once (seed 1, 68 points): the folder with the model, its card and metrics."""
     pytest.importorskip("tensorflow")
-    import onnx
+    from training.tracking import main
 
-    from models.tracking import DEFAULT_CROP, NoseModel
-    from training.tracking import main, onnx_metadata, stamp_metadata
-
-    data = fixture_npz(tmp_path / "faces.npz")
-    card = tmp_path / "tracking.md"
+    out = tmp_path_factory.mktemp("seed1")
     main(
         [
             "--data",
-            str(data),
-            "--epochs",
+            str(faces),
+            *SMALL,
+            "--seed",
             "1",
-            "--fine-epochs",
-            "1",
-            "--batch",
-            "8",
             "--out-dir",
-            str(tmp_path),
+            str(out),
             "--card",
-            str(card),
+            str(out / "tracking.md"),
         ]
     )
-    assert (tmp_path / "tracking.keras").is_file()
-    text = card.read_text()
+    return out
+
+
+@pytest.fixture(scope="module")
+def assembled(trained, faces, tmp_path_factory, eager_keras) -> tuple[Path, Path]:
+    """Train a second net (seed 2, no report) and average it with the first: both output folders."""
+    from training.tracking import main
+
+    second, out = tmp_path_factory.mktemp("seed2"), tmp_path_factory.mktemp("both")
+    # Stage 1 only, two epochs: one compile, and its training log still has an epoch 2.
+    small = ["--data", str(faces), "--epochs", "2", "--fine-epochs", "0", "--batch", "9", "--points", "68"]
+    main([*small, "--no-report", "--seed", "2", "--out-dir", str(second), "--card", ""])
+    members = [str(trained / "tracking.keras"), str(second / "tracking.keras")]
+    main(
+        [
+            "--data",
+            str(faces),
+            "--out-dir",
+            str(out),
+            "--card",
+            str(out / "tracking.md"),
+            "--assemble",
+            *members,
+        ]
+    )
+    return second, out
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_training_smoke(trained):
+    from models.tracking import NoseModel
+    from training.export import onnx_metadata
+    from training.tracking import card_text
+
+    assert (trained / "tracking.keras").is_file()
+    text = (trained / "tracking.md").read_text()
     assert "mean px" in text and "python -m training.tracking" in text
     assert len(LOG_ROW_2.findall(text)) == 1  # one epoch of each stage in the training log
     assert "BlazeFace" in text and "Haar" not in text.split("## Limits")[1]
-    model = NoseModel("smoke", tmp_path / "tracking.onnx")
+    # The card is its metrics rendered: the metrics alone write it again.
+    assert card_text(json.loads((trained / "tracking_metrics.json").read_text())) == text
+    model = NoseModel("smoke", trained / "tracking.onnx")
     model.warmup()
     result = model(np.full((96, 96), 100, np.uint8), detect=False)
     assert result["found"] and 0 <= result["x"] <= 1
     # The export is calibrated for the served face detector, so the tracker uses its own crop.
-    meta = onnx_metadata(tmp_path / "tracking.onnx")
+    meta = onnx_metadata(trained / "tracking.onnx")
     assert meta["crop_detector"] == model.detector.name
     assert json.loads(meta["calibration"])["detected_fraction"] > 0.5  # BlazeFace finds the crops
     assert model.crop == {k: float(meta[k]) for k in ("crop_scale", "crop_dx", "crop_dy")}
 
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_assembled_ensemble_of_68_point_nets_averages_its_members(trained, assembled):
+    from training.export import onnx_metadata
+    from training.tracking_model import predict_onnx
+
+    second, out = assembled
+    crops = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(DATA.glob("*.png"))[:8]])
+    mean = (
+        predict_onnx(trained / "tracking.onnx", crops) + predict_onnx(second / "tracking.onnx", crops)
+    ) / 2
+    got = predict_onnx(out / "tracking.onnx", crops)
+    assert got.shape == (8, 68, 2) and np.abs(got - mean).max() < 1e-3  # one graph, the average
+    assert [m["seed"] for m in json.loads(onnx_metadata(out / "tracking.onnx")["members"])] == [1, 2]
+    text = (out / "tracking.md").read_text()
+    assert "--seed 1 --points 68 --members 2" in text and "Net 2 (seed 2)" in text and "--assemble" in text
+    assert len(LOG_ROW_2.findall(text)) == 2  # both nets' training logs
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_evaluate_only_recalibrates_and_keeps_how_it_was_trained(assembled, faces, tmp_path):
+    import onnx
+
+    from models.tracking import DEFAULT_CROP, NoseModel
+    from training.export import onnx_metadata, stamp_metadata
+    from training.tracking import main
+
+    _, out = assembled
+    for name in ("tracking.keras", "tracking.onnx", "tracking.md"):
+        shutil.copyfile(out / name, tmp_path / name)
+    path, card = tmp_path / "tracking.onnx", tmp_path / "tracking.md"
+    calibrated = NoseModel("calibrated", path)
     # A model calibrated for another detector is recalibrated by --evaluate-only: metadata only.
-    path = tmp_path / "tracking.onnx"
     stamp_metadata(
         path, {"crop_detector": "haar_frontalface_default", "crop_scale": 2.017, "calibration": {}}
     )
     graph = onnx.load(str(path)).graph.SerializeToString()
     assert NoseModel("stale", path).crop == DEFAULT_CROP  # another detector's calibration is not used
-    main(["--data", str(data), "--out-dir", str(tmp_path), "--card", str(card), "--evaluate-only"])
+    main(["--data", str(faces), "--out-dir", str(tmp_path), "--card", str(card), "--evaluate-only"])
     assert onnx.load(str(path)).graph.SerializeToString() == graph
-    assert onnx_metadata(path)["crop_detector"] == model.detector.name
-    assert NoseModel("again", path).crop == model.crop
-    assert len(LOG_ROW_2.findall(card.read_text())) == 1  # the training log is kept
-
-
-@pytest.mark.tensorflow
-def test_assembled_ensemble_of_68_point_nets_averages_its_members(tmp_path):
-    pytest.importorskip("tensorflow")
-    from training.tracking import main, onnx_metadata, predict_onnx
-
-    data = fixture_npz(tmp_path / "faces.npz")
-    small = ["--data", str(data), "--epochs", "1", "--fine-epochs", "1", "--batch", "8", "--points", "68"]
-    small += ["--no-report"]
-    for seed in ("1", "2"):
-        main([*small, "--seed", seed, "--out-dir", str(tmp_path / seed), "--card", ""])
-    out, card = tmp_path / "both", tmp_path / "both.md"
-    members = [str(tmp_path / seed / "tracking.keras") for seed in ("1", "2")]
-    main(["--data", str(data), "--out-dir", str(out), "--card", str(card), "--assemble", *members])
-
-    crops = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(DATA.glob("*.png"))[:8]])
-    mean = (
-        predict_onnx(tmp_path / "1" / "tracking.onnx", crops)
-        + predict_onnx(tmp_path / "2" / "tracking.onnx", crops)
-    ) / 2
-    got = predict_onnx(out / "tracking.onnx", crops)
-    assert got.shape == (8, 68, 2) and np.abs(got - mean).max() < 1e-3  # one graph, the average
-    assert [m["seed"] for m in json.loads(onnx_metadata(out / "tracking.onnx")["members"])] == [1, 2]
+    assert onnx_metadata(path)["crop_detector"] == calibrated.detector.name
+    assert NoseModel("again", path).crop == calibrated.crop
+    # The card still describes the run that trained the model: its command and both training logs.
     text = card.read_text()
-    assert "--seed 1 --points 68 --members 2" in text and "Net 2 (seed 2)" in text and "--assemble" in text
-    assert len(LOG_ROW_2.findall(text)) == 2  # both nets' training logs
-
-    main(["--data", str(data), "--out-dir", str(out), "--card", str(card), "--evaluate-only"])
-    again = card.read_text()
-    assert "--seed 1 --points 68 --members 2" in again and len(LOG_ROW_2.findall(again)) == 2
+    assert "--seed 1 --points 68 --members 2" in text and len(LOG_ROW_2.findall(text)) == 2
