@@ -37,9 +37,9 @@ class Prediction(BaseModel):
 
 
 class GetHint(BaseModel):
-    """The original service's answer to a GET: how to call the endpoint."""
+    """The original service's answer to a GET: how to call the endpoint (no label: JSON null)."""
 
-    label: str
+    label: None
     msg: str
     error: str
     code: str
@@ -122,7 +122,7 @@ def classify(name: str):
 
 def get_hint():
     """Answer a GET like the original service: 400 and how to call the endpoint."""
-    return jsonify({"label": "null", "msg": GET_HINT, "error": GET_HINT, "code": "use_post"}), 400
+    return jsonify({"label": None, "msg": GET_HINT, "error": GET_HINT, "code": "use_post"}), 400
 
 
 @bp.get("/api/classifier")
@@ -133,7 +133,7 @@ def hint_default():
       summary: How to call the classifier (always 400, as the original service)
       responses:
         400:
-          description: '{"label": "null", "msg": "POST a base64-encoded drawing as base64_drawing."}'
+          description: '{"label": null, "msg": "POST a base64-encoded drawing as base64_drawing."}'
           content:
             application/json:
               schema: {$ref: '#/components/schemas/GetHint'}
@@ -211,7 +211,7 @@ def hint_named(name: str):
       summary: How to call this classifier (400 when it exists, 404 when it does not)
       responses:
         400:
-          description: '{"label": "null", "msg": "POST a base64-encoded drawing as base64_drawing."}'
+          description: '{"label": null, "msg": "POST a base64-encoded drawing as base64_drawing."}'
           content:
             application/json:
               schema: {$ref: '#/components/schemas/GetHint'}

@@ -16,7 +16,7 @@ from models.runtime import LabelMismatchError
 from tests.conftest import data_url, hide_environment, png_bytes
 
 TEACHABLE = Path(__file__).parents[1] / "data" / "teachable" / "flask-mug"
-HINT = {"label": "null", "msg": "POST a base64-encoded drawing as base64_drawing."}
+HINT = {"label": None, "msg": "POST a base64-encoded drawing as base64_drawing."}
 
 
 def circle(mode: str = "RGB", size: int = 256) -> np.ndarray:
