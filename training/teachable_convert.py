@@ -31,6 +31,7 @@ import numpy as np
 
 from models.runtime import ModelFileError
 from training import tf_setup
+from training.export import export_onnx, max_difference
 
 log = logging.getLogger(__name__)
 
@@ -308,30 +309,19 @@ def convert(h5_path: Path, onnx_path: Path, *, source_sha256: str | None = None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _limit_tensorflow_threads()
     import keras
-    import onnx
-    import onnxruntime as ort
 
     model = build_keras_model(spec)
     rng = np.random.default_rng(0)
     probe = rng.uniform(-1, 1, size=(2, *spec.input_shape)).astype(np.float32)
-    expected = np.asarray(model(probe, training=False))
     onnx_path = Path(onnx_path)
-    model.export(str(onnx_path), format="onnx", verbose=False)
-
-    proto = onnx.load(str(onnx_path))
     meta = {
         "version": f"teachable-{source_sha256[:12]}" if source_sha256 else "teachable",
         "source": spec.path.name,
         "converter": "training.teachable_convert",
         "keras_source_version": spec.keras_version,
     }
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(onnx_path))
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: probe})[0]
-    diff = float(np.max(np.abs(got - expected)))
+    export_onnx(model, onnx_path, meta)
+    diff = max_difference(model, onnx_path, probe)
     if diff > EXPORT_TOLERANCE:
         raise ModelFileError(
             f"{spec.path}: the ONNX export differs from Keras by {diff:.2e} (> {EXPORT_TOLERANCE})"
@@ -341,7 +331,7 @@ def convert(h5_path: Path, onnx_path: Path, *, source_sha256: str | None = None)
         "onnx": str(onnx_path),
         "alpha": spec.alpha,
         "input_shape": list(spec.input_shape),
-        "classes": int(expected.shape[-1]),
+        "classes": int(model.output_shape[-1]),
         "backbone_layers": len(spec.backbone),
         "weighted_layers": len(spec.weights),
         "keras_source_version": spec.keras_version,
