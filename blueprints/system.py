@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import psutil
 from flask import Blueprint, current_app, jsonify, render_template
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 
 from blueprints.instrumentation import metrics_response
 from blueprints.openapi import get_spec
+from models.files import without_paths
 from models.registry import get_registry
 
 bp = Blueprint("system", __name__)
@@ -125,8 +127,23 @@ def ready():
               schema: {$ref: '#/components/schemas/Readiness'}
     """
     registry = get_registry()
-    body = {"ready": registry.ready, "pid": os.getpid(), "models": registry.status()}
+    root = Path(current_app.root_path)
+    # Where the service is installed is nobody's business: paths are shown relative to the project
+    # (models/numbers.onnx), or by file name when they lie outside it.
+    models = [shown(row, root) for row in registry.status()]
+    body = {"ready": registry.ready, "pid": os.getpid(), "models": models}
     return jsonify(body), (200 if registry.ready else 503)
+
+
+def shown(value: Any, root: Path) -> Any:
+    """Return a /ready value with every absolute path in its text replaced by its shown form."""
+    if isinstance(value, str):
+        return without_paths(value, root)
+    if isinstance(value, dict):
+        return {key: shown(item, root) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown(item, root) for item in value]
+    return value
 
 
 @bp.get("/metrics")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,3 +35,29 @@ def write_atomic(target: Path, write: Callable[[Path], object]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# An absolute path inside a message: POSIX (/a/b, not the path of a URL) or Windows (C:\a\b).
+_ABSOLUTE = re.compile(r"(?<![\w.~/:-])/(?:[^\s/'\"(),;]+/)*[^\s/'\"(),;:]+|\b[A-Za-z]:\\[^\s'\"(),;]+")
+
+
+def shown_path(path: str | os.PathLike, root: Path) -> str:
+    """Return a path as the outside may see it: relative to the project root, else its file name."""
+    text = os.fspath(path)
+    if re.match(r"[A-Za-z]:\\", text):
+        return text.rsplit("\\", 1)[-1]
+    path = Path(text)
+    if not path.is_absolute():
+        return path.as_posix()
+    for base in (root, root.resolve()):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return path.name or "."
+
+
+def without_paths(text: str, root: Path) -> str:
+    """Replace every absolute path in a message by its shown form (see shown_path)."""
+    for base in sorted({str(root), str(root.resolve())}, key=len, reverse=True):
+        # The root first, as a whole: it may hold spaces, which the pattern does not cross.
+        text = text.replace(base.rstrip(os.sep) + os.sep, "")
+    return _ABSOLUTE.sub(lambda m: shown_path(m.group(0), root), text)

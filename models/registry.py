@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.files import without_paths
 from models.runtime import ServedModel
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,8 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
                 # start-up, or the service would answer with the wrong names.
                 log.critical("model %s: %s", name, exc)
                 raise
-            failures[name] = f"{type(exc).__name__}: {exc}"
+            # The reason is shown to clients (/ready, 503 answers): no absolute paths in it.
+            failures[name] = without_paths(f"{type(exc).__name__}: {exc}", root)
             log.error("model %s failed to load from %s: %s", name, spec.get("path"), exc)
             continue
         models[name] = model
