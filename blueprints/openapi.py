@@ -74,25 +74,6 @@ REQUEST_BODIES: dict[str, dict[str, Any]] = {
             "application/octet-stream": _BYTES,
         },
     },
-    # The original tracking routes each took one form only.
-    "ImageJson": {
-        "description": 'JSON only: {"image": base64 or data URL}; uploads go to /image-bin.',
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {"image": {"$ref": "#/components/schemas/ImageField"}},
-                }
-            }
-        },
-    },
-    "ImageUpload": {
-        "description": "A multipart upload only; base64 JSON goes to /image-64.",
-        "required": True,
-        "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImageUpload"}}},
-    },
 }
 
 # Error answers that many routes share, by component name, with their default description.

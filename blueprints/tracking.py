@@ -1,4 +1,8 @@
-"""Nose tracking: POST /image-64, /image-bin (the original routes), /api/track; /track and /dashboard."""
+"""Nose tracking: POST /image-64, /image-bin (the original routes), /api/track; /track and /dashboard.
+
+The three routes take every image format of the service; the original two keep their names, forms
+and answers (their original forms are JSON base64 and a multipart upload), so old clients work.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,9 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, jsonify, render_template
 from pydantic import BaseModel
 
-from blueprints.errors import api_error
 from blueprints.image_input import keep_image, load_image, request_options
 from blueprints.instrumentation import route_stats
 from blueprints.options import flag
@@ -20,7 +23,8 @@ bp = Blueprint("tracking", __name__)
 log = logging.getLogger(__name__)
 
 MODEL = "tracking"
-# Dashboard rows: Flask endpoint -> (path, what it takes). The original counted base64 and binary.
+# Dashboard rows: Flask endpoint -> (path, its original form). The original counted base64 and binary
+# (each route now takes every format; the column keeps the original's names).
 ROUTES = {
     "tracking.image_64": ("/image-64", "base64"),
     "tracking.image_bin": ("/image-bin", "binary"),
@@ -123,13 +127,15 @@ def track(image: InputImage, endpoint: str) -> Any:
 
 @bp.post("/image-64")
 def image_64():
-    """Find the nose tip in a base64 image (the original route).
+    """Find the nose tip in a base64 image (the original route; every image format is taken).
     ---
     post:
       summary: Nose tip in a base64 image (original route)
-      description: 'JSON {"image": base64}. Faces are detected unless "detect" is false.'
+      description: >
+        The original form is JSON {"image": base64}; like /api/track it also takes a data URL,
+        a multipart upload and raw image bytes. Faces are detected unless "detect" is false.
       parameters: [{$ref: '#/components/parameters/Detect'}]
-      requestBody: {$ref: '#/components/requestBodies/ImageJson'}
+      requestBody: {$ref: '#/components/requestBodies/Image'}
       responses:
         200: {$ref: '#/components/responses/NosePosition'}
         400:
@@ -139,27 +145,20 @@ def image_64():
         415: {$ref: '#/components/responses/NotAnImage'}
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
-    mimetype = request.mimetype or ""
-    # JSON only (also unlabelled or text/plain JSON, as old clients send); files go to /image-bin.
-    if request.files or mimetype.startswith(("image/", "multipart/", "application/octet-stream")):
-        api_error(
-            415,
-            "expected_json",
-            'Send JSON {"image": "<base64>"} with Content-Type application/json; '
-            "multipart uploads go to /image-bin.",
-        )
-    return track(load_image(fields=("image",)), "image_64")
+    return track(load_image(), "image_64")
 
 
 @bp.post("/image-bin")
 def image_bin():
-    """Find the nose tip in an uploaded image file (the original route).
+    """Find the nose tip in an uploaded image file (the original route; every image format is taken).
     ---
     post:
       summary: Nose tip in an uploaded image (original route)
-      description: 'Multipart field `image`; `?detect=0` treats the image as a face crop.'
+      description: >
+        The original form is a multipart field `image`; like /api/track it also takes raw image
+        bytes and JSON base64. `?detect=0` treats the image as a face crop.
       parameters: [{$ref: '#/components/parameters/Detect'}]
-      requestBody: {$ref: '#/components/requestBodies/ImageUpload'}
+      requestBody: {$ref: '#/components/requestBodies/Image'}
       responses:
         200: {$ref: '#/components/responses/NosePosition'}
         400:
@@ -169,12 +168,6 @@ def image_bin():
         415: {$ref: '#/components/responses/NotAnImage'}
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
-    if not request.files:
-        api_error(
-            400,
-            "missing_image",
-            "Upload the image as a multipart/form-data file field named 'image'; base64 JSON goes to /image-64.",
-        )
     return track(load_image(), "image_bin")
 
 

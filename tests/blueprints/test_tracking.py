@@ -138,6 +138,53 @@ def test_committed_frame_through_every_format(client):
     assert error(answers[0], frame["nose"], frame["width"], frame["height"], iod) <= 0.2
 
 
+def every_format(pixels: np.ndarray) -> dict[str, dict]:
+    """The same image in each request form the service takes, as test-client arguments."""
+    data = png(pixels)
+    nested = json.dumps(pixels.tolist())
+    return {
+        "raw image/png": {"data": data, "content_type": "image/png"},
+        "raw octet-stream": {"data": data, "content_type": "application/octet-stream"},
+        "JSON data URL": {"json": {"image": "data:image/png;base64," + b64(data)}},
+        "JSON base64": {"json": {"image": b64(data)}},
+        "JSON base64_drawing": {"json": {"base64_drawing": b64(data)}},
+        "text/plain JSON": {"data": json.dumps({"image": b64(data)}), "content_type": "text/plain"},
+        "multipart image": {
+            "data": {"image": (io.BytesIO(data), "f.png")},
+            "content_type": "multipart/form-data",
+        },
+        "multipart file": {
+            "data": {"file": (io.BytesIO(data), "f.png")},
+            "content_type": "multipart/form-data",
+        },
+        "form base64": {"data": {"image": b64(data)}, "content_type": "application/x-www-form-urlencoded"},
+        "legacy nested array": {"json": {"image": nested}},
+    }
+
+
+@pytest.mark.parametrize("route", ["/image-64", "/image-bin", "/api/track"])
+def test_every_route_takes_every_format(client, route):
+    """The original routes take what /api/track takes, with the same answer for the same pixels."""
+    frame = LABELS["frames"][0]
+    pixels = cv2.imread(str(DATA / frame["file"]), cv2.IMREAD_COLOR)
+    expected = client.post("/api/track", data=png(pixels), content_type="image/png").get_json()
+    assert expected["found"] and expected["mode"] == "detected"
+    for form, kwargs in every_format(pixels).items():
+        response = client.post(route, **kwargs)
+        assert response.status_code == 200, (form, response.get_data(as_text=True))
+        assert response.get_json() == expected, form
+
+
+def test_original_routes_take_raw_jpeg_and_detect_query(client):
+    """The issue's two cases: raw image/jpeg on /image-bin (was 400) and on /image-64 (was 415)."""
+    data = file_bytes(LABELS["frames"][1]["file"])
+    expected = client.post("/api/track?detect=0", data=data, content_type="image/jpeg").get_json()
+    for route in ("/image-64", "/image-bin"):
+        response = client.post(route + "?detect=0", data=data, content_type="image/jpeg")
+        assert response.status_code == 200 and response.get_json() == expected
+        assert expected["mode"] == "whole_image"
+
+
 def test_detect_false_in_json_skips_detection(client):
     frame = LABELS["frames"][1]
     body = client.post(
@@ -223,7 +270,8 @@ BAD_INPUT = [
     ("/image-64", {"json": {"image": "%%%not base64%%%"}}, 400, "invalid_base64"),
     ("/image-64", {"json": {"image": b64(b"hello, not an image")}}, 415, "not_an_image"),
     ("/image-64", {"json": {"image": 42}}, 400, "invalid_image_field"),
-    ("/image-64", {"data": b"\x89PNG", "content_type": "image/png"}, 415, "expected_json"),
+    # Raw bytes are read as an image now (the original answered 415 expected_json).
+    ("/image-64", {"data": b"\x89PNG", "content_type": "image/png"}, 415, "not_an_image"),
     ("/image-64", {"json": {"image": b64(tiny_png())}}, 400, "image_too_small"),
     (
         "/image-64",
@@ -232,7 +280,9 @@ BAD_INPUT = [
         "invalid_detect",
     ),
     ("/image-bin", {"data": {}, "content_type": "multipart/form-data"}, 400, "missing_image"),
-    ("/image-bin", {"json": {"image": b64(tiny_png())}}, 400, "missing_image"),
+    # JSON is read as an image now (the original answered 400 missing_image).
+    ("/image-bin", {"json": {"image": b64(tiny_png())}}, 400, "image_too_small"),
+    ("/image-bin", {"data": b"", "content_type": "image/jpeg"}, 400, "empty_body"),
     ("/api/track", {"data": b"", "content_type": "image/jpeg"}, 400, "empty_body"),
     ("/api/track", {"data": b"not an image", "content_type": "image/jpeg"}, 415, "not_an_image"),
     ("/api/track", {"json": {"image": b64(file_bytes("frame_0.jpg")), "detect": 3}}, 400, "invalid_detect"),
