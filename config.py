@@ -83,6 +83,14 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _token(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None  # unset: only loopback clients may change the store
+    if not isinstance(value, str) or len(value) < 16 or not value.isascii() or not value.isprintable():
+        raise ValueError("must be at least 16 printable ASCII characters (e.g. `openssl rand -hex 32`)")
+    return value
+
+
 def _networks(values: list[str]) -> list[str]:
     for value in values:
         try:
@@ -133,6 +141,9 @@ class Settings(BaseModel):
     # the proxies at TRUSTED_PROXY_IPS: a client that reaches the server directly cannot forge it.
     TRUSTED_PROXIES: Whole = Field(0, ge=0, le=10)
     TRUSTED_PROXY_IPS: Annotated[Words, AfterValidator(_networks)] = ["127.0.0.1", "::1"]
+    # The credential for changing or removing stored data and for the bulk export (blueprints/auth.py),
+    # sent as `Authorization: Bearer <token>`; unset, only loopback clients may do those.
+    ADMIN_TOKEN: Annotated[str | None, BeforeValidator(_token)] = None
     LOG_LEVEL: Annotated[str, AfterValidator(_log_level)] = "INFO"
     LOG_FILE: str | None = None
     LOG_FILE_MAX_BYTES: Whole = Field(10 * MiB, ge=1024)
@@ -166,6 +177,16 @@ class Settings(BaseModel):
     # STORE_QUEUE_WAIT_MS for room, then its image is dropped and counted.
     STORE_QUEUE_SIZE: Whole = Field(256, ge=1, le=100_000)
     STORE_QUEUE_WAIT_MS: Whole = Field(2000, ge=0, le=30_000)
+    # The images of these endpoints are kept (when SAVE_IMAGES is on); uploads always are. Webcam
+    # frames (image_64, image_bin, track) are not kept unless listed.
+    SAVE_ENDPOINTS: Words = ["predict", "classifier", "ocr"]
+    # Retention: unlabelled images older than RETENTION_DAYS, or past the newest RETENTION_MAX_IMAGES,
+    # or past RETENTION_MAX_BYTES in all, are deleted (oldest first; 0 turns a limit off). Labelled
+    # images are kept. Checked every RETENTION_CHECK_SECONDS.
+    RETENTION_DAYS: Whole = Field(30, ge=0, le=36500)
+    RETENTION_MAX_IMAGES: Whole = Field(50_000, ge=0)
+    RETENTION_MAX_BYTES: Whole = Field(2048 * MiB, ge=0)
+    RETENTION_CHECK_SECONDS: Whole = Field(300, ge=1, le=86400)
 
     @computed_field
     @property

@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request, sen
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
+from blueprints.auth import ensure_admin, require_admin
 from blueprints.errors import api_error, error_response
 from blueprints.image_input import load_image, request_options
 from blueprints.options import flag, whole_number
@@ -107,6 +108,20 @@ class LabelRequest(BaseModel):
 
 
 SCHEMAS = (ImageCreated, ImageMeta, ImagePage, ThumbnailPending, LabelRequest)
+# The refusals of the routes that need the admin (blueprints/auth.py); any module may reference them.
+_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+RESPONSES = {
+    "Unauthorized": {
+        "description": "ADMIN_TOKEN is set and the request has no or a wrong "
+        "`Authorization: Bearer <token>` (codes credentials_required, invalid_credentials).",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        "content": _ERROR_BODY,
+    },
+    "AdminOnly": {
+        "description": "No ADMIN_TOKEN is set and the client is not on this machine (code admin_only).",
+        "content": _ERROR_BODY,
+    },
+}
 
 
 @bp.errorhandler(StoreError)
@@ -196,6 +211,10 @@ def upload():
         400:
           $ref: '#/components/responses/BadRequest'
           description: No file, an empty file, or a bad model or label.
+        401: {$ref: '#/components/responses/Unauthorized'}
+        403:
+          $ref: '#/components/responses/AdminOnly'
+          description: A label was given by a client that is not the admin (no label needs no credentials).
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
         503:
@@ -211,6 +230,9 @@ def upload():
         label = clean_label(options["label"]) if options.get("label") not in (None, "") else None
     except ValueError as exc:
         api_error(400, "invalid_field", str(exc))
+    if label is not None:
+        # A label is what retraining learns from: giving one is labelling, which needs the admin.
+        ensure_admin("label images")
     new = NewImage(
         data=image.encoded(),
         format="PNG" if image.format == "ARRAY" else image.format,
@@ -333,14 +355,17 @@ def download(image_id: str):
 
 
 @bp.delete("/images/<image_id>")
+@require_admin
 def delete_image(image_id: str):
-    """Delete a stored image, its thumbnail and its row.
+    """Delete a stored image, its thumbnail and its row (the admin only).
     ---
     delete:
       summary: Delete a stored image
       responses:
         204:
           description: Deleted.
+        401: {$ref: '#/components/responses/Unauthorized'}
+        403: {$ref: '#/components/responses/AdminOnly'}
         404: {$ref: '#/components/responses/NotFound'}
     """
     record = _find(image_id)
@@ -350,8 +375,9 @@ def delete_image(image_id: str):
 
 
 @bp.post("/images/<image_id>/label")
+@require_admin
 def set_label(image_id: str):
-    """Record the correct answer for an image, for retraining.
+    """Record the correct answer for an image, for retraining (the admin only).
     ---
     post:
       summary: Label a stored image
@@ -370,6 +396,8 @@ def set_label(image_id: str):
         400:
           $ref: '#/components/responses/BadRequest'
           description: No label field, or a label that is empty, too long or not text.
+        401: {$ref: '#/components/responses/Unauthorized'}
+        403: {$ref: '#/components/responses/AdminOnly'}
         404: {$ref: '#/components/responses/NotFound'}
     """
     record = _find(image_id)
@@ -471,8 +499,9 @@ def list_images():
 
 
 @bp.get("/images/export")
+@require_admin
 def export():
-    """Download the labelled images as a zip for retraining.
+    """Download the labelled images as a zip for retraining (the admin only).
     ---
     get:
       summary: Export labelled images
@@ -488,6 +517,8 @@ def export():
           description: The zip; header X-Image-Count says how many images it holds.
           content:
             application/zip: {}
+        401: {$ref: '#/components/responses/Unauthorized'}
+        403: {$ref: '#/components/responses/AdminOnly'}
     """
     model = request.args.get("model") or None
     try:
@@ -522,4 +553,9 @@ def gallery_page():
         list(current_app.extensions.get("registry").specs) if "registry" in current_app.extensions else []
     )
     models = sorted(set(stored) | set(configured))
-    return render_template("gallery.html", models=models, thumbnail_size=store.thumbnail_size)
+    return render_template(
+        "gallery.html",
+        models=models,
+        thumbnail_size=store.thumbnail_size,
+        admin_token_set=bool(current_app.config.get("ADMIN_TOKEN")),
+    )

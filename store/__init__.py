@@ -41,6 +41,7 @@ def init_app(app: Flask) -> ImageStore:
         thumbnail_size=app.config["THUMBNAIL_SIZE"],
         queue_size=app.config["STORE_QUEUE_SIZE"],
         queue_wait=app.config["STORE_QUEUE_WAIT_MS"] / 1000,
+        keep_endpoints=app.config["SAVE_ENDPOINTS"],
     )
     try:
         store.ensure_schema()

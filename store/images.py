@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -69,8 +70,11 @@ class ImageStore:
         thumbnail_size: int = 128,
         queue_size: int = 256,
         queue_wait: float = 2.0,
+        keep_endpoints: Iterable[str] | None = None,
     ):
         self.database_url = database_url
+        # The endpoints whose images submit() keeps (None: every one); uploads use save().
+        self.keep_endpoints = None if keep_endpoints is None else frozenset(keep_endpoints)
         self.engine = make_engine(database_url)
         self.image_dir = Path(image_dir)
         self.thumbnail_size = thumbnail_size
@@ -204,7 +208,9 @@ class ImageStore:
         prediction: Any,
         confidence: float | None,
     ) -> str | None:
-        """Queue an InputImage for a background write; return its future id, None when dropped."""
+        """Queue an InputImage for a background write; return its future id, None when not kept."""
+        if self.keep_endpoints is not None and endpoint not in self.keep_endpoints:
+            return None
         if self._closed:
             return None
         if not self._exit_registered:

@@ -1,5 +1,7 @@
 // The gallery page: list stored images, open one's metadata, correct its label, upload, delete.
 // Every text that came from the server is set with textContent, never parsed as HTML.
+// Labelling, deleting and exporting need the admin: the token typed in the sign-in form is kept in
+// sessionStorage (this tab only) and sent as `Authorization: Bearer <token>` with those requests.
 (() => {
   "use strict";
   const PER_PAGE = 24;
@@ -12,6 +14,7 @@
   let page = 1;
   let pages = 0;
   let current = null; // the metadata shown in the dialog
+  const TOKEN_KEY = "vision.adminToken";
   // Set here, not in a style attribute, which a strict Content-Security-Policy would refuse.
   grid.style.setProperty("--thumb", grid.dataset.thumb + "px");
 
@@ -23,10 +26,40 @@
     return params;
   }
 
+  // The store keeps every confidence as a fraction from 0 to 1.
   function percent(confidence) {
-    if (confidence === null || confidence === undefined) return "";
-    // Models report confidence as a fraction (0-1) or a percentage; show both as percent.
-    return Ui.percent(confidence <= 1 ? confidence : confidence / 100);
+    return confidence === null || confidence === undefined ? "" : Ui.percent(confidence);
+  }
+
+  function token() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (err) {
+      return ""; // storage turned off: every change then asks for the token again
+    }
+  }
+
+  function adminHeaders(headers) {
+    const value = token();
+    return Object.assign({}, headers, value ? { Authorization: "Bearer " + value } : {});
+  }
+
+  // What to say when a change is refused: 401 asks to sign in, 403 says why (only this machine).
+  function explain(err) {
+    if (err.status === 401) {
+      return err.code === "invalid_credentials"
+        ? "The admin token is not right: sign in again with the right one."
+        : "Sign in with the admin token (above) to label, delete or export images.";
+    }
+    return err.message;
+  }
+
+  function showSignedIn() {
+    const state = $("admin-state");
+    if (!$("admin-form") || !state) return;
+    state.textContent = token()
+      ? "Signed in for this tab: labelling, deleting and exporting send the token."
+      : "Labelling, deleting and exporting need the admin token; looking does not.";
   }
 
   function thumbnail(item) {
@@ -93,6 +126,39 @@
     $("export-link").href = "/images/export" + (model ? "?model=" + encodeURIComponent(model) : "");
   }
 
+  // A link cannot send the token: fetch the zip, then hand it to the browser as a download.
+  async function exportZip(url) {
+    let response;
+    try {
+      response = await fetch(url, { headers: adminHeaders({ Accept: "application/zip" }) });
+    } catch (err) {
+      Ui.say(message, "The server cannot be reached: " + err.message);
+      return;
+    }
+    if (!response.ok) {
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (err) {
+        body = null;
+      }
+      const err = new Error(body && body.error ? body.error : "The server answered " + response.status + ".");
+      err.status = response.status;
+      err.code = body && body.code ? body.code : null;
+      Ui.say(message, explain(err));
+      return;
+    }
+    const match = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "");
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = match ? match[1] : "labelled.zip";
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    Ui.say(message, "Exported " + (response.headers.get("X-Image-Count") || "the") + " labelled images.", "ok");
+  }
+
   function row(name, value) {
     const tr = document.createElement("tr");
     const th = document.createElement("th");
@@ -144,12 +210,16 @@
   async function saveLabel(label) {
     if (!current) return;
     try {
-      const meta = await Api.postJSON("/images/" + current.id + "/label", { label });
+      const meta = await Api.request("/images/" + current.id + "/label", {
+        method: "POST",
+        headers: adminHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ label }),
+      });
       showMeta(meta);
       Ui.say(dialogMessage, label === null ? "Label cleared." : "Label saved.", "ok");
       load();
     } catch (err) {
-      Ui.say(dialogMessage, err.message);
+      Ui.say(dialogMessage, explain(err));
     }
   }
 
@@ -162,12 +232,12 @@
   $("dialog-delete").addEventListener("click", async () => {
     if (!current || !window.confirm("Delete this image and its metadata?")) return;
     try {
-      await Api.request("/images/" + current.id, { method: "DELETE" });
+      await Api.request("/images/" + current.id, { method: "DELETE", headers: adminHeaders() });
       dialog.close();
       await load();
       Ui.say(message, "Image deleted.", "ok");
     } catch (err) {
-      Ui.say(dialogMessage, err.message);
+      Ui.say(dialogMessage, explain(err));
     }
   });
 
@@ -194,15 +264,45 @@
     const model = $("filter-model").value;
     if (model) form.append("model", model);
     try {
-      const created = await Api.post("/images", form);
+      // A plain upload needs no token; one with a label does (labelling).
+      const created = await Api.request("/images", { method: "POST", body: form, headers: adminHeaders() });
       event.target.reset();
       page = 1;
       await load(); // clears the message box first, so the news comes after
       Ui.say(message, "Uploaded as " + created.id + ".", "ok");
     } catch (err) {
-      Ui.say(message, err.message);
+      Ui.say(message, explain(err));
     }
   });
+
+  $("export-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    exportZip($("export-link").href);
+  });
+
+  if ($("admin-form")) {
+    $("admin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("admin-token").value.trim();
+      try {
+        if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
+        else window.sessionStorage.removeItem(TOKEN_KEY);
+      } catch (err) {
+        Ui.say(message, "This browser keeps no session storage: the token cannot be kept.");
+      }
+      $("admin-token").value = "";
+      showSignedIn();
+    });
+    $("admin-signout").addEventListener("click", () => {
+      try {
+        window.sessionStorage.removeItem(TOKEN_KEY);
+      } catch (err) {
+        // nothing kept, nothing to remove
+      }
+      showSignedIn();
+    });
+    showSignedIn();
+  }
 
   load();
 })();

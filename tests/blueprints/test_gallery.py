@@ -504,7 +504,13 @@ def test_openapi_describes_the_gallery(gallery_app):
         ("/vignette/<image_id>", "get"),
     }
     assert all(op["summary"] and op["responses"] for op in documented.values())
-    assert set(documented[("/images", "post")]["responses"]) == {201, 400, 413, 415, 503}
+    assert set(documented[("/images", "post")]["responses"]) == {201, 400, 401, 403, 413, 415, 503}
+    for guarded in (
+        ("/images/<image_id>", "delete"),
+        ("/images/<image_id>/label", "post"),
+        ("/images/export", "get"),
+    ):
+        assert {401, 403} <= set(documented[guarded]["responses"]), guarded
     assert 202 in documented[("/vignette/<image_id>", "get")]["responses"]
     spec = APISpec(title="t", version="1", openapi_version="3.0.3")
     for model in module.SCHEMAS:
