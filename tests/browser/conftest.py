@@ -5,7 +5,8 @@
 - `browser`: one headless Chromium for the session (`launch_chromium` starts others, e.g. with a
   fake camera). Never downloads a browser: without /usr/bin/chromium every browser test skips.
 - `page`: a fresh context per test that records every request; the test fails if one went
-  anywhere but 127.0.0.1/localhost, or if the page threw an uncaught JavaScript error.
+  anywhere but 127.0.0.1/localhost, if the page threw an uncaught JavaScript error, or if the
+  browser refused something under the Content-Security-Policy.
 - `screenshot(page, name)` keeps a PNG under test-artifacts/screenshots/; a failed test keeps one too.
 """
 
@@ -80,12 +81,14 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item) -> Iterator[None]:
-    """After the test body, fail it for requests that left loopback or uncaught page errors."""
+    """After the test body, fail it for requests that left loopback, uncaught page errors or CSP refusals."""
     result = yield
     for recorder in item.stash.get(RECORDERS, []):
         outside = [url for url in recorder.urls if not is_local(url)]
         assert not outside, f"the page requested outside 127.0.0.1: {outside}"
         assert not recorder.page_errors, f"uncaught JavaScript errors on the page: {recorder.page_errors}"
+        refused = [e for e in recorder.console_errors if "Content Security Policy" in e]
+        assert not refused, f"the page broke its Content-Security-Policy: {refused}"
     return result
 
 
