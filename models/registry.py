@@ -1,16 +1,24 @@
-"""The model registry: every configured model, loaded and warmed once per process."""
+"""The model registry: every configured model, loaded and warmed once per process.
+
+A registry is never mutated. When a model is added to or removed from a classifier folder (an
+upload), the folder's generation file changes; each worker notices it before its next classifier
+request (`refresh`), builds a new registry that keeps every unchanged model, and swaps it in.
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from models.files import without_paths
-from models.runtime import ServedModel
+from models.files import without_paths, write_atomic
+from models.runtime import ModelFileError, ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,10 @@ MODEL_TYPES: dict[str, str] = {
     "ocr": "models.ocr:OcrModel",
     "tracking": "models.tracking:NoseModel",
 }
+# Rewritten in a classifier folder each time a model is added or removed there.
+GENERATION_FILE = ".generation"
+# The main file of each Teachable Machine export format, as models.converters looks for them.
+EXPORT_FILES = ("keras_model.h5", "model.json", "model_unquant.tflite", "model.tflite")
 
 
 class ModelNotLoaded(LookupError):
@@ -45,6 +57,10 @@ class Registry:
     # The class of every configured model whose type is known, loaded or not.
     classes: dict[str, type[ServedModel]] = field(default_factory=dict)
     load_seconds: float = 0.0
+    # Each model file's identity when it was loaded, so a rebuild keeps only what did not change.
+    stamps: dict[str, tuple | None] = field(default_factory=dict)
+    # The classifier folders' generation this registry was built from (see `refresh`).
+    generation: tuple = ()
 
     def get(self, name: str) -> ServedModel:
         """Return a loaded model or raise ModelNotLoaded."""
@@ -98,15 +114,45 @@ def model_class(type_name: str) -> type[ServedModel]:
 
 
 def discover_classifiers(folder: Path) -> dict[str, dict]:
-    """Find Teachable Machine exports (keras_model.h5 + labels.txt) in sub-folders of a folder."""
+    """Find Teachable Machine exports (Keras .h5, TF.js, TFLite) in sub-folders of a folder."""
+    from models.converters import find_export
+
     found: dict[str, dict] = {}
     if not folder.is_dir():
         return found
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        h5 = sub / "keras_model.h5"
-        if h5.is_file():
-            found[sub.name] = {"type": "teachable", "path": str(h5), "labels": str(sub / "labels.txt")}
+    # Dot-folders are unfinished uploads and removals.
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not any((sub / name).is_file() for name in EXPORT_FILES):
+            continue
+        try:
+            fmt, main = find_export(sub)
+        except ModelFileError:
+            # Two exports in one folder: served as a load failure that says so, not skipped.
+            found[sub.name] = {"type": "teachable", "path": str(sub)}
+            continue
+        labels = sub / ("metadata.json" if fmt == "tfjs" else "labels.txt")
+        found[sub.name] = {"type": "teachable", "path": str(main), "labels": str(labels)}
     return found
+
+
+def mark_changed(folder: Path) -> None:
+    """Rewrite a classifier folder's generation file, so every worker reloads its classifiers."""
+    token = f"{time.time_ns()} {os.getpid()} {uuid.uuid4().hex}\n"
+    write_atomic(Path(folder) / GENERATION_FILE, lambda tmp: tmp.write_text(token, encoding="ascii"))
+
+
+def file_stamp(path: Path | None) -> tuple | None:
+    """Return a file's identity (inode, mtime, size), or None when it is missing."""
+    try:
+        st = os.stat(path)
+    except (TypeError, OSError):
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def classifier_generation(folders: list[Path]) -> tuple:
+    """Return the generation of the classifier folders: one stat per folder."""
+    return tuple(file_stamp(folder / GENERATION_FILE) for folder in folders)
 
 
 def resolve_path(root: Path, value: str | None) -> Path | None:
@@ -117,13 +163,18 @@ def resolve_path(root: Path, value: str | None) -> Path | None:
     return path if path.is_absolute() else root / path
 
 
-def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> Registry:
-    """Load and warm every configured model; a model that fails is recorded, not fatal."""
+def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1, strict: bool = True) -> Registry:
+    """Load and warm every configured model; a model that fails is recorded, not fatal.
+
+    With `strict` (at start-up), labels that do not fit their model stop the start.
+    """
     start = time.perf_counter()
     models: dict[str, ServedModel] = {}
     failures: dict[str, str] = {}
     classes: dict[str, type[ServedModel]] = {}
+    stamps: dict[str, tuple | None] = {}
     for name, spec in specs.items():
+        stamps[name] = file_stamp(resolve_path(root, spec.get("path")))
         options: dict[str, Any] = {k: v for k, v in spec.items() if k not in ("type", "path")}
         try:
             cls = classes[name] = model_class(spec["type"])
@@ -134,7 +185,7 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
             model = cls(name, resolve_path(root, spec["path"]), threads=threads, **options)
             model.warmup()
         except Exception as exc:  # one bad model must not stop the others...
-            if getattr(exc, "fatal", False):
+            if strict and getattr(exc, "fatal", False):
                 # ...but a configuration mistake (labels that do not fit their model) must stop
                 # start-up, or the service would answer with the wrong names.
                 log.critical("model %s: %s", name, exc)
@@ -158,19 +209,84 @@ def build_registry(specs: dict[str, dict], *, root: Path, threads: int = 1) -> R
         failures=failures,
         classes=classes,
         load_seconds=time.perf_counter() - start,
+        stamps=stamps,
     )
+
+
+def classifier_folders(app) -> list[Path]:
+    """Return the app's classifier folders (CLASSIFIER_DIRS), resolved against its root."""
+    root = Path(app.root_path)
+    return [resolve_path(root, folder) for folder in app.config["CLASSIFIER_DIRS"]]
+
+
+def configured_specs(app) -> dict[str, dict]:
+    """Return every model to serve: MODELS, then the exports in the classifier folders."""
+    specs = dict(app.config["MODELS"])
+    for folder in classifier_folders(app):
+        for name, spec in discover_classifiers(folder).items():
+            specs.setdefault(name, spec)
+    return specs
 
 
 def init_app(app) -> Registry:
     """Build this process's registry from app config and keep it in app.extensions."""
-    root = Path(app.root_path)
-    specs = dict(app.config["MODELS"])
-    for folder in app.config["CLASSIFIER_DIRS"]:
-        for name, spec in discover_classifiers(resolve_path(root, folder)).items():
-            specs.setdefault(name, spec)
-    registry = build_registry(specs, root=root, threads=app.config["ONNX_THREADS"])
-    app.extensions["registry"] = registry
-    return registry
+    # Read before the folders are: a change made while loading is seen by the next refresh.
+    generation = classifier_generation(classifier_folders(app))
+    registry = build_registry(
+        configured_specs(app), root=Path(app.root_path), threads=app.config["ONNX_THREADS"]
+    )
+    app.extensions["registry"] = replace(registry, generation=generation)
+    app.extensions["registry_lock"] = threading.Lock()
+    return app.extensions["registry"]
+
+
+def rebuild(old: Registry, specs: dict[str, dict], *, root: Path, threads: int) -> Registry:
+    """Return a registry of `specs` that keeps every model of `old` whose spec and file did not change."""
+    kept = {
+        name: old.models[name]
+        for name, spec in specs.items()
+        if name in old.models
+        and old.specs.get(name) == spec
+        and old.stamps.get(name) == file_stamp(resolve_path(root, spec.get("path")))
+    }
+    # Not strict: a bad model added while serving is reported by /ready; it cannot stop a start.
+    loaded = build_registry(
+        {n: s for n, s in specs.items() if n not in kept}, root=root, threads=threads, strict=False
+    )
+    models = {**kept, **loaded.models}
+    return Registry(
+        models={name: models[name] for name in specs if name in models},
+        specs=dict(specs),
+        failures=dict(loaded.failures),
+        classes={**{n: old.classes[n] for n in kept}, **loaded.classes},
+        load_seconds=loaded.load_seconds,
+        stamps={**{n: old.stamps[n] for n in kept}, **loaded.stamps},
+    )
+
+
+def refresh(app) -> Registry:
+    """Swap in a new registry when a classifier folder changed since this one was built."""
+    folders = classifier_folders(app)
+    registry = app.extensions["registry"]
+    if classifier_generation(folders) == registry.generation:
+        return registry
+    # One thread rebuilds; the others wait for it, so none serves a removed model once told so.
+    with app.extensions["registry_lock"]:
+        registry = app.extensions["registry"]
+        generation = classifier_generation(folders)
+        if generation == registry.generation:
+            return registry
+        built = rebuild(
+            registry, configured_specs(app), root=Path(app.root_path), threads=app.config["ONNX_THREADS"]
+        )
+        app.extensions["registry"] = replace(built, generation=generation)
+        log.info(
+            "classifier folders changed: %d models kept, %d loaded, %d failed",
+            len(built.models) - len(set(built.models) - set(registry.models)),
+            len(set(built.models) - set(registry.models)),
+            len(built.failures),
+        )
+        return app.extensions["registry"]
 
 
 def get_registry() -> Registry:

@@ -1,8 +1,11 @@
-"""Teachable Machine image classifiers: keras_model.h5 + labels.txt, served from a cached ONNX file.
+"""Teachable Machine image classifiers, in each export format, served from a cached ONNX file.
 
-The ONNX cache (keras_model.onnx) sits beside the .h5 with a stamp (keras_model.onnx.json) that
-records the .h5's SHA-256. A fresh cache is served as is, without TensorFlow; a missing or stale
-one is rebuilt by training.teachable_convert, which imports TensorFlow only then.
+A classifier folder holds one export: keras_model.h5 + labels.txt (Keras), model.json +
+weights.bin + metadata.json (TensorFlow.js), or model_unquant.tflite / model.tflite + labels.txt
+(TensorFlow Lite, float / quantized). The ONNX cache (<main file>.onnx) sits beside the export's
+main file with a stamp (<main file>.onnx.json) that records the SHA-256 of the export's files. A
+fresh cache is served as is; a missing or stale one is rebuilt by models.converters, without
+TensorFlow, under a per-file lock so that parallel workers convert once.
 """
 
 from __future__ import annotations
@@ -11,30 +14,102 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from models.classifier import Classifier
+from models.converters import (
+    EXPORT_FORMATS,
+    Converted,
+    convert_keras_h5,
+    convert_tfjs_export,
+    convert_tflite_export,
+    find_export,
+)
+from models.converters.archive import ExportRefused, unpack_export
+from models.converters.labels import parse_labels
+from models.converters.tfjs import read_json
+from models.converters.tfjs import read_labels as read_metadata_labels
 from models.files import file_sha256, write_atomic
+from models.registry import mark_changed
 from models.runtime import ModelFileError, ModelInputError
+
+__all__ = [
+    "ExportRefused",
+    "TeachableModel",
+    "cache_is_fresh",
+    "cache_paths",
+    "ensure_onnx",
+    "install_export",
+    "parse_labels",
+    "remove_export",
+    "teachable_input",
+]
 
 log = logging.getLogger(__name__)
 
-# Bump when the converter changes what it writes, so old caches are rebuilt.
-CACHE_FORMAT = 1
+# Bump when the converter changes what it writes, so old caches are rebuilt. Format 1 came from
+# the Keras-based converter (training/teachable_convert.py, checked against Keras to 1e-9) and
+# equals format 2 within 1e-5 (tests/models/test_converters.py), so its caches are still served.
+CACHE_FORMAT = 2
+SERVED_CACHE_FORMATS = (1, 2)
 INPUT_SIZE = (224, 224)
+# The main file of each format, and the export format of a cache without that metadata.
+TFJS_MODEL = EXPORT_FORMATS["tfjs"]
+CONVERTED_SUFFIXES = (".h5", ".tflite")
+# An uploaded model's folder holds this record; only such folders may be removed through the API.
+UPLOAD_RECORD = "upload.json"
+# A model's name is its folder's name and a URL part: lower-case letters, digits, '-' and '_'.
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+# An unfinished upload's folder older than this was left by a worker that died; it is removed.
+LEFTOVER_SECONDS = 3600
 
 
-def cache_paths(h5: Path) -> tuple[Path, Path]:
-    """Return the ONNX cache and its stamp for a .h5 file."""
-    h5 = Path(h5)
-    return h5.with_suffix(".onnx"), h5.with_suffix(".onnx.json")
+def cache_paths(source: Path) -> tuple[Path, Path]:
+    """Return the ONNX cache and its stamp for an export's main file."""
+    source = Path(source)
+    return source.with_suffix(".onnx"), source.with_suffix(".onnx.json")
+
+
+def is_export(source: Path) -> bool:
+    """Tell whether a model file is an export to convert (not an ONNX file served as is)."""
+    source = Path(source)
+    return source.suffix.lower() in CONVERTED_SUFFIXES or source.name == TFJS_MODEL
+
+
+def export_files(source: Path) -> list[Path]:
+    """Return the files an export's model is read from: the main file, and TF.js's weights files."""
+    source = Path(source)
+    if source.name != TFJS_MODEL:
+        return [source]
+    try:
+        manifest = read_json(source, TFJS_MODEL).get("weightsManifest") or []
+        names = [name for group in manifest for name in group.get("paths", [])]
+    except (ModelFileError, AttributeError, TypeError):
+        return [source]  # the converter says what is wrong with it
+    shards = {name for name in names if isinstance(name, str) and name and Path(name).name == name}
+    return [source, *(source.with_name(name) for name in sorted(shards))]
+
+
+def source_sha256(source: Path) -> str:
+    """Return the SHA-256 of an export's model files (of the file itself when it is one)."""
+    files = export_files(source)
+    if len(files) == 1:
+        return file_sha256(files[0])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name} {file_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def read_stamp(stamp: Path) -> dict:
@@ -46,29 +121,32 @@ def read_stamp(stamp: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def cache_is_fresh(h5: Path) -> bool:
-    """True when the ONNX cache exists and was built by this format from this exact .h5."""
-    h5 = Path(h5)
-    onnx_path, stamp_path = cache_paths(h5)
-    if not (h5.is_file() and onnx_path.is_file()):
+def cache_is_fresh(source: Path) -> bool:
+    """True when the ONNX cache exists and was built by a served format from these exact files."""
+    source = Path(source)
+    onnx_path, stamp_path = cache_paths(source)
+    if not (source.is_file() and onnx_path.is_file()):
         return False
     stamp = read_stamp(stamp_path)
-    return (
-        stamp.get("format") == CACHE_FORMAT
-        and stamp.get("source_sha256") == file_sha256(h5)
-        and stamp.get("onnx_sha256") == file_sha256(onnx_path)
-    )
+    try:
+        return (
+            stamp.get("format") in SERVED_CACHE_FORMATS
+            and stamp.get("source_sha256") == source_sha256(source)
+            and stamp.get("onnx_sha256") == file_sha256(onnx_path)
+        )
+    except OSError:  # a weights file is missing: the converter will say so
+        return False
 
 
 @contextlib.contextmanager
-def _conversion_lock(h5: Path) -> Iterator[None]:
-    """Hold an exclusive per-file lock, so parallel workers convert one .h5 once, not all at once."""
+def _lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock named after a path, so parallel workers take turns (convert once, install once)."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - Windows: atomic renames still keep the cache whole
+    except ImportError:  # pragma: no cover - Windows: atomic renames still keep files whole
         yield
         return
-    key = hashlib.sha256(str(h5.resolve()).encode()).hexdigest()[:16]
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     lock_path = Path(tempfile.gettempdir()) / f"teachable-{key}.lock"
     with open(lock_path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -78,101 +156,68 @@ def _conversion_lock(h5: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def ensure_onnx(h5: Path, *, force: bool = False) -> Path:
-    """Return a fresh ONNX cache for a .h5, converting (with TensorFlow) only when needed."""
-    h5 = Path(h5)
-    if not h5.is_file():
-        raise ModelFileError(f"model file not found: {h5}")
-    onnx_path, _ = cache_paths(h5)
-    if not force and cache_is_fresh(h5):
+def ensure_onnx(source: Path, labels: Path | None = None, *, force: bool = False) -> Path:
+    """Return a fresh ONNX cache for an export's main file, converting only when needed."""
+    source = Path(source)
+    if not source.is_file():
+        raise ModelFileError(f"model file not found: {source}")
+    onnx_path, _ = cache_paths(source)
+    if not force and cache_is_fresh(source):
         return onnx_path
-    with _conversion_lock(h5):
+    with _lock(source):
         # Another worker may have converted it while this one waited for the lock.
-        if not force and cache_is_fresh(h5):
+        if not force and cache_is_fresh(source):
             return onnx_path
-        return _convert_to_cache(h5)
+        return _convert_to_cache(source, labels)
 
 
-def _convert_to_cache(h5: Path) -> Path:
-    """Convert a .h5 and write its ONNX cache, then its stamp, each atomically."""
-    onnx_path, stamp_path = cache_paths(h5)
-    log.warning("ONNX cache %s is missing or stale; converting %s", onnx_path, h5)
+def convert_source(source: Path, labels: Path | None = None) -> Converted:
+    """Convert an export's main file (with its labels file, else the one beside it) to ONNX."""
+    source = Path(source)
+    if source.suffix.lower() == ".h5":
+        return convert_keras_h5(source, labels)
+    if source.name == TFJS_MODEL:
+        metadata = labels if labels is not None and labels.suffix.lower() == ".json" else None
+        return convert_tfjs_export(source, metadata)
+    return convert_tflite_export(source, labels)
+
+
+def _convert_to_cache(source: Path, labels: Path | None) -> Path:
+    """Convert an export and write its ONNX cache, then its stamp, each atomically."""
+    onnx_path, stamp_path = cache_paths(source)
+    log.warning("ONNX cache %s is missing or stale; converting %s", onnx_path, source)
     try:
-        from training.teachable_convert import convert
-    except ImportError as exc:
-        raise ModelFileError(
-            f"the ONNX cache {onnx_path} is missing or stale and {h5} cannot be converted here ({exc}); "
-            f"run `python -m training.teachable_convert {h5}` where the training extras are installed"
-        ) from None
-    source_sha = file_sha256(h5)
+        source_sha = source_sha256(source)  # before converting: a file changed meanwhile reads stale
+    except OSError:
+        source_sha = None  # a weights file is missing: the converter says which
     start = time.perf_counter()
-    report: dict = {}
-
-    def write_onnx(tmp: Path) -> None:
-        report.update(convert(h5, tmp, source_sha256=source_sha))
-
+    converted = convert_source(source, labels)
     try:
-        write_atomic(onnx_path, write_onnx)
-    except ModelFileError:
-        raise
-    except ImportError as exc:
-        raise ModelFileError(
-            f"the ONNX cache {onnx_path} is missing or stale and converting {h5} needs TensorFlow ({exc}); "
-            "install the training extras (pip install '.[train]') or commit a fresh cache"
-        ) from None
+        write_atomic(onnx_path, converted.save)
     except OSError as exc:
         raise ModelFileError(f"cannot write the ONNX cache {onnx_path}: {exc}") from None
     stamp = {
         "format": CACHE_FORMAT,
-        "source": h5.name,
+        "source": source.name,
+        "source_format": converted.source_format,
         "source_sha256": source_sha,
         "onnx_sha256": file_sha256(onnx_path),
-        "converted_s": round(time.perf_counter() - start, 1),
-        "conversion": {k: v for k, v in report.items() if k not in ("source", "onnx")},
+        "converted_s": round(time.perf_counter() - start, 2),
+        "conversion": converted.facts,
     }
     write_atomic(stamp_path, lambda tmp: tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8"))
-    log.info("converted %s to %s in %.1f s", h5, onnx_path, stamp["converted_s"])
+    log.info("converted %s to %s in %.2f s", source, onnx_path, stamp["converted_s"])
     return onnx_path
 
 
-def parse_labels(path: Path) -> list[str]:
-    """Read a Teachable Machine labels.txt ("0 Name" per line, UTF-8, BOM and blank lines tolerated)."""
+def read_export_labels(path: Path) -> list[str]:
+    """Read the labels of an export: metadata.json (TF.js) or labels.txt (Keras, TFLite)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ModelFileError(f"labels file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"cannot read labels file {path} as UTF-8: {exc}") from None
-    rows = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not rows:
-        raise ModelFileError(f"labels file {path} has no labels")
-    indexed = [line.split(maxsplit=1) for _, line in rows]
-    numbered = [parts[0].isascii() and parts[0].isdigit() for parts in indexed]
-    if not all(numbered):
-        if any(n and len(parts) > 1 for n, parts in zip(numbered, indexed, strict=True)):
-            bad = next(n for (n, _), ok in zip(rows, numbered, strict=True) if not ok)
-            raise ModelFileError(
-                f"labels file {path} line {bad}: expected '<index> <name>' like the other lines"
-            )
-        return [line for _, line in rows]  # a plain list of names, one a line
-    labels: dict[int, str] = {}
-    for (number, _), parts in zip(rows, indexed, strict=True):
-        if len(parts) < 2:
-            raise ModelFileError(f"labels file {path} line {number}: index {parts[0]} has no name")
-        index = int(parts[0])
-        if index in labels:
-            raise ModelFileError(f"labels file {path} line {number}: index {index} appears twice")
-        labels[index] = parts[1].strip()
-    if sorted(labels) != list(range(len(labels))):
-        raise ModelFileError(
-            f"labels file {path}: indexes must run from 0 to {len(labels) - 1}, got {sorted(labels)}"
-        )
-    return [labels[i] for i in range(len(labels))]
+    return read_metadata_labels(path) if path.suffix.lower() == ".json" else parse_labels(path)
 
 
-def teachable_input(image: np.ndarray) -> np.ndarray:
-    """Fit an RGB uint8 image to 224x224 (Lanczos) and scale to [-1, 1], as Teachable Machine's snippet does."""
+def teachable_input(image: np.ndarray, size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
+    """Fit an RGB uint8 image to size (Lanczos) and scale to [-1, 1], as Teachable Machine's snippet does."""
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
@@ -180,12 +225,23 @@ def teachable_input(image: np.ndarray) -> np.ndarray:
         raise ModelInputError(f"expected an RGB image, got an array of shape {list(array.shape)}")
     if array.dtype != np.uint8:
         array = np.clip(array, 0, 255).astype(np.uint8)
-    fitted = ImageOps.fit(Image.fromarray(np.ascontiguousarray(array)), INPUT_SIZE, Image.Resampling.LANCZOS)
+    fitted = ImageOps.fit(Image.fromarray(np.ascontiguousarray(array)), size, Image.Resampling.LANCZOS)
     return (np.asarray(fitted).astype(np.float32) / 127.5 - 1)[np.newaxis]
 
 
+def source_format(source: Path) -> str:
+    """Name the export format of a model file by its name (when its ONNX model does not say)."""
+    for fmt, name in EXPORT_FORMATS.items():
+        if source.name == name:
+            return fmt
+    return {".h5": "keras_h5", ".json": "tfjs", ".tflite": "tflite"}.get(source.suffix.lower(), "onnx")
+
+
 class TeachableModel(Classifier):
-    """A Teachable Machine image model: MobileNetV2 features + a Dense head, softmax over labels."""
+    """A Teachable Machine image model: MobileNet features + a Dense head, softmax over labels.
+
+    The path is an export's main file, an ONNX file, or a folder holding one export.
+    """
 
     kind = "teachable"
     input_mode = "rgb"
@@ -193,24 +249,154 @@ class TeachableModel(Classifier):
     labels_file = "labels.txt"
     decimals = None  # unrounded, as this route has always answered
 
+    def __init__(
+        self, name: str, path: Path, *, threads: int = 1, labels: Path | None = None, **options: Any
+    ):
+        path = Path(path)
+        if path.is_dir():
+            _, path = find_export(path)
+        if labels is None and path.name == TFJS_MODEL:
+            labels = path.with_name("metadata.json")  # a TF.js export keeps its labels there
+        super().__init__(name, path, threads=threads, labels=labels, **options)
+        meta = self.onnx.session.get_modelmeta().custom_metadata_map
+        self.source_format = meta.get("source_format") or source_format(self.source)
+        shape = self.onnx.input_shape
+        self.input_size = (shape[2], shape[1]) if len(shape) == 4 else INPUT_SIZE
+
     @staticmethod
     def read_labels(path: Path) -> list[str]:
-        """Read a Teachable Machine labels.txt."""
-        return parse_labels(path)
+        """Read a Teachable Machine labels.txt, or a TF.js export's metadata.json."""
+        return read_export_labels(path)
 
     def onnx_path(self, source: Path) -> Path:
-        """Return the ONNX cache of a .h5 export (converted when missing or stale), else the file."""
-        return ensure_onnx(source) if source.suffix.lower() == ".h5" else source
+        """Return the ONNX cache of an export (converted when missing or stale), else the file."""
+        return ensure_onnx(source, self.labels_path) if is_export(source) else source
 
     def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, None]:
-        """Fit an RGB uint8 image to 224x224 and scale it to [-1, 1]."""
-        return teachable_input(pixels), None
+        """Fit an RGB uint8 image to the model's input (224x224) and scale it to [-1, 1]."""
+        return teachable_input(pixels, self.input_size), None
 
     def describe(self) -> dict:
-        """Describe the model, its source file and labels."""
+        """Describe the model, its source file, format and labels."""
         return {
             **super().describe(),
             "source": str(self.source),
+            "format": self.source_format,
             "labels": list(self.labels),
             "input_mode": self.input_mode,
         }
+
+
+# --- models added and removed through the API ------------------------------------------------------
+
+
+def check_name(name: str, taken: Collection[str] = ()) -> str:
+    """Return a new model's name, or refuse one that is not a safe slug or is already used."""
+    if not isinstance(name, str) or not SLUG.match(name):
+        raise ExportRefused(
+            "the name must be 1 to 48 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+            code="invalid_name",
+        )
+    if name in taken:
+        raise ExportRefused(f"a model named '{name}' exists already", status=409, code="model_exists")
+    return name
+
+
+def sweep_leftovers(folder: Path) -> None:
+    """Remove what an upload or a removal left when its worker died mid-way."""
+    now = time.time()
+    for entry in folder.iterdir():
+        removed = entry.name.startswith(".removed-")
+        stale = entry.name.startswith(".upload-") and now - entry.stat().st_mtime > LEFTOVER_SECONDS
+        if (removed or stale) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def check_model(model: TeachableModel) -> None:
+    """Run one inference and check it gives one finite score per label."""
+    try:
+        y = np.asarray(model.predict(model.warmup_input()))
+    except Exception as exc:  # ONNX Runtime raises its own types for a graph that cannot run
+        raise ModelFileError(f"the converted model does not run: {exc}") from None
+    if y.shape != (1, len(model.labels)) or not np.all(np.isfinite(y)):
+        raise ModelFileError(
+            f"the model answers an array of shape {list(y.shape)}; expected one finite score for each of "
+            f"its {len(model.labels)} labels"
+        )
+    model.warm = True
+
+
+def install_export(
+    archive: BinaryIO | Path, name: str, folder: Path, *, taken: Collection[str] = (), threads: int = 1
+) -> dict:
+    """Unpack, convert and check an uploaded export, then move it into folder/name in one rename.
+
+    Every failure leaves the folder as it was; success marks the folder changed, so that every
+    worker serves the new model on its next classifier request.
+    """
+    check_name(name, taken)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(folder)
+    work = Path(tempfile.mkdtemp(prefix=".upload-", dir=folder))
+    try:
+        files = unpack_export(archive, work)
+        try:
+            fmt, _ = find_export(work)
+        except ModelFileError as exc:
+            raise ExportRefused(f"the zip is not a whole export: {exc}", code="incomplete_export") from None
+        try:
+            model = TeachableModel(name, work, threads=threads)
+            check_model(model)
+        except ExportRefused:
+            raise
+        except ModelFileError as exc:
+            # Say what is wrong in the export's own terms, without this server's paths.
+            message = str(exc).replace(f"{work}{os.sep}", "").replace(str(work), name)
+            raise ExportRefused(message, status=422, code="invalid_model") from None
+        record = {
+            "name": name,
+            "format": model.source_format,
+            "files": sorted(files),
+            "labels": list(model.labels),
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source_sha256": source_sha256(model.source),
+        }
+        (work / UPLOAD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        os.chmod(work, 0o755)  # mkdtemp makes it 0700; the model is as readable as any other
+        with _lock(folder):
+            target = folder / name
+            if target.exists() or target.is_symlink():
+                raise ExportRefused(f"a model named '{name}' exists already", status=409, code="model_exists")
+            os.rename(work, target)
+            mark_changed(folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("model %s installed in %s (%s, %d labels)", name, folder, fmt, len(model.labels))
+    return record
+
+
+def is_uploaded(folder: Path) -> bool:
+    """Tell whether a classifier folder was added through the API (and so may be removed through it)."""
+    return (Path(folder) / UPLOAD_RECORD).is_file()
+
+
+def remove_export(name: str, folder: Path) -> None:
+    """Remove a model added through the API: one rename out of sight, then delete it."""
+    folder = Path(folder)
+    target = folder / name
+    trash = folder / f".removed-{uuid.uuid4().hex}"
+    with _lock(folder):
+        if not SLUG.match(name) or not target.is_dir() or target.is_symlink():
+            raise ExportRefused(f"there is no model named '{name}' here", status=404, code="unknown_model")
+        if not is_uploaded(target):
+            raise ExportRefused(
+                f"the model '{name}' was not added through the API; remove its folder by hand",
+                status=409,
+                code="not_removable",
+            )
+        os.rename(target, trash)
+        mark_changed(folder)
+    shutil.rmtree(trash, ignore_errors=True)
+    log.info("model %s removed from %s", name, folder)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import onnx
 
-from models.runtime import ModelFileError, file_sha256
+from models.converters.labels import parse_labels
+from models.runtime import LabelMismatchError, ModelFileError, file_sha256
 
 # The file that marks each format, in the order a folder is searched; the float TFLite model
 # comes before the quantized one, which only approximates it.
@@ -53,21 +54,12 @@ def find_export(folder: Path) -> tuple[str, Path]:
     return found[0]
 
 
-def labels_txt(path: Path) -> list[str]:
-    """Read a labels.txt the way the served classifier does."""
-    # Imported here: models.teachable will import this package to convert, so a module-level
-    # import each way would be circular.
-    from models.teachable import parse_labels
-
-    return parse_labels(path)
-
-
 def finish(
     model: onnx.ModelProto, facts: dict, labels: list[str], source_format: str, start: float
 ) -> Converted:
     """Check the labels against the outputs, stamp the labels into the model, and serialize it."""
     if facts["classes"] != len(labels):
-        raise ModelFileError(
+        raise LabelMismatchError(
             f"the labels name {len(labels)} classes but the model has {facts['classes']} outputs; they must match"
         )
     model.metadata_props.add(key="source_format", value=source_format)
@@ -94,7 +86,7 @@ def convert_keras_h5(h5: Path, labels: Path | None = None, *, version: str | Non
 
     start = time.perf_counter()
     h5 = Path(h5)
-    names = labels_txt(Path(labels) if labels else h5.parent / "labels.txt")
+    names = parse_labels(Path(labels) if labels else h5.parent / "labels.txt")
     model, facts = convert_h5(h5, stamp(h5, version))
     return finish(model, facts, names, "keras_h5", start)
 
@@ -118,7 +110,7 @@ def convert_tflite_export(path: Path, labels: Path | None = None, *, version: st
 
     start = time.perf_counter()
     path = Path(path)
-    names = labels_txt(Path(labels) if labels else path.parent / "labels.txt")
+    names = parse_labels(Path(labels) if labels else path.parent / "labels.txt")
     model, facts = convert_tflite(path, stamp(path, version))
     source_format = "tflite_quantized" if facts["quantized"] else "tflite"
     return finish(model, facts, names, source_format, start)
