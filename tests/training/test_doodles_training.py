@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import types
@@ -63,6 +64,7 @@ def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eager_k
     assert "top-3 accuracy" in card and "python -m training.doodles --data" in card
     assert "1 gallery-labelled drawings" in card
     assert results["canvas"]["n"] == 3 and "on 3 canvas-like renderings" in card
+    assert doodles.card_text(json.loads((out / "doodles_metrics.json").read_text())) == card
 
     model = DoodleModel("doodles", out / "doodles.onnx", labels=out / "doodles_labels.txt")
     result = model(np.asarray(drawing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 import types
 from pathlib import Path
@@ -51,6 +52,7 @@ def test_one_epoch_writes_model_onnx_card_and_plots(tmp_path, monkeypatch, eager
     for needle in ("MNIST test", "python -m training.numbers", "numbers_confusion.png", "numbers_curves.png"):
         assert needle in card
     assert "plus 1 labelled gallery drawings" in card
+    assert numbers.card_text(json.loads((out / "numbers_metrics.json").read_text())) == card
     for png in ("numbers_confusion.png", "numbers_curves.png"):
         Image.open(io.BytesIO((out / png).read_bytes())).verify()
 
@@ -68,8 +70,6 @@ def test_fixture_writer_makes_canvas_digits(tmp_path):
     with np.load(SAMPLE) as d:
         x, y = d["x_train"], d["y_train"].astype(np.int64)
     write_fixtures(x, y, x, y, tmp_path)
-    import json
-
     rows = json.loads((tmp_path / "canvas_digits.json").read_text())
     assert {row["label"] for row in rows} == set(range(10))
     assert all(row["image"].startswith("data:image/png;base64,") for row in rows)
