@@ -140,9 +140,9 @@ def _database_error(exc: SQLAlchemyError):
     return error_response(503, "store_unavailable", "The image database is unavailable; try again later.")
 
 
-def _find(image_id: str) -> StoredImage:
-    """Return a stored image or stop with 404 (an id of the wrong shape names nothing)."""
-    record = get_store().get(image_id) if ID_PATTERN.match(image_id) else None
+def _find(image_id: str, *, exif: bool = False) -> StoredImage:
+    """Return a stored image (EXIF only when asked) or stop with 404 (an id of the wrong shape names nothing)."""
+    record = get_store().get(image_id, exif=exif) if ID_PATTERN.match(image_id) else None
     if record is None:
         api_error(404, "image_not_found", f"No stored image has the id '{image_id[:64]}'.", id=image_id[:64])
     return record
@@ -210,7 +210,7 @@ def upload():
               schema: {$ref: '#/components/schemas/ImageCreated'}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: No file, an empty file, or a bad model or label.
+          description: No file, an empty file, a file name with control characters, or a bad model or label.
         401: {$ref: '#/components/responses/Unauthorized'}
         403:
           $ref: '#/components/responses/AdminOnly'
@@ -230,6 +230,10 @@ def upload():
         label = clean_label(options["label"]) if options.get("label") not in (None, "") else None
     except ValueError as exc:
         api_error(400, "invalid_field", str(exc))
+    name = re.split(r"[\\/]", image.filename)[-1] if image.filename else None
+    if name and not name.isprintable():
+        # Refused here, not by the database: PostgreSQL cannot store a NUL, and that is no outage.
+        api_error(400, "invalid_filename", "The file name must not hold control characters.")
     if label is not None:
         # A label is what retraining learns from: giving one is labelling, which needs the admin.
         ensure_admin("label images")
@@ -242,7 +246,7 @@ def upload():
         model=model,
         label=label,
         # Kept as metadata only (the file is named by id); a client's folders are not our business.
-        original_name=re.split(r"[\\/]", image.filename)[-1] if image.filename else None,
+        original_name=name,
     )
     image_id = get_store().save(new)
     url = url_for("gallery.get_image", image_id=image_id)
@@ -266,7 +270,7 @@ def get_image(image_id: str):
               schema: {$ref: '#/components/schemas/ImageMeta'}
         404: {$ref: '#/components/responses/NotFound'}
     """
-    return jsonify(metadata(_find(image_id)))
+    return jsonify(metadata(_find(image_id, exif=True)))
 
 
 @bp.get("/vignette/<image_id>")
@@ -419,6 +423,14 @@ def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
     return whole_number(request.args.get(name), name, default=default, minimum=minimum, maximum=maximum)
 
 
+def _text_arg(name: str) -> str | None:
+    """Read a text filter; control characters are a client's error (400), never the database's."""
+    value = request.args.get(name) or None
+    if value is not None and not value.isprintable():
+        api_error(400, "invalid_parameter", f"'{name}' must not hold control characters.")
+    return value
+
+
 def _moment_arg(name: str) -> datetime | None:
     raw = request.args.get(name)
     if not raw:
@@ -461,7 +473,7 @@ def list_images():
               schema: {$ref: '#/components/schemas/ImagePage'}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: A parameter out of range or not a date.
+          description: A parameter out of range, not a date, or with control characters.
     """
     page = _int_arg("page", 1, 1, 1_000_000)
     per_page = _int_arg("per_page", 24, 1, MAX_PER_PAGE)
@@ -480,10 +492,10 @@ def list_images():
     items, total = get_store().list(
         page=page,
         per_page=per_page,
-        model=request.args.get("model") or None,
-        label=request.args.get("label") or None,
+        model=_text_arg("model"),
+        label=_text_arg("label"),
         labelled=labelled,
-        endpoint=request.args.get("endpoint") or None,
+        endpoint=_text_arg("endpoint"),
         since=since,
         until=until,
     )
@@ -517,6 +529,9 @@ def export():
           description: The zip; header X-Image-Count says how many images it holds.
           content:
             application/zip: {}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: A model name that is too long or holds control characters.
         401: {$ref: '#/components/responses/Unauthorized'}
         403: {$ref: '#/components/responses/AdminOnly'}
     """

@@ -1,11 +1,21 @@
-"""EXIF to JSON: tag names as keys, bytes as text or base64, rationals as floats, GPS in decimal degrees."""
+"""EXIF to JSON: tag names as keys, bytes as text or base64, rationals as floats, GPS in decimal degrees.
+
+What is kept is capped, because a small file can declare a great deal: 300 tags pointing at one
+60 KB string in a 64 KB PNG are 18 MB of values. Before Pillow reads the values, the block's
+layout is checked (entries, and the bytes they declare, which overlap in such a file); then at
+most MAX_EXIF_TAGS values are kept, strings cut at MAX_EXIF_TEXT characters, lists at
+MAX_EXIF_ITEMS items, blobs over MAX_EXIF_BLOB bytes by their length only, and the whole at
+MAX_EXIF_JSON bytes of JSON. `"omitted"` says what was left out.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import math
+import struct
 from fractions import Fraction
 from typing import Any
 
@@ -13,8 +23,34 @@ from PIL import ExifTags, Image, TiffImagePlugin
 
 log = logging.getLogger(__name__)
 
-# MakerNote blobs can be large and are opaque; past this size only their length is kept.
-MAX_EXIF_BLOB = 64 * 1024
+# Opaque blobs (MakerNote) past this size keep only their length.
+MAX_EXIF_BLOB = 4 * 1024
+MAX_EXIF_TEXT = 1024  # characters of one string
+MAX_EXIF_ITEMS = 64  # items of one list
+MAX_EXIF_TAGS = 256  # values kept, sub-IFDs included
+MAX_EXIF_JSON = 64 * 1024  # bytes of the JSON kept per image
+# The raw block: a camera's EXIF fits a JPEG segment (64 KB); entries whose values, added up,
+# exceed twice the block (plus a margin for a miscounted tag) point at the same bytes many times.
+MAX_EXIF_SOURCE = 1024 * 1024
+MAX_EXIF_ENTRIES = 2000
+_TYPE_SIZES = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
 
 _IFD_POINTERS = {0x8769, 0x8825, 0xA005}  # Exif, GPS and Interop sub-IFD offsets, not data
 _USER_COMMENT = 0x9286
@@ -22,41 +58,123 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def read_exif(data: bytes) -> dict[str, Any] | None:
-    """Return an image's EXIF as JSON-safe values by tag name, with GPS in decimal degrees."""
+    """Return an image's EXIF as JSON-safe values by tag name (capped), with GPS in decimal degrees."""
     if data.startswith(PNG_SIGNATURE) and b"eXIf" not in data:
         # Canvas PNGs carry no EXIF, and Pillow would decode every pixel looking for a late chunk.
         return None
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.format == "PNG" and "exif" not in img.info:
+                img.load()  # an eXIf chunk after the pixels is read with them (as getexif() does)
+            refused = layout_problem(img.info.get("exif"))
+            if refused:
+                log.warning("EXIF not kept: %s", refused)
+                return {"omitted": f"EXIF not kept: {refused}"}
             exif = img.getexif()
             if not exif:
                 return None
-            out: dict[str, Any] = {}
-            for tag, value in exif.items():
-                if tag not in _IFD_POINTERS:
-                    out[ExifTags.TAGS.get(tag, f"0x{tag:04x}")] = _exif_value(tag, value)
-            for tag, value in exif.get_ifd(ExifTags.IFD.Exif).items():
-                out[ExifTags.TAGS.get(tag, f"0x{tag:04x}")] = _exif_value(tag, value)
-            try:
-                interop = exif.get_ifd(ExifTags.IFD.Interop)
-            except KeyError:  # Pillow raises when the Exif IFD has no Interop pointer
-                interop = {}
-            if interop:
-                out["Interop"] = {
-                    ExifTags.TAGS.get(t, f"0x{t:04x}"): _exif_value(t, v) for t, v in interop.items()
-                }
-            gps_ifd = exif.get_ifd(ExifTags.IFD.GPSInfo)
-            if gps_ifd:
-                out["GPSInfo"] = {
-                    ExifTags.GPSTAGS.get(t, f"0x{t:04x}"): _gps_value(t, v) for t, v in gps_ifd.items()
-                }
-                position = gps_decimal(gps_ifd)
-                if position:
-                    out["GPS"] = position
-            return out or None
+            return _capped(exif)
     except Exception as exc:  # a broken EXIF block must not stop the image from being kept
         log.warning("unreadable EXIF: %s", exc)
-        return {"error": f"unreadable EXIF: {type(exc).__name__}: {exc}"}
+        return {"error": f"unreadable EXIF: {type(exc).__name__}: {str(exc)[:200]}"}
+
+
+def layout_problem(raw: bytes | None) -> str | None:
+    """Say why a raw EXIF block would cost too much to read (too large, too many entries, values
+    declared many times over), or None when it may be read."""
+    if not raw:
+        return None
+    if len(raw) > MAX_EXIF_SOURCE:
+        return f"the block is {len(raw)} bytes, over {MAX_EXIF_SOURCE}"
+    tiff = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None  # not TIFF-shaped: Pillow refuses it cheaply
+    pending = [struct.unpack(order + "L", tiff[4:8])[0]]
+    seen: set[int] = set()
+    entries = declared = 0
+    while pending:
+        offset = pending.pop()
+        if offset in seen or offset + 2 > len(tiff):
+            continue
+        seen.add(offset)
+        (count,) = struct.unpack(order + "H", tiff[offset : offset + 2])
+        entries += count
+        if entries > MAX_EXIF_ENTRIES:
+            return f"over {MAX_EXIF_ENTRIES} entries"
+        for start in range(offset + 2, min(offset + 2 + 12 * count, len(tiff) - 11), 12):
+            tag, kind, number, value = struct.unpack(order + "HHLL", tiff[start : start + 12])
+            size = _TYPE_SIZES.get(kind, 1) * number
+            if size > 4:
+                declared += min(size, len(tiff))  # Pillow skips a value that runs past the block
+            if tag in _IFD_POINTERS:
+                pending.append(value)
+    limit = 2 * len(tiff) + 64 * 1024
+    if declared > limit:
+        return f"its {entries} entries declare {declared} bytes of values in a {len(tiff)}-byte block"
+    return None
+
+
+class _Budget:
+    """What is left of the caps on the kept EXIF: tags and JSON bytes."""
+
+    def __init__(self) -> None:
+        self.tags = MAX_EXIF_TAGS
+        self.size = MAX_EXIF_JSON
+        self.omitted = 0
+
+    def take(self, value: Any) -> bool:
+        """Spend one tag and the value's JSON size; False (and counted) when it does not fit."""
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False, default=str)) + 24
+        if self.tags < 1 or size > self.size:
+            self.omitted += 1
+            return False
+        self.tags -= 1
+        self.size -= size
+        return True
+
+
+def _capped(exif: Image.Exif) -> dict[str, Any] | None:
+    """Build the kept EXIF: GPS first, then the tags in order, within the budget."""
+    budget = _Budget()
+    out: dict[str, Any] = {}
+    gps_ifd = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    if gps_ifd:
+        position = gps_decimal(gps_ifd)
+        if position and budget.take(position):
+            out["GPS"] = position
+        gps = _section(gps_ifd.items(), ExifTags.GPSTAGS, _gps_value, budget)
+        if gps:
+            out["GPSInfo"] = gps
+    plain = [(t, v) for t, v in exif.items() if t not in _IFD_POINTERS]
+    out.update(
+        _section(plain + list(exif.get_ifd(ExifTags.IFD.Exif).items()), ExifTags.TAGS, _exif_value, budget)
+    )
+    try:
+        interop = exif.get_ifd(ExifTags.IFD.Interop)
+    except KeyError:  # Pillow raises when the Exif IFD has no Interop pointer
+        interop = {}
+    if interop:
+        section = _section(interop.items(), ExifTags.TAGS, _exif_value, budget)
+        if section:
+            out["Interop"] = section
+    if budget.omitted:
+        out["omitted"] = (
+            f"{budget.omitted} tags over the limits ({MAX_EXIF_TAGS} tags, {MAX_EXIF_JSON} bytes)"
+        )
+    return out or None
+
+
+def _section(items, names: dict[int, str], convert, budget: _Budget) -> dict[str, Any]:
+    section: dict[str, Any] = {}
+    for tag, value in items:
+        if budget.tags < 1:
+            budget.omitted += 1
+            continue
+        kept = convert(tag, value)
+        if budget.take(kept):
+            section[names.get(tag, f"0x{tag:04x}")] = kept
+    return section
 
 
 def _exif_value(tag: int, value: Any) -> Any:
@@ -82,7 +200,7 @@ def jsonable(value: Any) -> Any:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from a broken file
             return decode_bytes(text.encode("utf-8", "surrogateescape"))
-        return text
+        return _text(text)
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -90,10 +208,16 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, TiffImagePlugin.IFDRational | Fraction | float):
         return finite(value)
     if isinstance(value, tuple | list):
-        return [jsonable(v) for v in value]
+        return [jsonable(v) for v in value[:MAX_EXIF_ITEMS]]
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return str(value)
+        return {str(k)[:64]: jsonable(v) for k, v in list(value.items())[:MAX_EXIF_ITEMS]}
+    return _text(str(value))
+
+
+def _text(text: str) -> str:
+    """Cut a string to MAX_EXIF_TEXT characters, with no NUL (PostgreSQL refuses it in text)."""
+    text = text.replace("\x00", "")
+    return text if len(text) <= MAX_EXIF_TEXT else text[:MAX_EXIF_TEXT] + f"… ({len(text)} characters)"
 
 
 def finite(value: Any) -> float | None:
@@ -113,7 +237,7 @@ def decode_bytes(raw: bytes) -> str | dict[str, Any]:
     except UnicodeDecodeError:
         text = None
     if text and all(c.isprintable() or c in "\t\n\r" for c in text):
-        return text
+        return _text(text)
     if len(raw) > MAX_EXIF_BLOB:
         return {"base64": None, "omitted_bytes": len(raw)}
     return {"base64": base64.b64encode(raw).decode("ascii")}

@@ -1,4 +1,9 @@
-"""The export for retraining: the labelled images and a labels.csv, as one zip."""
+"""The export for retraining: the labelled images and a labels.csv, as one zip.
+
+A text cell that a spreadsheet would read as a formula (starting with = + - @, a tab or a carriage
+return) is written with a ' before it, as OWASP's CSV injection advice says; `unescape_cell`
+(and training/gallery_export.py) take it off again.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import IO, TYPE_CHECKING
 from sqlalchemy import select
 
 from store.records import StoredImage, extension_for
-from store.schema import images
+from store.schema import SUMMARY_COLUMNS, images
 
 if TYPE_CHECKING:
     from store.images import ImageStore
@@ -19,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPORT_CSV = "labels.csv"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EXPORT_COLUMNS = (
     "file",
     "label",
@@ -35,6 +41,18 @@ EXPORT_COLUMNS = (
 )
 
 
+def safe_cell(value: object) -> object:
+    """Return a cell that a spreadsheet shows as text: a formula-like text gets a ' before it."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def unescape_cell(value: str) -> str:
+    """Return a cell's text as stored (the inverse of safe_cell)."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
 def export_zip(store: ImageStore, out: IO[bytes], *, model: str | None = None) -> int:
     """Write the labelled images (of one model, or all) as a zip; return how many.
 
@@ -42,7 +60,9 @@ def export_zip(store: ImageStore, out: IO[bytes], *, model: str | None = None) -
     path inside the zip) and the original files under `images/<id>.<ext>`.
     """
     store.ensure_schema()
-    query = select(images).where(images.c.label.is_not(None)).order_by(images.c.created_at, images.c.id)
+    query = (
+        select(*SUMMARY_COLUMNS).where(images.c.label.is_not(None)).order_by(images.c.created_at, images.c.id)
+    )
     if model is not None:
         query = query.where(images.c.model == model)
     with store.engine.connect() as conn:
@@ -62,7 +82,8 @@ def export_zip(store: ImageStore, out: IO[bytes], *, model: str | None = None) -
             # Images are already compressed: storing them is as small and much faster.
             archive.writestr(member, data, compress_type=zipfile.ZIP_STORED)
             writer.writerow(
-                [
+                safe_cell(cell)
+                for cell in (
                     member,
                     rec.label,
                     rec.id,
@@ -75,7 +96,7 @@ def export_zip(store: ImageStore, out: IO[bytes], *, model: str | None = None) -
                     rec.width,
                     rec.height,
                     rec.sha256,
-                ]
+                )
             )
             count += 1
         archive.writestr(EXPORT_CSV, table.getvalue().encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)

@@ -46,7 +46,7 @@ from store.records import (
     new_id,
     validate_id,
 )
-from store.schema import images, make_engine, migrate, write_transaction
+from store.schema import SUMMARY_COLUMNS, images, make_engine, migrate, write_transaction
 from store.thumbnails import Thumbnails
 from store.writer import Writer
 
@@ -138,11 +138,14 @@ class ImageStore:
             "created_at": now,
             "endpoint": _short(new.endpoint) or "unknown",
             "model": _short(new.model),
-            "prediction": None if new.prediction is None else str(new.prediction)[:10_000],
+            # A model's text may hold line breaks; only a NUL, which PostgreSQL refuses, goes.
+            "prediction": None
+            if new.prediction is None
+            else str(new.prediction).replace("\x00", "")[:10_000],
             "confidence": finite(new.confidence) if new.confidence is not None else None,
             "label": clean_label(new.label),
             "labelled_at": now if new.label is not None else None,
-            "original_name": (new.original_name or None) and str(new.original_name)[:255],
+            "original_name": (new.original_name or None) and _printable(new.original_name, 255),
             "file_name": relative,
             "byte_size": len(new.data),
             "sha256": hashlib.sha256(new.data).hexdigest(),
@@ -258,15 +261,16 @@ class ImageStore:
 
     # reading
 
-    def get(self, image_id: str) -> StoredImage | None:
-        """Return a record, or None when there is none with this id (or it is not an id)."""
+    def get(self, image_id: str, *, exif: bool = True) -> StoredImage | None:
+        """Return a record (its EXIF None unless `exif`), or None when there is none with this id."""
         try:
             validate_id(image_id)
         except InvalidImageId:
             return None
         self.ensure_schema()
+        columns = (images,) if exif else SUMMARY_COLUMNS
         with self.engine.connect() as conn:
-            row = conn.execute(select(images).where(images.c.id == image_id)).mappings().first()
+            row = conn.execute(select(*columns).where(images.c.id == image_id)).mappings().first()
         return StoredImage.from_row(row) if row else None
 
     def list(
@@ -281,7 +285,7 @@ class ImageStore:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> tuple[list[StoredImage], int]:
-        """Return one page of records, newest first, and the total that match the filters."""
+        """Return one page of records (without EXIF), newest first, and the total that match."""
         self.ensure_schema()
         conditions = []
         if model is not None:
@@ -299,7 +303,7 @@ class ImageStore:
         if until is not None:
             conditions.append(images.c.created_at < as_utc(until))
         query = (
-            select(images)
+            select(*SUMMARY_COLUMNS)
             .where(*conditions)
             .order_by(images.c.created_at.desc(), images.c.id.desc())
             .limit(per_page)
@@ -343,7 +347,7 @@ class ImageStore:
 
     def delete(self, image_id: str) -> bool:
         """Delete a record, its file and its thumbnail; False when there was none."""
-        record = self.get(image_id)
+        record = self.get(image_id, exif=False)
         if record is None:
             return False
         with write_transaction(self.engine) as conn:
@@ -377,6 +381,11 @@ class ImageStore:
     def export_zip(self, out: IO[bytes], *, model: str | None = None) -> int:
         """Write the labelled images (of one model, or all) as a zip; return how many (store.export)."""
         return export_zip(self, out, model=model)
+
+
+def _printable(value: Any, limit: int) -> str | None:
+    # Text from a client or a model, without control characters (PostgreSQL refuses a NUL), cut.
+    return "".join(c for c in str(value) if c.isprintable() or c == " ")[:limit] or None
 
 
 def _short(value: Any) -> str | None:

@@ -101,6 +101,7 @@ class StoredImage:
     def from_row(cls, row: Any) -> StoredImage:
         """Build a record from a database row, its times in UTC."""
         values = dict(row)
+        values.setdefault("exif", None)  # read without it (SUMMARY_COLUMNS)
         for key in ("created_at", "labelled_at", "thumb_updated_at"):
             if values[key] is not None:
                 values[key] = as_utc(values[key])  # SQLite gives naive datetimes back; they are UTC

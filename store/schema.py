@@ -69,6 +69,9 @@ images = Table(
 
 schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
 
+# Every column but the EXIF: lists, exports and thumbnails never need it, and it is the large one.
+SUMMARY_COLUMNS = tuple(column for column in images.c if column.name != "exif")
+
 
 def _migrate_to_1(conn: Connection) -> None:
     """Create the images table (version 1)."""

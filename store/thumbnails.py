@@ -73,7 +73,7 @@ def make_thumbnail(store: ImageStore, image_id: str) -> str:
     An image that cannot be decoded is marked failed with the error. A disk or database error
     raises, leaving the row pending, so the caller (or the sweeper) tries again.
     """
-    record = store.get(image_id)
+    record = store.get(image_id, exif=False)
     if record is None:
         return "missing"
     target = store.thumbnail_path(image_id)

@@ -41,6 +41,9 @@ def load_labelled_images(zip_path: str | os.PathLike) -> list[tuple[Image.Image,
         pairs = []
         for line, row in enumerate(rows, start=2):
             member, label = row["file"], row["label"]
+            # The export writes a formula-like label with a ' before it (store.export.safe_cell).
+            if label.startswith("'") and label[1:].startswith(("=", "+", "-", "@", "\t", "\r")):
+                label = label[1:]
             # Read only members the CSV names and that exist: nothing is extracted to disk.
             if member not in names or not label:
                 raise ExportFormatError(f"{zip_path}: {LABELS_CSV} line {line} names no image or no label")
