@@ -1,4 +1,4 @@
-"""System endpoints: CPU and memory, liveness, readiness, metrics, and the API description."""
+"""System endpoints: CPU and memory, liveness, readiness, metrics, the API description, the models page."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psutil
-from flask import Blueprint, current_app, jsonify, render_template
+from flask import Blueprint, abort, current_app, jsonify, render_template, send_file
 from pydantic import BaseModel
 
 from blueprints.instrumentation import metrics_response
 from blueprints.openapi import get_spec
 from models.files import without_paths
-from models.registry import get_registry
+from models.registry import get_registry, resolve_path
 
 bp = Blueprint("system", __name__)
 
@@ -162,6 +162,57 @@ def openapi():
 def docs():
     """Serve the interactive API documentation (Swagger UI, served from static/)."""
     return render_template("docs.html")
+
+
+# The digit model answers the ten digits: it has no labels file to read them from.
+FIXED_LABELS = {"numbers": [str(d) for d in range(10)]}
+SHOWN_LABELS = 10  # the models page shows the first few; the card has the rest
+
+
+def model_cards(name: str) -> dict[str, Path]:
+    """Return a configured model's cards by file name: the Markdown beside its model and side files."""
+    registry = get_registry()
+    spec = registry.specs.get(name, {})
+    cls = registry.classes.get(name)
+    root = Path(current_app.root_path)
+    cards = {}
+    for key in ("path", *(cls.side_files if cls else ())):
+        path = resolve_path(root, spec.get(key))
+        if path is not None and path.with_suffix(".md").is_file():
+            cards[path.with_suffix(".md").name] = path.with_suffix(".md")
+    return cards
+
+
+def model_labels(name: str) -> list[str]:
+    """Return what a loaded model answers: its labels, its OCR charset, or its fixed classes."""
+    model = get_registry().models.get(name)
+    if model is None:
+        return []
+    labels = getattr(model, "labels", None) or list(getattr(model, "charset", ""))
+    return [str(label) for label in labels] or FIXED_LABELS.get(model.kind, [])
+
+
+@bp.get("/models")
+def models_page():
+    """Show every configured model: kind, version, labels, load time and card."""
+    registry = get_registry()
+    root = Path(current_app.root_path)
+    models = [
+        {**shown(row, root), "labels": model_labels(row["name"]), "cards": list(model_cards(row["name"]))}
+        for row in registry.status()
+    ]
+    return render_template(
+        "models.html", models=models, shown_labels=SHOWN_LABELS, load_seconds=registry.load_seconds
+    )
+
+
+@bp.get("/models/<name>/<card>")
+def model_card(name: str, card: str):
+    """Serve a model's card, its Markdown as plain text (only cards of configured models)."""
+    path = model_cards(name).get(card)
+    if path is None:
+        abort(404)
+    return send_file(path, mimetype="text/plain")
 
 
 def init_app(app) -> None:
