@@ -80,6 +80,10 @@ CASES: list[Case] = [
     ("get", "/api/classifier/nothing", dict, 404),
     ("post", "/api/classifier/doodles?top=2", lambda: raw(circle()), 200),
     ("post", "/api/classifier/nothing", lambda: raw(circle()), 404),
+    # Adding and removing classifiers: the refusals (a success writes to models/classifiers).
+    ("post", "/api/classifier/models", lambda: upload_form(b"not a zip", name="x"), 400),
+    ("delete", "/api/classifier/models/flask-mug", dict, 409),
+    ("delete", "/api/classifier/models/nothing", dict, 404),
     ("post", "/api/ocr", lambda: raw(ocr_line()), 200),
     ("post", "/api/ocr", lambda: {"json": {"image": data_url(ocr_line()), "format": "probabilities"}}, 200),
     ("post", "/api/ocr", lambda: {"json": {"image": data_url(ocr_line()), "format": "html"}}, 400),
