@@ -44,18 +44,6 @@ from models.files import file_sha256, write_atomic
 from models.registry import mark_changed
 from models.runtime import ModelFileError, ModelInputError
 
-__all__ = [
-    "ExportRefused",
-    "TeachableModel",
-    "cache_is_fresh",
-    "cache_paths",
-    "ensure_onnx",
-    "install_export",
-    "parse_labels",
-    "remove_export",
-    "teachable_input",
-]
-
 log = logging.getLogger(__name__)
 
 # Bump when the converter changes what it writes, so old caches are rebuilt. Format 1 came from
@@ -336,6 +324,7 @@ def install_export(
     """
     check_name(name, taken)
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(folder)
     work = Path(tempfile.mkdtemp(prefix=".upload-", dir=folder))
@@ -344,7 +333,10 @@ def install_export(
         try:
             fmt, _ = find_export(work)
         except ModelFileError as exc:
-            raise ExportRefused(f"the zip is not a whole export: {exc}", code="incomplete_export") from None
+            message = str(exc).replace(f"{work.name}: ", "")
+            raise ExportRefused(
+                f"the zip is not a whole export: {message}", code="incomplete_export"
+            ) from None
         try:
             model = TeachableModel(name, work, threads=threads)
             check_model(model)
@@ -372,6 +364,9 @@ def install_export(
             mark_changed(folder)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: another upload is using it
+                folder.rmdir()
         raise
     log.info("model %s installed in %s (%s, %d labels)", name, folder, fmt, len(model.labels))
     return record
