@@ -11,7 +11,7 @@ PORT ?= 5000
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
 	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk nginx-light
 
-.PHONY: run test test-browser test-fast install install-dev system-deps lint bench serve gunicorn clean
+.PHONY: run test test-browser test-fast install install-dev system-deps lint bench cluster serve gunicorn clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python -m bench.run
+
+## Two app nodes behind nginx with PostgreSQL, Redis and a Celery worker, on loopback: locust
+## through nginx while a node is killed, the worker stopped and both nodes reloaded (docs/DEPLOYMENT.md).
+cluster: system-deps install-dev
+	$(BIN)/python -m bench.cluster
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -67,7 +67,7 @@ class StoreCheck:
     bad_files: list[str]  # rows whose file is missing or differs from its sha256
     missing_thumbnails: list[str]  # rows whose thumbnail is not done, or done with no file
     orphan_files: list[str]  # image files no row names (a write cut off before its commit)
-    temp_files: int  # temporary files left by writes that were cut off
+    temp_files: int  # the store's own dot files left: temporary files, journal entries
     thumbnails_waited_s: float
 
     @property
@@ -147,7 +147,10 @@ def check_store(cluster: Cluster, records: list[dict[str, Any]], thumbnail_timeo
         if row.thumb_status != DONE or not thumb.is_file() or thumb.stat().st_size == 0:
             missing_thumbs.append(f"{row.id} ({row.thumb_status})")
     named = {row.file_name for row in rows}
-    files = [p for p in root.rglob("*") if p.is_file() and "thumbs" not in p.relative_to(root).parts]
+    files = [p.relative_to(root) for p in root.rglob("*") if p.is_file()]
+    files = [p for p in files if p.parts[0] != "thumbs"]
+    # Dot names are the store's own: temporary files and the journal (.journal/) of each process.
+    hidden = [p for p in files if any(part.startswith(".") for part in p.parts)]
     return StoreCheck(
         rows=len(rows),
         endpoints=counts,
@@ -155,12 +158,8 @@ def check_store(cluster: Cluster, records: list[dict[str, Any]], thumbnail_timeo
         uploads_missing=[i for i in upload_ids if i not in by_id],
         bad_files=bad_files,
         missing_thumbnails=missing_thumbs,
-        orphan_files=[
-            str(p.relative_to(root))
-            for p in files
-            if not p.name.startswith(".") and str(p.relative_to(root)) not in named
-        ],
-        temp_files=sum(p.name.startswith(".") for p in files),
+        orphan_files=[str(p) for p in files if p not in hidden and str(p) not in named],
+        temp_files=len(hidden),
         thumbnails_waited_s=waited,
     )
 

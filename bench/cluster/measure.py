@@ -12,6 +12,7 @@ from bench.cluster.services import Cluster, Sizes
 def measure(plan: scenario.Plan, sizes: Sizes | None = None, thumbnail_timeout: float = 90) -> Result:
     """Run the plan on a fresh cluster and return everything it measured."""
     with Cluster(sizes or Sizes()) as cluster:
+        listening = cluster.listening()
         timeline, records = scenario.run(cluster, plan)
         load = [r for r in records if r.get("kind") == "request"]
         t = timeline
@@ -50,4 +51,5 @@ def measure(plan: scenario.Plan, sizes: Sizes | None = None, thumbnail_timeout: 
             metrics=[checks.node_metrics(n) for n in cluster.nodes],
             nginx_answers=dict(answers),
             startup=dict(cluster.timings),
+            listening=sorted(listening),
         )

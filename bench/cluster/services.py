@@ -173,6 +173,33 @@ class Cluster:
             raise RuntimeError(f"/ready through nginx answered {status}: {self.nginx.error_tail()}")
         self.timings["started_s"] = time.perf_counter() - began
 
+    def pids(self) -> list[int]:
+        """Every process of the cluster now: servers, nodes and their workers, the Celery worker."""
+        roots = [n.proc.pid for n in self.nodes if n.proc is not None]
+        roots += [p.pid for p in (self.worker, self.redis.proc if self.redis else None) if p is not None]
+        if self.nginx is not None and self.nginx.proc is not None:
+            roots.append(self.nginx.proc.pid)
+        if self.postgres is not None:  # started by pg_ctl: its pid is in the data folder
+            roots.append(int((self.postgres.workdir / "data" / "postmaster.pid").read_text().split()[0]))
+        pids = []
+        for pid in roots:
+            process = _process(pid)
+            if process is not None:
+                pids += [pid, *(child.pid for child in process.children(recursive=True))]
+        return pids
+
+    def listening(self) -> set[str]:
+        """The addresses the cluster's processes listen on (host:port)."""
+        found = set()
+        for pid in self.pids():
+            process = _process(pid)
+            try:
+                connections = process.net_connections(kind="inet") if process else []
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            found |= {f"{c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN}
+        return found
+
     def start_worker(self, timeout: float = 90) -> None:
         """Start the Celery thumbnail worker and wait until it is ready."""
         worker = start_celery_worker(self.shared_env(), self.worker_log, timeout)
