@@ -1,19 +1,20 @@
-"""Convert a Teachable Machine export (Keras 2 keras_model.h5) to ONNX with Keras 3, without tf-keras.
+"""Rebuild a Teachable Machine export (Keras 2 keras_model.h5) in Keras 3, without tf-keras.
 
 Keras 3 cannot load these files itself: it rejects DepthwiseConv2D's Keras 2 `groups` argument and
 the nested functional `model1` inside two Sequentials. So the file's `model_config` is read with
 h5py, the same graph is rebuilt in Keras 3 (keras.applications.MobileNetV2 with weights=None and
 the file's alpha, truncated at out_relu, then GlobalAveragePooling2D and the file's Dense head),
-every weight is set by layer name from `model_weights` with its shape checked, and the model is
-exported to ONNX. The export is checked against Keras on random inputs before it is kept.
+and every weight is set by layer name from `model_weights` with its shape checked. Serving
+converts exports without TensorFlow (models/converters); this Keras rebuild is the reference the
+tests check that converter against.
 
-Usage (writes keras_model.onnx and its stamp keras_model.onnx.json beside the .h5):
+The command line writes keras_model.onnx and its stamp keras_model.onnx.json beside each .h5,
+through models.teachable (the server does the same at start-up for a missing or stale cache):
 
     python -m training.teachable_convert models/classifiers/flask-mug/keras_model.h5 [--force]
 
 Export your own model from https://teachablemachine.withgoogle.com ("Export Model" ->
-"Tensorflow" -> "Keras"), unzip it into models/classifiers/<name>/ and run the command above
-(or just start the server with TensorFlow installed; it converts a missing or stale cache).
+"Tensorflow" -> "Keras") and unzip it into models/classifiers/<name>/.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +30,6 @@ from typing import Any
 import numpy as np
 
 from models.runtime import ModelFileError
-from training import tf_setup
-from training.export import export_onnx, max_difference
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +53,6 @@ CHECKED_SETTINGS = (
 )
 # Head layers this converter rebuilds from their config.
 HEAD_LAYERS = frozenset({"GlobalAveragePooling2D", "Dense", "Dropout", "Activation"})
-# Largest |Keras - ONNX| difference tolerated on the self-check after export.
-EXPORT_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -296,48 +292,6 @@ def _set_weights(spec: TeachableFile, model: Any) -> None:
                     f"expected {tuple(variable.shape)}"
                 )
         layer.set_weights([array for _, array in stored])
-
-
-def _limit_tensorflow_threads() -> None:
-    # the machine is shared; conversion is not worth more than two cores
-    tf_setup.limit_threads(2)
-
-
-def convert(h5_path: Path, onnx_path: Path, *, source_sha256: str | None = None) -> dict:
-    """Convert a Teachable Machine .h5 to an ONNX file, check it against Keras, and describe it."""
-    spec = read_teachable(Path(h5_path))  # h5py only: a corrupt file fails before TensorFlow loads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _limit_tensorflow_threads()
-    import keras
-
-    model = build_keras_model(spec)
-    rng = np.random.default_rng(0)
-    probe = rng.uniform(-1, 1, size=(2, *spec.input_shape)).astype(np.float32)
-    onnx_path = Path(onnx_path)
-    meta = {
-        "version": f"teachable-{source_sha256[:12]}" if source_sha256 else "teachable",
-        "source": spec.path.name,
-        "converter": "training.teachable_convert",
-        "keras_source_version": spec.keras_version,
-    }
-    export_onnx(model, onnx_path, meta)
-    diff = max_difference(model, onnx_path, probe)
-    if diff > EXPORT_TOLERANCE:
-        raise ModelFileError(
-            f"{spec.path}: the ONNX export differs from Keras by {diff:.2e} (> {EXPORT_TOLERANCE})"
-        )
-    return {
-        "source": str(spec.path),
-        "onnx": str(onnx_path),
-        "alpha": spec.alpha,
-        "input_shape": list(spec.input_shape),
-        "classes": int(model.output_shape[-1]),
-        "backbone_layers": len(spec.backbone),
-        "weighted_layers": len(spec.weights),
-        "keras_source_version": spec.keras_version,
-        "keras_version": keras.__version__,
-        "max_abs_diff_onnx_vs_keras": diff,
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,8 @@ def test_unsupported_head_layer(tmp_path):
 def test_cli_reports_a_bad_file(tmp_path, capsys):
     path = tmp_path / "keras_model.h5"
     path.write_bytes(b"nope")
+    # The export's labels come first (models.teachable reads them before the model).
+    (tmp_path / "labels.txt").write_text("0 Flask\n1 Mug\n", encoding="utf-8")
     assert main([str(path)]) == 1
     assert "corrupt or not HDF5" in capsys.readouterr().err
 
