@@ -11,7 +11,7 @@ PORT ?= 5000
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
 	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk nginx-light
 
-.PHONY: run test test-browser test-fast install install-dev system-deps lint bench cluster serve gunicorn clean
+.PHONY: run test test-browser test-fast install install-dev system-deps lint bench cluster serve gunicorn clean data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ test-browser: system-deps install-dev
 ## The fast tests only (no TensorFlow, no browser, no servers).
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "not tensorflow and not browser and not redis and not postgres and not slow"
+
+## Download the training data sets into data/ from their public sources, each checked against the
+## SHA-256 of the copy the models were trained on (needs internet; says so without it).
+data: install
+	$(BIN)/python -m training.download_data --out data
 
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,446 @@
+"""Download the training data sets from their public sources, verify them, and lay them out.
+
+    make data                                   # or: python -m training.download_data
+    python -m training.download_data --only mnist quickdraw --out data
+
+Writes under --out (default data/), where each training script's --data takes it:
+
+    mnist/mnist.npz              python -m training.numbers --data data/mnist/mnist.npz
+    quickdraw/quickdraw_28.npz   python -m training.doodles --data data/quickdraw/quickdraw_28.npz
+    quickdraw/labels.txt
+    faces/faces_96.npz           python -m training.tracking --data data/faces/faces_96.npz ...
+
+The sources (the model cards say more about each set):
+- MNIST: Keras's copy of the official arrays (11 MB), checked against the SHA-256 Keras publishes.
+- Quick, Draw!: Google's numpy_bitmap files (CC BY 4.0), only the first 800-4500 drawings of each
+  of the 24 classes, fetched with HTTP range requests (48 MB of the 2.5 GB files).
+- Faces: two public GitHub repositories at fixed commits, Udacity's facial keypoints data
+  (YouTube Faces frames, 68 points each) and the 300-W annotations of HELEN; cropped to 96x96 as
+  their provenance says, HELEN's random crops read from training/faces_helen_crops.csv.
+
+Every result is checked against SHA-256 digests of the arrays the committed models were trained
+on (computed from those copies): a set that differs in one pixel is refused, naming what differs.
+Without internet it stops with a message that says so; --mirror BASE reads every URL from a copy
+laid out as BASE/<host>/<path> (file:// or http://), e.g. a machine's offline cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+SIDE = 96  # the face crops' size
+ROW_BYTES = 28 * 28  # one Quick, Draw! bitmap
+
+
+class DownloadError(RuntimeError):
+    """A source could not be read, or what was read is not what the models were trained on."""
+
+
+def content_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """Return the SHA-256 of arrays' names, dtypes, shapes and bytes (independent of the .npz zip)."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """MNIST: one .npz whose file and arrays are both checked."""
+
+    url: str
+    sha256: str  # of the downloaded file
+    content: str  # content_sha256 of its four arrays
+    file: str  # SHA-256 of the .npz the models were trained on (same bytes with the same zlib)
+
+
+@dataclass(frozen=True)
+class QuickDraw:
+    """Quick, Draw!: the first rows of each class's numpy_bitmap file; {name} in url is the class."""
+
+    url: str
+    classes: tuple[tuple[str, int, str], ...]  # (class, rows, SHA-256 of those rows' bytes)
+    content: str
+    file: str
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Face crops with 68 landmarks, built from two repository archives."""
+
+    udacity: str  # archive of data/{training,test}/ and their keypoint CSVs
+    helen: str  # archive of helen/{trainset,testset}/*.jpg|*.pts
+    helen_crops: Path  # file,x0,y0,x1,y1 per HELEN sample, in order
+    source_names: tuple[str, ...]
+    arrays: Mapping[str, str]  # array name -> content_sha256 of that array alone
+    file: str
+
+
+QUICKDRAW_CLASSES = (
+    ("airplane", 3499, "ca9af5f4f09a26106f898cdfc9adeeac052e3009d656e851a34ecfdd39725aae"),
+    ("apple", 2500, "da41bccec9ae9f23e4faed174280bdd0b24f8e8b6bb51070fd6a921cb38864af"),
+    ("banana", 3499, "ec34394a23d925b8c03ea4770e98d66afce4615a46672135f06a4d2124a6248d"),
+    ("bicycle", 4500, "1b11b97041496480b064c401f07912cd6a8c7050e3aa0d8ca093200bc2a9f4a9"),
+    ("bird", 3499, "e01f02f1fb3811d1aa47d9ca11d6f939965c3fb7a9fcff26a6bd464fbf4bdc89"),
+    ("book", 4500, "0661b63d57a5a30716c7f4f6fc0d2e72cb4235a92528a8048e069645339fc227"),
+    ("boomerang", 800, "db9437e2369b761f4fcf5f2617709dcc1d45361496c8362b20e56b45ac555fdb"),
+    ("bowtie", 4500, "a9d30b0de2334532beed05fb1f5741ec77075af334a8579ae4c64335a21238a0"),
+    ("car", 800, "05853d4033c19f45bf10e83ded43009dd9d454737a27b3675183e4b8e5895191"),
+    ("cat", 3499, "b363b1759feff712a8fcbb5d79e9983a64130349ce3e955e067dedb8c9eb742c"),
+    ("clock", 3499, "2c9d69de95fbfc655097fa43f9e87306ac195ed003045a0372cce19ade76f179"),
+    ("diamond", 2500, "f7a82a534dfc1d09699d53a5fb22a8bc9dca30a6f16d83fee40573026d9567eb"),
+    ("dog", 3499, "76f186712d8f4816062258cad6666e20cd5ad852b415ccf70e567740333bac7d"),
+    ("eye", 2500, "75ef0b9b4d641430a6517734690856e1ba989c531cd79d9174454af577502954"),
+    ("fish", 2500, "388092ca36f201c49e4b929e841682301ad87d0c81cca058b81d29d487b28eb3"),
+    ("flower", 3499, "6932b7a6579fe0c8c70957c401b0da088390a1648de9db0db1de13359b080e03"),
+    ("horse", 800, "a21bae2d95353fb4a6dc2659f3e0fe23e9f9ac96f6331e7dd938c26bacccd5ab"),
+    ("house", 3499, "2a41721c684b1189c315dddd17665e9d0f3634fe7b48672616db048e63dc2f29"),
+    ("house plant", 800, "4149e17e126a725c18375a16bdc382cf18efea72393884d7985bff2296fcdca2"),
+    ("knife", 800, "cc52e8d422c0a79fde0dbdab1ec38ecfde0d57a9b9b0daa0d99eb43b58bdab2f"),
+    ("piano", 800, "377b0386d1757957f9fba5b07ac04d61eb55599e640e12549f967e3529134e6d"),
+    ("rainbow", 3499, "f0a25bbb7dfa38e7063f8bbd62a9e11c3e629d39940072f03c28f52b9fc71585"),
+    ("train", 800, "ed8cba280162f73c3147cf869499023a76738777183103b62e23853c2d550dce"),
+    ("tree", 800, "672964be189eb51e11db5d523f8ee7dcd1a580b4df803385154c168b2df15576"),
+)
+
+# The digests are those of the copies in the project's shared data folder, which the committed
+# models were trained on (tests/training/test_download_data.py checks them when that folder is there).
+DATASETS: dict[str, Mnist | QuickDraw | Faces] = {
+    "mnist": Mnist(
+        url="https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+        sha256="731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1",  # keras.datasets.mnist
+        content="bd930a59a860c3d5915c6d67631a728a21bc7c535055bac61f9487e95b28eaa5",
+        file="06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64",
+    ),
+    "quickdraw": QuickDraw(
+        url="https://storage.googleapis.com/quickdraw_dataset/full/numpy_bitmap/{name}.npy",
+        classes=QUICKDRAW_CLASSES,
+        content="907e35662e32e6ddf93d7b3c64223e925c762652e883123c03e4c373d939d7d2",
+        file="b34cf11aec6d920ed74c8efc82b48dae540db5bfca4adac61b449654d700742f",
+    ),
+    "faces": Faces(
+        udacity="https://codeload.github.com/pdmct/Facial_Keypoints/tar.gz/0bf8f6dcbbf4246728705b498f554760d4affbcf",
+        helen="https://codeload.github.com/Spinkoo/Face-alignement/tar.gz/e08a16aa91ad771df34e75f70bc5aaf20238ff6a",
+        helen_crops=HERE / "faces_helen_crops.csv",
+        source_names=(
+            "udacity_P1_training (YouTube Faces frames)",
+            "udacity_P1_test (YouTube Faces frames)",
+            "300W HELEN trainset",
+            "300W HELEN testset",
+        ),
+        arrays={
+            "images": "994900cc95fa35fda5e54d32154a0b2b4d55da225b9ed20a3bdb918346e12c24",
+            "nose": "aa5f2e68176ba110974d982d24d185f29684c6bb7627a0b1bbbe5c8ac1361e57",
+            "landmarks68": "9b4da8eca1edfca8384545a262328542c184019f7a8eaf8fa6de273b5ace7793",
+            "source": "d177822c2c6f7f1e57fd0911f181211afb2546ea0f8e4530be0385ad408cc40b",
+            "source_names": "d9b3edc43a6fe38aafa28b5515c9c1fab0bf9fd5e9deb27c83c5cf3d8a0d0260",
+            "names": "6b86c02ff248c9b5bcfdc181eed2e30e45fd215090aab484dbf9ace7d94b5422",
+            "crop_box": "66c11edb504648b21fe5a41d6aa7be9260d2bb43e5655276c0c6d82038d7b409",
+            "orig_size": "e67e38d2c32f2ab06dd51abc5f6a824398c964b33cd04c6b479b23fed824f62a",
+        },
+        file="ab8a354e756ba13efbfa5e62906f810509cbe1e1a0f9fbe3bce5366b8be284a7",
+    ),
+}
+FILES = {"mnist": "mnist/mnist.npz", "quickdraw": "quickdraw/quickdraw_28.npz", "faces": "faces/faces_96.npz"}
+
+
+# --- fetching --------------------------------------------------------------------------------
+
+
+def mirrored(url: str, mirror: str | None) -> str:
+    """Return where to read a URL: itself, or BASE/<host>/<path> under a mirror."""
+    if not mirror:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return f"{mirror.rstrip('/')}/{parts.netloc}{parts.path}"
+
+
+def open_url(url: str, mirror: str | None, *, first_bytes: int | None = None):
+    """Open a URL for reading, or raise DownloadError saying why (no internet, HTTP error)."""
+    target = mirrored(url, mirror)
+    headers = {"User-Agent": "vision-service training.download_data"}
+    if first_bytes is not None:
+        headers["Range"] = f"bytes=0-{first_bytes - 1}"  # servers without ranges send it all: fine
+    try:
+        return urllib.request.urlopen(urllib.request.Request(target, headers=headers), timeout=60)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"{target}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(
+            f"cannot read {target}: {reason}.\nmake data downloads the training data sets from their "
+            "public sources and needs internet access (or --mirror with a copy laid out as "
+            "BASE/<host>/<path>). Nothing was written for this data set."
+        ) from None
+
+
+def read_all(url: str, mirror: str | None) -> bytes:
+    """Download a whole (small) file into memory."""
+    with open_url(url, mirror) as response:
+        return response.read()
+
+
+def read_rows(url: str, mirror: str | None, rows: int) -> bytes:
+    """Return the bytes of the first `rows` 784-byte rows of a uint8 (N, 784) .npy file."""
+    with open_url(url, mirror, first_bytes=4096 + rows * ROW_BYTES) as response:
+        start = response.read(8)  # magic, then the format version
+        if start[:6] != b"\x93NUMPY":
+            raise DownloadError(f"{url} is not a .npy file")
+        length = int.from_bytes(response.read(2 if start[6] == 1 else 4), "little")
+        meta = ast.literal_eval(response.read(length).decode("latin1"))
+        shape = meta.get("shape", ())
+        if meta.get("descr") != "|u1" or len(shape) != 2 or shape[1] != ROW_BYTES or shape[0] < rows:
+            raise DownloadError(f"{url}: expected a uint8 (N>={rows}, {ROW_BYTES}) array, found {meta}")
+        data = response.read(rows * ROW_BYTES)
+    if len(data) != rows * ROW_BYTES:
+        raise DownloadError(f"{url} ended after {len(data)} of {rows * ROW_BYTES} bytes")
+    return data
+
+
+def extract(url: str, mirror: str | None, wanted: Iterable[str], dest: Path) -> None:
+    """Stream a GitHub .tar.gz and write the members under `wanted` folders or names into dest."""
+    prefixes = tuple(wanted)
+    with open_url(url, mirror) as response, tarfile.open(fileobj=response, mode="r|gz") as archive:
+        for member in archive:
+            # GitHub archives hold everything under one <repo>-<commit>/ folder.
+            name = member.name.split("/", 1)[1] if "/" in member.name else ""
+            if not member.isfile() or not name.startswith(prefixes) or ".." in name.split("/"):
+                continue
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.extractfile(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+
+
+def check(what: str, got: str, expected: str) -> None:
+    """Refuse data whose digest is not the expected one."""
+    if got != expected:
+        raise DownloadError(
+            f"{what}: SHA-256 {got}, expected {expected}: not the data the models were trained on"
+        )
+
+
+# --- building each data set ------------------------------------------------------------------
+
+
+def build_mnist(spec: Mnist, mirror: str | None) -> dict[str, np.ndarray]:
+    """Download MNIST and return its four arrays."""
+    data = read_all(spec.url, mirror)
+    check(spec.url, hashlib.sha256(data).hexdigest(), spec.sha256)
+    with np.load(io.BytesIO(data)) as npz:
+        return {key: npz[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+
+
+def build_quickdraw(spec: QuickDraw, mirror: str | None) -> dict[str, np.ndarray]:
+    """Download the first rows of each class and return x, y, src_index and class_names."""
+    xs, ys, src = [], [], []
+    for label, (name, rows, sha256) in enumerate(spec.classes):
+        url = spec.url.format(name=urllib.parse.quote(name))
+        print(f"  {name}: first {rows} drawings", flush=True)
+        data = read_rows(url, mirror, rows)
+        check(url, hashlib.sha256(data).hexdigest(), sha256)
+        xs.append(np.frombuffer(data, np.uint8).reshape(rows, 28, 28))
+        ys.append(np.full(rows, label, np.uint8))
+        src.append(np.arange(rows, dtype=np.int32))
+    names = np.array([name for name, _, _ in spec.classes])
+    return {
+        "x": np.concatenate(xs),
+        "y": np.concatenate(ys),
+        "src_index": np.concatenate(src),
+        "class_names": names,
+    }
+
+
+def crop_face(image: Image.Image, box: tuple[int, int, int, int], points: np.ndarray):
+    """Crop (zero-padded outside the image) and resize to 96x96; map the points into the crop."""
+    side = box[2] - box[0]
+    crop = image.crop(box)  # PIL fills what lies outside the image with zeros
+    # LANCZOS when shrinking, BILINEAR when enlarging (faces_96's provenance).
+    method = Image.Resampling.LANCZOS if side > SIDE else Image.Resampling.BILINEAR
+    pixels = np.asarray(crop.resize((SIDE, SIDE), method), np.uint8)
+    mapped = ((points + 0.5 - np.array(box[:2], np.float64)) * (SIDE / side) - 0.5).astype(np.float32)
+    return pixels, mapped
+
+
+def centre_box(width: int, height: int, points: np.ndarray) -> tuple[int, int, int, int]:
+    """The central square of a frame, or the padded square around it when a point falls outside."""
+    side = min(width, height)
+    x0, y0 = round((width - side) / 2), round((height - side) / 2)
+    if (points.min(axis=0) < (x0, y0)).any() or (points.max(axis=0) > (x0 + side - 1, y0 + side - 1)).any():
+        side = max(width, height)
+        x0, y0 = round((width - side) / 2), round((height - side) / 2)
+    return (x0, y0, x0 + side, y0 + side)
+
+
+def gray(path: Path) -> Image.Image:
+    """Open an image as 8-bit gray (RGBA and RGB drop to RGB first, as faces_96 was made)."""
+    with Image.open(path) as image:
+        return image.convert("RGB").convert("L")
+
+
+def build_faces(spec: Faces, mirror: str | None, work: Path) -> dict[str, np.ndarray]:
+    """Download both archives and return the faces_96 arrays."""
+    with open(spec.helen_crops, newline="") as fh:
+        helen = [
+            (row["file"], tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1"))) for row in csv.DictReader(fh)
+        ]
+    print("  Udacity facial keypoints (YouTube Faces frames)", flush=True)
+    extract(spec.udacity, mirror, ("data/training", "data/test"), work)
+    print("  300-W HELEN", flush=True)
+    extract(spec.helen, mirror, ("helen/trainset/", "helen/testset/"), work)
+    rows: dict[str, list] = {
+        k: [] for k in ("images", "landmarks68", "source", "names", "crop_box", "orig_size")
+    }
+
+    def add(source: int, name: str, image: Image.Image, box, points: np.ndarray) -> None:
+        pixels, mapped = crop_face(image, box, points)
+        for key, value in zip(rows, (pixels, mapped, source, name, box, image.size), strict=True):
+            rows[key].append(value)
+
+    for source, split in enumerate(("training", "test")):
+        with open(work / "data" / f"{split}_frames_keypoints.csv", newline="") as fh:
+            table = list(csv.reader(fh))[1:]
+        for line in table:
+            points = np.array(line[1:], np.float64).reshape(-1, 2)
+            image = gray(work / "data" / split / line[0])
+            add(source, f"ytf_udacity/{split}/{line[0]}", image, centre_box(*image.size, points), points)
+    for file, box in helen:
+        text = (work / file).with_suffix(".pts").read_text().splitlines()
+        numbers = [line.split() for line in text if len(line.split()) == 2 and line[0] not in "vn{}"]
+        if len(numbers) != 68:
+            raise DownloadError(f"{file}: {len(numbers)} points in its .pts file, not 68")
+        points = np.array(numbers, np.float64) - 1  # .pts files count from 1
+        add(2 if "/trainset/" in file else 3, f"300w/{file}", gray(work / file), box, points)
+    landmarks = np.stack(rows["landmarks68"])
+    return {
+        "images": np.stack(rows["images"]),
+        "nose": landmarks[:, 30].copy(),
+        "landmarks68": landmarks,
+        "source": np.array(rows["source"], np.uint8),
+        "source_names": np.array(spec.source_names),
+        "names": np.array(rows["names"]),
+        "crop_box": np.array(rows["crop_box"], np.int32),
+        "orig_size": np.array(rows["orig_size"], np.int32),
+    }
+
+
+def verify(name: str, spec: Mnist | QuickDraw | Faces, arrays: Mapping[str, np.ndarray]) -> None:
+    """Check the arrays against the digests of the copies the models were trained on."""
+    if isinstance(spec, Faces):
+        wrong = [
+            k for k, sha in spec.arrays.items() if k not in arrays or content_sha256({k: arrays[k]}) != sha
+        ]
+        if wrong:
+            raise DownloadError(
+                f"{name}: {', '.join(wrong)} differ from the set the tracker was trained on "
+                "(if only the images differ, check that Pillow is the version pyproject.toml pins)"
+            )
+    else:
+        check(name, content_sha256(arrays), spec.content)
+
+
+def write(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write an .npz atomically: a half-written file never lies where training looks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(partial, path)
+
+
+def fetch(name: str, spec: Mnist | QuickDraw | Faces, out: Path, mirror: str | None) -> Path:
+    """Download, verify and write one data set (kept as it is when already there and verified)."""
+    path = out / FILES[name]
+    if path.is_file():
+        with np.load(path) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        try:
+            verify(name, spec, arrays)
+            print(f"{name}: {path} is there and verified", flush=True)
+            return path
+        except DownloadError:
+            print(f"{name}: {path} differs from the expected set; downloading it again", flush=True)
+    print(f"{name}: downloading", flush=True)
+    try:
+        if isinstance(spec, Mnist):
+            arrays = build_mnist(spec, mirror)
+        elif isinstance(spec, QuickDraw):
+            arrays = build_quickdraw(spec, mirror)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".faces-", dir=out) as work:
+                arrays = build_faces(spec, mirror, Path(work))
+    except (OSError, EOFError, ValueError, KeyError, tarfile.TarError) as exc:
+        # A cut download or a source laid out otherwise: say which, not a traceback.
+        raise DownloadError(
+            f"the download is not laid out as expected ({type(exc).__name__}: {exc})"
+        ) from exc
+    verify(name, spec, arrays)
+    write(path, arrays)
+    if isinstance(spec, QuickDraw):
+        (path.parent / "labels.txt").write_text("".join(f"{n}\n" for n, _, _ in spec.classes))
+    same = (
+        "the same file" if file_sha256(path) == spec.file else "the same arrays (another zlib: other bytes)"
+    )
+    print(f"{name}: {path} verified, {same} as the set the models were trained on", flush=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Download every data set asked for; say what failed and why."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("data"), help="where to lay the data sets out (data/)"
+    )
+    parser.add_argument("--only", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument(
+        "--mirror", help="read every URL from BASE/<host>/<path> instead (file:// or http://)"
+    )
+    args = parser.parse_args(argv)
+    failed = []
+    for name in args.only:
+        try:
+            fetch(name, DATASETS[name], args.out, args.mirror)
+        except DownloadError as exc:
+            print(f"{name}: {exc}", file=sys.stderr, flush=True)
+            failed.append(name)
+    if failed:
+        print(f"not downloaded: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
