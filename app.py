@@ -73,7 +73,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(settings)
     app.json.sort_keys = False
-    os.makedirs(app.instance_path, exist_ok=True)
     configure_logging(app.config)
     limit_heap_retention()
     single_threaded_opencv()

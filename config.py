@@ -180,13 +180,14 @@ class Settings(BaseModel):
     # The images of these endpoints are kept (when SAVE_IMAGES is on); uploads always are. Webcam
     # frames (image_64, image_bin, track) are not kept unless listed.
     SAVE_ENDPOINTS: Words = ["predict", "classifier", "ocr"]
-    # Retention: unlabelled images older than RETENTION_DAYS, or past the newest RETENTION_MAX_IMAGES,
-    # or past RETENTION_MAX_BYTES in all, are deleted (oldest first; 0 turns a limit off). Labelled
-    # images are kept. Checked every RETENTION_CHECK_SECONDS.
+    # Retention (store/retention.py): unlabelled images older than RETENTION_DAYS are deleted, and the
+    # oldest unlabelled ones while the store holds more than RETENTION_MAX_IMAGES images or
+    # RETENTION_MAX_BYTES bytes (0 turns a limit off). Labelled images are never deleted. Checked every
+    # RETENTION_CHECK_SECONDS, which also refreshes the store's size in /metrics.
     RETENTION_DAYS: Whole = Field(30, ge=0, le=36500)
     RETENTION_MAX_IMAGES: Whole = Field(50_000, ge=0)
     RETENTION_MAX_BYTES: Whole = Field(2048 * MiB, ge=0)
-    RETENTION_CHECK_SECONDS: Whole = Field(300, ge=1, le=86400)
+    RETENTION_CHECK_SECONDS: Whole = Field(60, ge=1, le=86400)
 
     @computed_field
     @property

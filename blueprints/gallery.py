@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from flask import Blueprint, current_app, jsonify, render_template, request, send_file, url_for
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from blueprints.auth import ensure_admin, require_admin
@@ -62,7 +62,8 @@ class ImageSummary(BaseModel):
     endpoint: str
     model: str | None = None
     prediction: str | None = None
-    confidence: float | None = None
+    # One unit for every route: /api/predict answers its certainty in percent, the store keeps 0-1.
+    confidence: float | None = Field(None, ge=0, le=1, description="the model's confidence, from 0 to 1")
     label: str | None = None
     labelled_at: str | None = None
     original_name: str | None = None

@@ -5,8 +5,11 @@
   inserted, the file is renamed into place, and the transaction commits; any failure removes
   the file and rolls the row back.
 - `save()` writes synchronously (uploads); `submit()` hands the write to the background writer
-  (store.writer), so a prediction never waits for the disk or the database. Once a row is
-  committed, its thumbnail is scheduled on the store's thumbnail runner (store.thumbnails).
+  (store.writer), so a prediction never waits for the database: its image is journalled on disk
+  first (store.journal), so an answered request's image is kept even if the process dies next.
+  Once a row is committed, its thumbnail is scheduled on the thumbnail runner (store.thumbnails).
+- The database is opened at its first use (`ensure_schema`): then the journals of processes that
+  died are kept, pending thumbnails resumed and retention started (`on_open`).
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ import atexit
 import hashlib
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from store.exif import finite, read_exif
 from store.export import export_zip
+from store.journal import Entry, Journal
 from store.metrics import SAVED, THUMBNAILS
 from store.records import (
     DONE,
@@ -49,6 +52,9 @@ from store.records import (
 from store.schema import SUMMARY_COLUMNS, images, make_engine, migrate, write_transaction
 from store.thumbnails import Thumbnails
 from store.writer import Writer
+
+if TYPE_CHECKING:
+    from store.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +86,13 @@ class ImageStore:
         self.thumbnail_size = thumbnail_size
         # Schedules the thumbnail of every committed row once start_thumbnails() has run.
         self.thumbnails: Thumbnails | None = None
-        self.writer = Writer(self.save, queue_size=queue_size, queue_wait=queue_wait)
+        self.journal = Journal(self.image_dir / ".journal")
+        self.writer = Writer(self.save, self.journal, queue_size=queue_size, queue_wait=queue_wait)
+        # Started when the database is first opened (store.retention), when init_app sets it.
+        self.retention: Retention | None = None
         self._schema_ok = False
         self._schema_lock = threading.Lock()
+        self._opened = threading.Event()
         self._exit_registered = False
         self._closed = False
 
@@ -103,6 +113,49 @@ class ImageStore:
             except SQLAlchemyError as exc:
                 raise StoreError("database", f"cannot prepare the image database: {exc}") from exc
             self._schema_ok = True
+        self.on_open()
+
+    def on_open(self) -> None:
+        """Once the database answers: keep what dead processes journalled, resume thumbnails, retention."""
+        with self._schema_lock:
+            if self._opened.is_set():
+                return
+            self._opened.set()
+        try:
+            self.journal.recover(self._keep_entry)
+        except (StoreError, SQLAlchemyError, OSError) as exc:
+            log.error("journalled images of ended processes not kept yet (next start tries again): %s", exc)
+        self._resume_thumbnails()
+        if self.retention is not None:
+            self.retention.start()
+
+    def _resume_thumbnails(self) -> None:
+        """Start the thumbnail sweeper now when thumbnails wait from an earlier run."""
+        if self.thumbnails is None:
+            return
+        try:
+            pending = self.pending_count()
+        except (StoreError, SQLAlchemyError) as exc:
+            log.warning("cannot count pending thumbnails yet: %s", exc)
+            pending = 1  # unknown: let the sweeper look once the database answers
+        if pending:
+            self.thumbnails.start()
+
+    def _keep_entry(self, entry: Entry) -> None:
+        """Keep a journalled image, unless its row is already there (the writer got that far)."""
+        if self.get(entry.image_id, exif=False) is not None:
+            return
+        new = NewImage(
+            data=entry.encoded(),
+            format=entry.format,
+            width=entry.width,
+            height=entry.height,
+            endpoint=entry.endpoint,
+            model=entry.model,
+            prediction=entry.prediction,
+            confidence=entry.confidence,
+        )
+        self.save(new, image_id=entry.image_id, created_at=datetime.fromtimestamp(entry.created, UTC))
 
     # paths
 
@@ -123,26 +176,25 @@ class ImageStore:
 
     # writing
 
-    def save(self, new: NewImage, *, image_id: str | None = None) -> str:
+    def save(self, new: NewImage, *, image_id: str | None = None, created_at: datetime | None = None) -> str:
         """Write file and row together, or neither; return the id or raise StoreError."""
         image_id = validate_id(image_id) if image_id else new_id()
         self.ensure_schema()
         fmt = str(new.format or "UNKNOWN").upper()[:16]
         relative = self.relative_path(image_id, fmt)
         final = self.image_dir / relative
-        temp = final.with_name(f".tmp-{image_id}-{secrets.token_hex(4)}")
         now = datetime.now(UTC)
         exif = read_exif(new.data)
         row = {
             "id": image_id,
-            "created_at": now,
+            "created_at": as_utc(created_at) if created_at else now,
             "endpoint": _short(new.endpoint) or "unknown",
             "model": _short(new.model),
             # A model's text may hold line breaks; only a NUL, which PostgreSQL refuses, goes.
             "prediction": None
             if new.prediction is None
             else str(new.prediction).replace("\x00", "")[:10_000],
-            "confidence": finite(new.confidence) if new.confidence is not None else None,
+            "confidence": fraction(new.confidence),
             "label": clean_label(new.label),
             "labelled_at": now if new.label is not None else None,
             "original_name": (new.original_name or None) and _printable(new.original_name, 255),
@@ -159,8 +211,10 @@ class ImageStore:
             "thumb_attempts": 0,
             "thumb_updated_at": now,
         }
+        temp = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.journal.temp_path(image_id)  # this process's folder: swept if it dies
             self._write_file(temp, new.data)
         except OSError as exc:
             _unlink(temp)
@@ -236,16 +290,12 @@ class ImageStore:
     def start_thumbnails(self, **options: Any) -> Thumbnails:
         """Make the thumbnail of every saved image in the background (Thumbnails' options).
 
-        The retry sweeper starts now when thumbnails are already pending, else with the first one.
+        The retry sweeper starts with the first thumbnail, or when the database is opened
+        (on_open) with thumbnails already pending.
         """
         self.thumbnails = Thumbnails(self, **options)
-        try:
-            pending = self.pending_count()
-        except (StoreError, SQLAlchemyError) as exc:
-            log.warning("cannot count pending thumbnails yet: %s", exc)
-            pending = 1  # unknown: let the sweeper look once the database answers
-        if pending:
-            self.thumbnails.start()
+        if self._opened.is_set():
+            self._resume_thumbnails()
         return self.thumbnails
 
     def close(self, timeout: float = 10.0) -> None:
@@ -255,8 +305,11 @@ class ImageStore:
         self._closed = True
         atexit.unregister(self.close)
         self.writer.close(timeout)
+        if self.retention is not None:
+            self.retention.close()
         if self.thumbnails is not None:
             self.thumbnails.close()
+        self.journal.close()
         self.engine.dispose()
 
     # reading
@@ -313,6 +366,20 @@ class ImageStore:
             total = conn.execute(select(func.count()).select_from(images).where(*conditions)).scalar_one()
             rows = conn.execute(query).mappings().all()
         return [StoredImage.from_row(r) for r in rows], int(total)
+
+    def size(self) -> dict[str, int]:
+        """Return the store's size: images and bytes of their files, in all and labelled."""
+        self.ensure_schema()
+        labelled = images.c.label.is_not(None)
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(images.c.byte_size), 0),
+            func.coalesce(func.sum(case((labelled, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((labelled, images.c.byte_size), else_=0)), 0),
+        ).select_from(images)
+        with self.engine.connect() as conn:
+            counts = [int(n) for n in conn.execute(query).one()]
+        return dict(zip(("images", "bytes", "labelled_images", "labelled_bytes"), counts, strict=True))
 
     def pending_count(self) -> int:
         """Return how many thumbnails are pending."""
@@ -383,6 +450,14 @@ class ImageStore:
         return export_zip(self, out, model=model)
 
 
+def fraction(confidence: float | None) -> float | None:
+    """Return a confidence as kept: a fraction from 0 to 1 (a percentage is a caller's bug)."""
+    value = finite(confidence) if confidence is not None else None
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"confidence must be a fraction from 0 to 1, got {value!r}")
+    return value
+
+
 def _printable(value: Any, limit: int) -> str | None:
     # Text from a client or a model, without control characters (PostgreSQL refuses a NUL), cut.
     return "".join(c for c in str(value) if c.isprintable() or c == " ")[:limit] or None
@@ -396,7 +471,9 @@ def _short(value: Any) -> str | None:
     return value[:MAX_NAME_CHARS] or None
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: Path | None) -> None:
+    if path is None:
+        return
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:

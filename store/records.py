@@ -66,7 +66,7 @@ class NewImage:
     endpoint: str
     model: str | None = None
     prediction: str | None = None
-    confidence: float | None = None
+    confidence: float | None = None  # a fraction from 0 to 1, whatever unit the route answers in
     label: str | None = None
     original_name: str | None = None
 

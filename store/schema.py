@@ -24,8 +24,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    cast,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -78,9 +80,24 @@ def _migrate_to_1(conn: Connection) -> None:
     images.create(conn)
 
 
+# EXIF JSON longer than this was kept before the caps of store.exif (up to 18 MB a row).
+OLD_EXIF_LIMIT = 128 * 1024
+
+
+def _migrate_to_2(conn: Connection) -> None:
+    """Keep confidence in one unit, a fraction (0-1), and drop EXIF kept before the caps (version 2)."""
+    # Only a percentage can exceed 1 (early versions kept /api/predict's certainty as it answers it).
+    conn.execute(update(images).where(images.c.confidence > 1).values(confidence=images.c.confidence / 100))
+    conn.execute(
+        update(images)
+        .where(func.length(cast(images.c.exif, Text)) > OLD_EXIF_LIMIT)
+        .values(exif={"omitted": "EXIF over the limits, kept by an older version and removed"})
+    )
+
+
 # Version n -> the step from n-1 to n. Never edit a released step: append a new one (for
 # example ALTER TABLE ... ADD COLUMN), and keep `images` above equal to the newest shape.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 SCHEMA_VERSION = max(MIGRATIONS)
 _PG_MIGRATION_LOCK = 0x1A6E5707  # any constant shared by every process of this app
 
@@ -99,13 +116,16 @@ def make_engine(database_url: str) -> Engine:
             connect_args["connect_timeout"] = 5  # a database that is down must not hang a save
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     memory = url.database in (None, "", ":memory:")
-    if not memory:
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"timeout": 30, "check_same_thread": False},
         poolclass=StaticPool if memory else None,
     )
+    if not memory:
+        # The folder (the instance folder, by default) is made when the database is first opened,
+        # not when an app is built: an app that never uses its store writes nothing.
+        folder = Path(url.database).parent
+        event.listen(engine, "do_connect", lambda *args: folder.mkdir(parents=True, exist_ok=True))
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine

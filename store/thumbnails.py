@@ -14,6 +14,7 @@ Making a thumbnail is idempotent, so a duplicate task costs only time.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from models.files import write_atomic
 from store.metrics import FAILURES, THUMBNAILS
 from store.pool import WorkerPool
 from store.records import DONE, FAILED, PENDING, StoreError
@@ -61,10 +61,14 @@ def render_thumbnail(source: Path, size: int) -> Image.Image:
         return img.convert("RGB")
 
 
-def write_jpeg(image: Image.Image, target: Path) -> None:
-    """Save a JPEG atomically: a temporary name, then a rename."""
+def write_jpeg(image: Image.Image, target: Path, temp: Path) -> None:
+    """Save a JPEG atomically: written as `temp` (the process's journal folder), then renamed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, lambda temp: image.save(temp, "JPEG", quality=85, optimize=True))
+    try:
+        image.save(temp, "JPEG", quality=85, optimize=True)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def make_thumbnail(store: ImageStore, image_id: str) -> str:
@@ -90,7 +94,7 @@ def make_thumbnail(store: ImageStore, image_id: str) -> str:
         FAILURES.labels("thumbnail").inc()
         store.mark_thumbnail(image_id, FAILED, f"cannot decode the image: {type(exc).__name__}: {exc}")
         return FAILED
-    write_jpeg(thumb, target)
+    write_jpeg(thumb, target, store.journal.temp_path(image_id))
     store.mark_thumbnail(image_id, DONE)
     return DONE
 

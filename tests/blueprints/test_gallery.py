@@ -406,7 +406,7 @@ def test_upload_with_the_database_down_is_503_json(gallery):
         )
     r = upload(gallery)
     assert r.status_code == 503 and r.get_json()["code"] == "store_unavailable"
-    assert [p for p in store.image_dir.rglob("*") if p.is_file()] == []
+    assert [p for p in store.image_dir.rglob("*") if p.is_file() and p.name != "lock"] == []
 
 
 # --- saving what the models receive ---------------------------------------------------------
@@ -576,6 +576,10 @@ def test_celery_worker_makes_the_thumbnail(celery_setup, monkeypatch, tmp_path):
     assert Image.open(io.BytesIO(v.data)).size == (64, 32)
     # Made by the worker process, not by this one's fallback pool.
     assert store.thumbnails.local.threads == []
+    # The worker logs "succeeded" after the task returns, a moment after the row says done.
+    deadline = time.monotonic() + 10
+    while "succeeded" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     worker_log = log.read_text()
     assert "vision.thumbnail[" in worker_log and "succeeded" in worker_log
     assert elapsed < 2.0

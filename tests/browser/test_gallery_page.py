@@ -102,6 +102,8 @@ def test_the_images_just_sent_appear_and_a_label_can_be_corrected(page, screensh
         expect(thumb).to_be_visible(timeout=15_000)
         assert thumb.evaluate("img => img.naturalWidth") > 0
     expect(card(page, digit["id"])).to_contain_text(f"numbers: {digit['prediction']}")
+    # The store keeps a fraction and the page shows it as a percentage, without guessing the unit.
+    expect(card(page, digit["id"])).to_contain_text(f"{digit['confidence'] * 100:.1f}%")
     screenshot(page, "gallery")
 
     card(page, digit["id"]).click()

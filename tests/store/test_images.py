@@ -55,6 +55,15 @@ def test_save_writes_the_file_and_the_row(store):
     assert store.file_path(record).read_bytes() == data
 
 
+@pytest.mark.parametrize("confidence", [97.3, 1.5, -0.1])
+def test_confidence_is_kept_as_a_fraction_only(sqlite_store, confidence):
+    """One unit in the store: a percentage (a route's answer passed on as is) is refused, not guessed."""
+    with pytest.raises(ValueError, match="fraction from 0 to 1"):
+        sqlite_store.save(new_image(confidence=confidence))
+    assert sqlite_store.list()[1] == 0
+    assert sqlite_store.get(sqlite_store.save(new_image(confidence=1.0))).confidence == 1.0
+
+
 def test_list_filters_and_pages_newest_first(store):
     ids = []
     for n in range(7):
@@ -166,7 +175,12 @@ def test_a_full_disk_keeps_neither_file_nor_row_and_is_counted(sqlite_store, mon
     assert sqlite_store.flush(10)
     assert failures("disk") == before + 1
     assert sqlite_store.list()[1] == 0
-    assert stored_files(sqlite_store.image_dir) == []
+    # Nothing half-written is left; the queued image waits in the journal for the disk to have room.
+    assert [p.suffix for p in stored_files(sqlite_store.image_dir)] == [".entry"]
+    monkeypatch.undo()
+    assert sqlite_store.writer.retry_failed() == 1 and sqlite_store.flush(10)
+    assert sqlite_store.list()[1] == 1
+    assert [p.suffix for p in stored_files(sqlite_store.image_dir)] == [".png"]
 
 
 def test_a_failed_rename_rolls_the_row_back(sqlite_store, monkeypatch):
@@ -195,7 +209,12 @@ def test_a_database_error_keeps_no_file_and_is_counted(sqlite_store):
     sqlite_store.submit(image, endpoint="e", model="m", prediction="1", confidence=1.0)
     assert sqlite_store.flush(10)
     assert failures("database") == before + 1
-    assert stored_files(sqlite_store.image_dir) == []
+    # No file without its row; the queued image waits in the journal until the database takes it.
+    assert [p.suffix for p in stored_files(sqlite_store.image_dir)] == [".entry"]
+    with sqlite_store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER broken")
+    assert sqlite_store.writer.retry_failed() == 1 and sqlite_store.flush(10)
+    assert sqlite_store.list()[1] == 1
 
 
 def test_a_failed_commit_after_the_rename_removes_the_file(sqlite_store):
@@ -226,5 +245,7 @@ def test_an_unreachable_database_fails_the_save_not_the_caller(tmp_path):
     assert s.submit(image, endpoint="e", model="m", prediction="1", confidence=1.0)
     assert s.flush(10)
     assert failures("database") == before + 1
-    assert stored_files(tmp_path / "img") == []
+    assert [p.suffix for p in stored_files(tmp_path / "img")] == [".entry"]  # waits in the journal
     s.close()
+    # Closed with an entry left: the folder stays for the next start to keep it.
+    assert [p.suffix for p in stored_files(tmp_path / "img")] == [".entry"]

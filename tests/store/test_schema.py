@@ -48,3 +48,46 @@ def test_workers_starting_together_migrate_once(store):
     assert errors == []
     assert sorted(found) == [0] + [SCHEMA_VERSION] * 3
     assert schema_version_of(store.engine) == SCHEMA_VERSION
+
+
+def test_version_2_keeps_confidence_as_a_fraction_and_drops_old_oversized_exif(store):
+    """Rows of an older store: a percentage (97.3) becomes 0.973; an EXIF over the caps goes."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from store.schema import MIGRATIONS, OLD_EXIF_LIMIT, images
+
+    with store.engine.begin() as conn:
+        schema_version.create(conn)
+        conn.execute(insert(schema_version).values(version=1))
+        MIGRATIONS[1](conn)
+        now = datetime.now(UTC)
+        base = {
+            "created_at": now,
+            "endpoint": "predict",
+            "file_name": "x.png",
+            "byte_size": 1,
+            "sha256": "0" * 64,
+            "format": "PNG",
+            "mime": "image/png",
+            "width": 1,
+            "height": 1,
+            "thumb_status": "done",
+            "thumb_attempts": 0,
+            "thumb_updated_at": now,
+        }
+        conn.execute(
+            insert(images),
+            [
+                {**base, "id": "a" * 32, "confidence": 97.3, "exif": {"Make": "cam"}},
+                {**base, "id": "b" * 32, "confidence": 0.5, "exif": {"X": "A" * (OLD_EXIF_LIMIT + 10)}},
+                {**base, "id": "c" * 32, "confidence": None, "exif": None},
+            ],
+        )
+    assert migrate(store.engine) == 1
+    with store.engine.connect() as conn:
+        rows = {r.id[0]: r for r in conn.execute(select(images.c.id, images.c.confidence, images.c.exif))}
+    assert rows["a"].confidence == pytest.approx(0.973) and rows["a"].exif == {"Make": "cam"}
+    assert rows["b"].confidence == 0.5 and set(rows["b"].exif) == {"omitted"}
+    assert rows["c"].confidence is None and rows["c"].exif is None

@@ -109,9 +109,9 @@ def test_a_queued_upload_holds_its_bytes_not_its_decoded_pixels(tmp_path, monkey
     array = InputImage(pixels=np.zeros((6, 9), np.uint8), format="ARRAY", source="legacy_array")
     s.submit(upload, endpoint="e", model="m", prediction="1", confidence=1.0)
     s.submit(array, endpoint="e", model="m", prediction="1", confidence=1.0)
-    queued = [s.writer.pool.queue.get_nowait(), s.writer.pool.queue.get_nowait()]
+    queued = [s.writer.pool.queue.get_nowait().entry, s.writer.pool.queue.get_nowait().entry]
     # An upload's 640 KB of pixels must not wait in a queue of 256 jobs; its few KB of PNG do.
-    assert queued[0].image is None and queued[0].data == upload.data
+    assert queued[0].pixels is None and queued[0].data == upload.data
     assert (queued[0].format, queued[0].width, queued[0].height) == ("PNG", 400, 400)
     # A legacy array has no bytes yet: it is encoded by the writer, as PNG.
-    assert queued[1].data is None and queued[1].image is array and queued[1].format == "PNG"
+    assert queued[1].data is None and queued[1].pixels is array.pixels and queued[1].format == "PNG"
