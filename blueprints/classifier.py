@@ -180,6 +180,9 @@ def predict_default():
           description: No image, bad base64, bad JSON or a bad `top`.
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
+        422:
+          $ref: '#/components/responses/Unreadable'
+          description: A blank drawing, for a drawing classifier (code nothing_drawn).
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     name = current_app.config["DEFAULT_CLASSIFIER"]
@@ -264,6 +267,9 @@ def predict_named(name: str):
         404: {$ref: '#/components/responses/NotFound'}
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
+        422:
+          $ref: '#/components/responses/Unreadable'
+          description: A blank drawing, for a drawing classifier (code nothing_drawn).
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return classify(name)

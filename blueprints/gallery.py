@@ -200,7 +200,7 @@ def upload():
       parameters:
         - {name: model, in: query, schema: {type: string}, example: numbers, description: also a form field}
         - {name: label, in: query, schema: {type: string}, example: '7', description: also a form field}
-      requestBody: {$ref: '#/components/requestBodies/Image'}
+      requestBody: {$ref: '#/components/requestBodies/Upload'}
       responses:
         201:
           description: Stored; `url` gives the metadata.

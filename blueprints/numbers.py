@@ -81,14 +81,19 @@ def predict():
               schema: {$ref: '#/components/schemas/DigitPrediction'}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, a bad `top`, or nothing drawn (code nothing_drawn).
+          description: No image, bad base64 or JSON, or a bad `top`.
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
         422:
-          description: Certainty under the threshold (code low_certainty); the guess is included.
+          description: >
+            An image with no digit to read: certainty under the threshold (code low_certainty,
+            the guess included), or nothing drawn (code nothing_drawn).
           content:
             application/json:
-              schema: {$ref: '#/components/schemas/LowCertainty'}
+              schema:
+                anyOf:
+                  - {$ref: '#/components/schemas/LowCertainty'}
+                  - {$ref: '#/components/schemas/ErrorResponse'}
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     model = get_registry().get(MODEL)

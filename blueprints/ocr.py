@@ -95,11 +95,13 @@ def predict():
                   - {type: array, items: {type: array, items: {type: number}, minItems: 10, maxItems: 10}}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64, JSON or nested array, an image under 8x8, or a bad `format`.
+          description: No image, bad base64, JSON or nested array, or a bad `format`.
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
         422:
-          description: Too much text in one image (code too_much_text); crop it to the lines to read.
+          description: >
+            An image OCR cannot read: too much text in it (code too_much_text; crop it to the lines
+            to read), or under 8x8 pixels (code image_too_small).
           content:
             application/json:
               schema: {$ref: '#/components/schemas/ErrorResponse'}

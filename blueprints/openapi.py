@@ -35,45 +35,89 @@ class ErrorResponse(BaseModel):
     code: str
 
 
+def image_json(fields: tuple[str, ...], description: str) -> dict[str, Any]:
+    """Return the JSON body schema of a route that reads its image from one of `fields`."""
+    return {
+        "type": "object",
+        "description": description,
+        "properties": {field: {"$ref": "#/components/schemas/ImageField"} for field in fields},
+        "anyOf": [{"required": [field]} for field in fields],
+    }
+
+
 # The image every model route reads (blueprints/image_input.py), written once: a route names it
 # with `requestBody: {$ref: '#/components/requestBodies/Image'}` and lists its options (`top`,
 # `detect`, ...) as query parameters, which the route also reads from the JSON body or the form.
+# The schemas say as much as a schema can: base64 that decodes, arrays of pixel values. Whether
+# the bytes are an image, and one within the limits, only decoding tells (415 / 413).
+_B64 = "[A-Za-z0-9+/]"
+BASE64_IMAGE = rf"^(data:image/[a-z0-9.+-]+;base64,)?({_B64}{{4}})*({_B64}{{4}}|{_B64}{{3}}=|{_B64}{{2}}==)$"
+_PIXEL = {"type": "number", "minimum": 0, "maximum": 255}
+IMAGE_FIELDS = ("image", "base64_drawing", "file")
+UPLOAD_FIELDS = ("image", "file")
 IMAGE_SCHEMAS: dict[str, dict[str, Any]] = {
     "ImageField": {
         "description": "A data URL or plain base64 of a PNG, JPEG, WebP, ... image, or the original "
-        "OCR service's legacy nested uint8 array (gray [h][w] or BGR [h][w][3]), also as its JSON text.",
-        "oneOf": [{"type": "string"}, {"type": "array", "items": {}}],
+        "OCR service's legacy nested uint8 array: gray [h][w] or BGR [h][w][3], every row as long "
+        "as the first (also accepted as its JSON text). Line breaks in base64, URL-safe base64 and "
+        "missing padding are accepted too.",
+        "oneOf": [
+            {"type": "string", "pattern": BASE64_IMAGE},
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "oneOf": [
+                            _PIXEL,
+                            {"type": "array", "items": _PIXEL, "minItems": 3, "maxItems": 3},
+                        ]
+                    },
+                },
+            },
+        ],
     },
-    "ImageJson": {
-        "type": "object",
-        "description": "The image in `image`; `base64_drawing` (the classifier's original field, read "
-        "first there) and `file` are read too. The route's options may sit beside it.",
-        "properties": {
-            field: {"$ref": "#/components/schemas/ImageField"}
-            for field in ("image", "base64_drawing", "file")
-        },
-        "anyOf": [{"required": [field]} for field in ("image", "base64_drawing", "file")],
-    },
+    "ImageJson": image_json(
+        IMAGE_FIELDS,
+        "The image in `image`; `base64_drawing` (the classifier's "
+        "original field, read first there) and `file` are read too. The route's options may sit beside it.",
+    ),
+    "UploadJson": image_json(
+        UPLOAD_FIELDS, "The image in `file` or `image`; `model` and `label` may sit beside it."
+    ),
     "ImageUpload": {
         "type": "object",
         "description": "A multipart upload in the field `image` or `file`; the route's options may be "
         "form fields too.",
-        "properties": {field: {"type": "string", "format": "binary"} for field in ("image", "file")},
-        "anyOf": [{"required": [field]} for field in ("image", "file")],
+        "properties": {
+            field: {"type": "string", "format": "binary", "minLength": 1} for field in UPLOAD_FIELDS
+        },
+        "anyOf": [{"required": [field]} for field in UPLOAD_FIELDS],
     },
 }
-_BYTES = {"schema": {"type": "string", "format": "binary"}}
-REQUEST_BODIES: dict[str, dict[str, Any]] = {
-    "Image": {
+_BYTES = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+
+
+def image_body(json_schema: str) -> dict[str, Any]:
+    """Return a request body: the image as JSON, a multipart upload, or raw bytes with their type."""
+    return {
         "description": "The image as JSON, a multipart upload, or the raw bytes with their image type.",
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ImageJson"}},
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{json_schema}"}},
             "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImageUpload"}},
             "image/*": _BYTES,
             "application/octet-stream": _BYTES,
         },
-    },
+    }
+
+
+REQUEST_BODIES: dict[str, dict[str, Any]] = {
+    "Image": image_body("ImageJson"),
+    # POST /images reads `file` and `image` only.
+    "Upload": image_body("UploadJson"),
 }
 
 # Error answers that many routes share, by component name, with their default description.
@@ -82,6 +126,7 @@ ERROR_RESPONSES = {
     "NotFound": "Nothing has this id or name (`error` says what was looked for).",
     "TooLarge": "The image is too large (over MAX_IMAGE_BYTES bytes or MAX_IMAGE_PIXELS pixels).",
     "NotAnImage": "The data is not an image.",
+    "Unreadable": "An image the model has no answer for (`code` says why, e.g. image_too_small).",
     "ModelNotLoaded": "The model this route needs is not loaded (code model_not_loaded; /ready says why).",
 }
 
@@ -124,6 +169,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             spec.components.response(name, response)
     if sys.flags.optimize >= 2:
         log.warning("python -OO strips the docstrings that document the routes: /openapi.json lists none")
+    body_refs: dict[tuple[str, str], dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
         if view is None or not view.__doc__ or "---" not in view.__doc__:
@@ -135,7 +181,6 @@ def build_spec(app: Flask) -> dict[str, Any]:
             {"name": arg, "in": "path", "required": True, "schema": {"type": _arg_type(rule, arg)}}
             for arg in sorted(rule.arguments)
         ]
-        body_refs = {}
         for method, op in operations.items():
             op.setdefault("tags", [rule.endpoint.split(".")[0]])
             op.setdefault("operationId", f"{rule.endpoint}.{'_'.join(sorted(rule.arguments)) or 'root'}")
@@ -148,13 +193,23 @@ def build_spec(app: Flask) -> dict[str, Any]:
             # apispec reads a requestBody's content and has no requestBodies components: a
             # reference goes back in after it has resolved the rest.
             if "$ref" in op.get("requestBody", {}):
-                body_refs[method] = op.pop("requestBody")
+                body_refs[FlaskPlugin.flaskpath2openapi(rule.rule), method] = op.pop("requestBody")
         if operations:
             spec.path(path=FlaskPlugin.flaskpath2openapi(rule.rule), operations=operations)
-            for method, body in body_refs.items():
-                operations[method]["requestBody"] = body
     document = spec.to_dict()
+    # spec.path keeps its own copy of the operations: the references go into the document.
+    for (path, method), body in body_refs.items():
+        document["paths"][path][method]["requestBody"] = body
     document["components"]["requestBodies"] = REQUEST_BODIES
+    # Every option is read by blueprints/options.py (or the gallery's filters), where an empty value
+    # is no value: an HTML form sends its empty fields, e.g. `?until=`.
+    parameters = [
+        *document["components"].get("parameters", {}).values(),
+        *(p for item in document["paths"].values() for op in item.values() for p in op.get("parameters", ())),
+    ]
+    for parameter in parameters:
+        if parameter.get("in") == "query" and not parameter.get("required"):
+            parameter.setdefault("allowEmptyValue", True)
     return document
 
 

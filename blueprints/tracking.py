@@ -140,9 +140,12 @@ def image_64():
         200: {$ref: '#/components/responses/NosePosition'}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+          description: No image, bad base64 or JSON, or a bad `detect`.
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
+        422:
+          $ref: '#/components/responses/Unreadable'
+          description: An image under 16x16 pixels (code image_too_small).
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return track(load_image(), "image_64")
@@ -163,9 +166,12 @@ def image_bin():
         200: {$ref: '#/components/responses/NosePosition'}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+          description: No image, bad base64 or JSON, or a bad `detect`.
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
+        422:
+          $ref: '#/components/responses/Unreadable'
+          description: An image under 16x16 pixels (code image_too_small).
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return track(load_image(), "image_bin")
@@ -187,9 +193,12 @@ def track_any():
         200: {$ref: '#/components/responses/NosePosition'}
         400:
           $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, a bad `detect`, or an image under 16x16 pixels.
+          description: No image, bad base64 or JSON, or a bad `detect`.
         413: {$ref: '#/components/responses/TooLarge'}
         415: {$ref: '#/components/responses/NotAnImage'}
+        422:
+          $ref: '#/components/responses/Unreadable'
+          description: An image under 16x16 pixels (code image_too_small).
         503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return track(load_image(), "track")

@@ -35,7 +35,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     ink = cv2.subtract(level, g) if background >= 128 else cv2.subtract(g, level)
     peak = int(ink.max())
     if peak < MIN_CONTRAST:
-        raise ModelInputError("Nothing drawn: the canvas is empty.", code="nothing_drawn")
+        # A well-formed image with nothing to classify: 422, as /api/predict answers it.
+        raise ModelInputError("Nothing drawn: the canvas is empty.", code="nothing_drawn", status=422)
     # Faint edge pixels count (the dataset box includes them); noise under 4% of the peak does not.
     x, y, w, h = cv2.boundingRect(cv2.threshold(ink, peak * 0.04, 255, cv2.THRESH_BINARY)[1])
     # Scale by the strongest stroke so a pale pen colour counts as fully drawn.

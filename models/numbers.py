@@ -79,12 +79,13 @@ def _stroke_width(mask: np.ndarray) -> float:
 def to_mnist(gray: np.ndarray) -> np.ndarray:
     """Return a 28x28 uint8 digit made as MNIST was: white on black, 20x20 box, centre of mass centred.
 
-    Raises ModelInputError (400, nothing_drawn) when the image holds no ink.
+    Raises ModelInputError (422, nothing_drawn) when the image holds no ink: a well-formed image
+    that has nothing to read, as the 422 of a low certainty.
     """
     if gray.ndim != 2 or gray.dtype != np.uint8:
         raise ModelInputError("The digit image must be 8-bit grayscale.", code="bad_image")
     if min(gray.shape) < 3:
-        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=400)
+        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=422)
 
     # 1. Find the ink's bounding box at full resolution with one cheap threshold; all later
     #    work happens on a crop of at most WORK x WORK pixels, whatever the canvas size.
@@ -95,7 +96,7 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
         _, mask = cv2.threshold(gray, background + MIN_CONTRAST, 255, cv2.THRESH_BINARY)
     x, y, w, h = cv2.boundingRect(mask)
     if not w:
-        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=400)
+        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=422)
     crop = gray[y : y + h, x : x + w]
     work = _stretch(_ink(_to_work(crop), background))
 
@@ -135,7 +136,7 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     # Centre of mass with NumPy: on a 20x20 array it is cheaper than cv2.moments.
     mass = float(small.sum(dtype=np.int64))
     if mass == 0:
-        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=400)
+        raise ModelInputError(NOTHING_DRAWN, code="nothing_drawn", status=422)
     rows, cols = small.sum(axis=1, dtype=np.int64), small.sum(axis=0, dtype=np.int64)
     dx = int(round(CENTER - float(cols @ np.arange(len(cols))) / mass))
     dy = int(round(CENTER - float(rows @ np.arange(len(rows))) / mass))

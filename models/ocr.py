@@ -254,7 +254,7 @@ def segment(image: np.ndarray) -> Segmentation:
     height, width = gray.shape
     if min(height, width) < 8:
         raise ModelInputError(
-            f"the image is {width}x{height} pixels; OCR needs at least 8x8", "image_too_small"
+            f"the image is {width}x{height} pixels; OCR needs at least 8x8", "image_too_small", 422
         )
     result = Segmentation(size=(width, height))
     inverted = _light_text(gray)

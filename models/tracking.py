@@ -219,6 +219,7 @@ class NoseModel(ServedModel):
             raise ModelInputError(
                 f"The image is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed to find a face.",
                 code="image_too_small",
+                status=422,  # a well-formed image, too small to read: not a malformed request
             )
         boxes = []
         if detect:

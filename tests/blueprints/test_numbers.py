@@ -188,9 +188,10 @@ def blank_png(mode: str) -> bytes:
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
-def test_empty_canvas_is_400_nothing_drawn(client, mode):
+def test_empty_canvas_is_422_nothing_drawn(client, mode):
+    # A well-formed image with nothing to read: 422, as a low certainty (not a malformed request).
     r = post(client, {"image": data_url(blank_png(mode))})
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert r.get_json() == {"error": "Nothing drawn: the canvas is empty.", "code": "nothing_drawn"}
 
 

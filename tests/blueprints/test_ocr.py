@@ -149,7 +149,7 @@ def test_image_is_kept_with_the_text(client, monkeypatch):
         ({"json": {"image": "[[1, 2], [3, 4"}}, 400, "invalid_array"),
         ({"json": {"image": "[[1, 2], [3, 999]]"}}, 400, "invalid_array"),
         ({"json": {"image": [[[1, 2, 3, 4, 5]]]}}, 400, "invalid_array"),
-        ({"json": {"image": np.zeros((4, 4), int).tolist()}}, 400, "image_too_small"),
+        ({"json": {"image": np.zeros((4, 4), int).tolist()}}, 422, "image_too_small"),
         ({"data": b"GIF89a-truncated", "content_type": "image/gif"}, 415, "not_an_image"),
     ],
 )

@@ -272,7 +272,7 @@ BAD_INPUT = [
     ("/image-64", {"json": {"image": 42}}, 400, "invalid_image_field"),
     # Raw bytes are read as an image now (the original answered 415 expected_json).
     ("/image-64", {"data": b"\x89PNG", "content_type": "image/png"}, 415, "not_an_image"),
-    ("/image-64", {"json": {"image": b64(tiny_png())}}, 400, "image_too_small"),
+    ("/image-64", {"json": {"image": b64(tiny_png())}}, 422, "image_too_small"),
     (
         "/image-64",
         {"json": {"image": b64(file_bytes("frame_0.jpg")), "detect": "maybe"}},
@@ -281,7 +281,7 @@ BAD_INPUT = [
     ),
     ("/image-bin", {"data": {}, "content_type": "multipart/form-data"}, 400, "missing_image"),
     # JSON is read as an image now (the original answered 400 missing_image).
-    ("/image-bin", {"json": {"image": b64(tiny_png())}}, 400, "image_too_small"),
+    ("/image-bin", {"json": {"image": b64(tiny_png())}}, 422, "image_too_small"),
     ("/image-bin", {"data": b"", "content_type": "image/jpeg"}, 400, "empty_body"),
     ("/api/track", {"data": b"", "content_type": "image/jpeg"}, 400, "empty_body"),
     ("/api/track", {"data": b"not an image", "content_type": "image/jpeg"}, 415, "not_an_image"),

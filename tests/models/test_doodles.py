@@ -209,7 +209,7 @@ def test_empty_canvas_is_nothing_drawn(model: DoodleModel, canvas: np.ndarray) -
     with pytest.raises(ModelInputError) as err:
         model(canvas)
     assert err.value.code == "nothing_drawn"
-    assert err.value.status == 400
+    assert err.value.status == 422
     assert err.value.message == "Nothing drawn: the canvas is empty."
 
 

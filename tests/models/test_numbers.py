@@ -135,7 +135,7 @@ def test_empty_canvas_is_nothing_drawn(canvas):
     with pytest.raises(ModelInputError) as info:
         to_mnist(canvas)
     assert info.value.code == "nothing_drawn"
-    assert info.value.status == 400
+    assert info.value.status == 422
     assert info.value.message == "Nothing drawn: the canvas is empty."
 
 

@@ -173,7 +173,7 @@ def test_tiny_image_is_an_input_error(model):
     with pytest.raises(ModelInputError) as err:
         model(np.zeros((5, 40), np.uint8))
     assert err.value.code == "image_too_small"
-    assert err.value.status == 400
+    assert err.value.status == 422
 
 
 def test_charset_comes_with_the_model(model):
