@@ -1,5 +1,8 @@
-// The photo page: send a photo to the chosen classifier and show its most likely labels.
+// The photo page: send a photo to the chosen classifier and show its most likely labels; add a
+// Teachable Machine model from its zip, or remove one added here.
 // Every text from the server is set with textContent, never parsed as HTML.
+// Adding and removing need the admin: the token typed in the sign-in form is kept in sessionStorage
+// (this tab only, shared with the gallery page) and sent as `Authorization: Bearer <token>`.
 (() => {
   "use strict";
   const TOP = 5;
@@ -83,4 +86,148 @@
   });
   form.addEventListener("submit", classify);
   showLabels();
+
+  // --- adding and removing models ---------------------------------------------------------------
+  const TOKEN_KEY = "vision.adminToken";
+  const addForm = $("add-form");
+  const added = $("added-models");
+  const addMessage = $("add-message");
+
+  function token() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (err) {
+      return ""; // storage turned off: every change then asks for the token again
+    }
+  }
+
+  function adminHeaders() {
+    const value = token();
+    return value ? { Authorization: "Bearer " + value } : {};
+  }
+
+  // What to say when a change is refused: 401 asks to sign in, 403 says why (only this machine).
+  function explain(err) {
+    if (err.status === 401) {
+      return err.code === "invalid_credentials"
+        ? "The admin token is not right: sign in again with the right one."
+        : "Sign in with the admin token (above) to add or remove models.";
+    }
+    return err.message;
+  }
+
+  function showSignedIn() {
+    const state = $("admin-state");
+    if (!$("admin-form") || !state) return;
+    state.textContent = token()
+      ? "Signed in for this tab: adding and removing models send the token."
+      : "Adding and removing models need the admin token; classifying does not.";
+  }
+
+  // The classifier list and the added models, as the server lists them now.
+  async function reload(selectName) {
+    const listing = await Api.getJSON("/api/classifier/models");
+    const keep = selectName || select.value;
+    select.replaceChildren(
+      ...listing.models.map((row) => {
+        const option = document.createElement("option");
+        option.value = row.name;
+        option.dataset.labels = row.labels.join(", ");
+        option.disabled = !row.loaded;
+        option.selected = row.name === keep && row.loaded;
+        option.textContent = row.name + " (" + row.kind + (row.loaded ? "" : ", not loaded") + ")";
+        return option;
+      })
+    );
+    showLabels();
+    const rows = listing.models.filter((row) => row.removable);
+    added.replaceChildren(
+      ...rows.map((row) => {
+        const item = document.createElement("li");
+        const name = document.createElement("span");
+        name.textContent = row.name + " ";
+        const facts = document.createElement("span");
+        facts.className = "muted";
+        facts.textContent = "(" + row.format + ", " + row.labels.length + " labels)";
+        name.append(facts);
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "btn";
+        button.dataset.remove = row.name;
+        button.textContent = "Remove";
+        item.append(name, " ", button);
+        return item;
+      })
+    );
+    $("added-none").hidden = rows.length > 0;
+  }
+
+  async function addModel(event) {
+    event.preventDefault();
+    const file = $("add-file").files[0];
+    const name = $("add-name").value.trim();
+    if (!file) return Ui.say(addMessage, "Choose the zip Teachable Machine gave you.");
+    Ui.say(addMessage, "Uploading and converting " + file.name + "…", "ok");
+    $("add-submit").disabled = true;
+    try {
+      const body = new FormData();
+      body.append("name", name);
+      body.append("file", file, file.name);
+      const row = await Api.request("/api/classifier/models", { method: "POST", body, headers: adminHeaders() });
+      addForm.reset();
+      await reload(row.name);
+      Ui.say(addMessage, "Added " + row.name + " (" + row.format + "): it knows " + row.labels.join(", ") + ".", "ok");
+    } catch (err) {
+      Ui.say(addMessage, explain(err));
+    } finally {
+      $("add-submit").disabled = false;
+    }
+  }
+
+  async function removeModel(event) {
+    const button = event.target.closest("button[data-remove]");
+    if (!button) return;
+    const name = button.dataset.remove;
+    if (!window.confirm("Remove the model " + name + "? Every worker stops serving it.")) return;
+    button.disabled = true;
+    try {
+      await Api.request("/api/classifier/models/" + encodeURIComponent(name), {
+        method: "DELETE",
+        headers: adminHeaders(),
+      });
+      await reload();
+      Ui.say(addMessage, "Removed " + name + ".", "ok");
+    } catch (err) {
+      button.disabled = false;
+      Ui.say(addMessage, explain(err));
+    }
+  }
+
+  if (addForm) {
+    addForm.addEventListener("submit", addModel);
+    added.addEventListener("click", removeModel);
+  }
+  if ($("admin-form")) {
+    $("admin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("admin-token").value.trim();
+      try {
+        if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
+        else window.sessionStorage.removeItem(TOKEN_KEY);
+      } catch (err) {
+        Ui.say(addMessage, "This browser keeps no session storage: the token cannot be kept.");
+      }
+      $("admin-token").value = "";
+      showSignedIn();
+    });
+    $("admin-signout").addEventListener("click", () => {
+      try {
+        window.sessionStorage.removeItem(TOKEN_KEY);
+      } catch (err) {
+        // nothing kept, nothing to remove
+      }
+      showSignedIn();
+    });
+    showSignedIn();
+  }
 })();
