@@ -16,6 +16,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select
 
+from bench.cluster.scenario import Timeline
 from bench.cluster.services import Cluster, Node
 from config import load_config
 from store.records import DONE, PENDING
@@ -69,6 +70,8 @@ class StoreCheck:
     orphan_files: list[str]  # image files no row names (a write cut off before its commit)
     temp_files: int  # the store's own dot files left: temporary files, journal entries
     thumbnails_waited_s: float
+    queued_while_stopped: int = 0  # images saved while the Celery worker was stopped
+    caught_up_s: float | None = None  # from the worker's restart to the last of their thumbnails
 
     @property
     def ok(self) -> bool:
@@ -106,7 +109,9 @@ def wait_for_thumbnails(database_url: str, timeout: float) -> float:
     return time.monotonic() - began
 
 
-def check_store(cluster: Cluster, records: list[dict[str, Any]], thumbnail_timeout: float) -> StoreCheck:
+def check_store(
+    cluster: Cluster, timeline: Timeline, records: list[dict[str, Any]], thumbnail_timeout: float
+) -> StoreCheck:
     """Compare the database and the image folder with every request nginx answered."""
     waited = wait_for_thumbnails(cluster.postgres.url, thumbnail_timeout)
     engine = create_engine(cluster.postgres.url)
@@ -114,7 +119,13 @@ def check_store(cluster: Cluster, records: list[dict[str, Any]], thumbnail_timeo
         with engine.connect() as conn:
             rows = conn.execute(
                 select(
-                    images.c.id, images.c.endpoint, images.c.file_name, images.c.sha256, images.c.thumb_status
+                    images.c.id,
+                    images.c.endpoint,
+                    images.c.file_name,
+                    images.c.sha256,
+                    images.c.thumb_status,
+                    images.c.created_at,
+                    images.c.thumb_updated_at,
                 )
             ).all()
     finally:
@@ -151,7 +162,13 @@ def check_store(cluster: Cluster, records: list[dict[str, Any]], thumbnail_timeo
     files = [p for p in files if p.parts[0] != "thumbs"]
     # Dot names are the store's own: temporary files and the journal (.journal/) of each process.
     hidden = [p for p in files if any(part.startswith(".") for part in p.parts)]
+    stopped = [
+        r for r in rows if timeline.worker_stopped <= r.created_at.timestamp() < timeline.worker_started
+    ]
+    made = [r.thumb_updated_at.timestamp() for r in stopped if r.thumb_status == DONE]
     return StoreCheck(
+        queued_while_stopped=len(stopped),
+        caught_up_s=max(made) - timeline.worker_ready if stopped and len(made) == len(stopped) else None,
         rows=len(rows),
         endpoints=counts,
         uploads_answered=len(upload_ids),

@@ -29,7 +29,7 @@ def measure(plan: scenario.Plan, sizes: Sizes | None = None, thumbnail_timeout: 
         ]
         attempts = cluster.nginx.attempts()
         node_a = cluster.nodes[0]
-        store = checks.check_store(cluster, records, thumbnail_timeout)
+        store = checks.check_store(cluster, timeline, records, thumbnail_timeout)
         # Read through B what was saved through A (straight to each node, not through nginx).
         cross = checks.check_cross_node(cluster.nodes[0], cluster.nodes[1])
         # Each node's /metrics counts since it last started: A since its restart.

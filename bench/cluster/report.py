@@ -38,11 +38,13 @@ def window(name: str, records: list[dict[str, Any]], start: float, end: float) -
 class Failover:
     """How nginx saw node A die and come back (from its access log)."""
 
-    tries_while_dead: int  # requests nginx tried on A while nothing listened there
-    passed_on: int  # of those, answered by B instead (nginx tried the next node)
+    tries_while_dead: int  # requests nginx sent towards A after the kill, before it was back
+    passed_on: int  # of those, answered by B instead (A refused the connection: nginx tried B)
     stopped_after_s: float | None  # from the kill to nginx's last try on A before it left A out
     probes: int  # later single tries on A while it was still dead (one per fail_timeout)
-    in_flight_failed: int  # requests A had taken before the kill and never answered
+    # Requests nginx had already written to A when it died (in A's hands, or on a kept-alive
+    # connection A's death closed): nginx answers 502, as it does not send a POST twice.
+    cut_off: int
     tried_again_after_s: float | None  # from the kill to nginx's first request to the restarted A
     back_after_kill_s: float | None  # from the kill to A's answer to it: A is in the pool again
     back_after_warm_s: float | None  # from A's workers being warm to that answer
@@ -50,27 +52,16 @@ class Failover:
 
 def failover(attempts: list[Attempt], node: str, timeline: Timeline, fail_timeout: float) -> Failover:
     """Measure, from nginx's log, when it stopped sending to the dead node and when it took it back."""
-    dead = sorted(
-        (
-            a
-            for a in attempts
-            if a.tried(node) is not None and timeline.killed <= a.start < timeline.restarted
-        ),
-        key=lambda a: a.start,
-    )
-    burst = [a for a in dead if dead and a.start < dead[0].start + 0.9 * fail_timeout]
-    in_flight = [
-        a
-        for a in attempts
-        if a.start < timeline.killed <= a.end and a.tried(node) is not None and a.status >= 500
-    ]
+    down = [a for a in attempts if a.end >= timeline.killed and a.start < timeline.restarted]
+    dead = sorted((a for a in down if a.tried(node) and a.start >= timeline.killed), key=lambda a: a.start)
+    burst = [a for a in dead if a.start < dead[0].start + 0.9 * fail_timeout]
     back, tried = timeline.taken_back, timeline.first_try
     return Failover(
         tries_while_dead=len(dead),
         passed_on=sum(a.answered_by != node and a.status < 500 for a in dead),
         stopped_after_s=burst[-1].start - timeline.killed if burst else None,
         probes=len(dead) - len(burst),
-        in_flight_failed=len(in_flight),
+        cut_off=sum(a.answered_by == node and a.status >= 500 for a in down),
         tried_again_after_s=None if tried is None else tried - timeline.killed,
         back_after_kill_s=None if back is None else back - timeline.killed,
         back_after_warm_s=None if back is None else back - timeline.ready,
@@ -105,10 +96,10 @@ class Result:
             if w.failed:
                 found.append(f"{w.failed} of {w.sent} requests failed {name}: {w.why}")
         during = self.window("A down")
-        if during.failed > self.failover.in_flight_failed:
+        if during.failed > self.failover.cut_off:
             found.append(
                 f"{during.failed} requests failed while A was down, more than the "
-                f"{self.failover.in_flight_failed} A had in flight when it was killed: {during.why}"
+                f"{self.failover.cut_off} nginx had sent to A when it died: {during.why}"
             )
         return found
 
@@ -181,24 +172,25 @@ def render(result: Result) -> str:
         f"  {w.name:<24} {w.sent:6d} sent {w.failed:4d} failed, slowest {w.slowest_s:5.2f} s  {w.why or ''}"
         for w in result.windows
     ]
-    lines += [
-        "timeline (seconds into the load):",
-        f"  {since(t.killed)}  kill -9 node A (master and workers)",
-        f"  {since(t.restarted)}  A started again; every worker warm at {since(t.ready)}",
-        f"  {since(t.first_try) if t.first_try else '   never'}  nginx sends to A again; "
-        f"A answers at {since(t.taken_back) if t.taken_back else 'never'}",
-        f"  {since(t.worker_stopped)}  Celery worker stopped; started at {since(t.worker_started)}, "
-        f"ready at {since(t.worker_ready)}",
+    events = [
+        (t.killed, "kill -9 node A (master and workers)"),
+        (t.restarted, f"A started again; every worker warm at {since(t.ready).strip()}"),
+        (t.worker_stopped, f"Celery worker stopped; started at {since(t.worker_started).strip()}"),
+        (t.worker_ready, "Celery worker ready"),
     ]
-    lines += [
-        f"  {since(hup)}  HUP node {name}; new workers warm at {since(warm)}"
+    if t.first_try is not None and t.taken_back is not None:
+        events.append((t.first_try, f"nginx sends to A again; A answers at {since(t.taken_back).strip()}"))
+    events += [
+        (hup, f"HUP node {name}; its new workers warm at {since(warm).strip()}")
         for name, (hup, warm) in t.reloads.items()
     ]
+    lines.append("timeline (seconds into the load):")
+    lines += [f"  {since(moment)}  {text}" for moment, text in sorted(events)]
     lines += [
         "nginx failover:",
         f"  stopped sending to the dead node {_ms(f.stopped_after_s)} after the kill "
         f"({f.tries_while_dead} tries on it while dead, {f.passed_on} passed on to B, {f.probes} later probes)",
-        f"  requests A had in flight at the kill and never answered: {f.in_flight_failed}",
+        f"  requests nginx had already sent to A when it died, answered 502: {f.cut_off}",
         f"  tried A again {_s(f.tried_again_after_s)} after the kill; A back in the pool "
         f"{_s(f.back_after_kill_s)} after the kill, {_s(f.back_after_warm_s)} after its workers were warm",
         "store:",
@@ -214,7 +206,9 @@ def render(result: Result) -> str:
     lines += [
         f"  files: {len(s.bad_files)} missing or altered, {len(s.orphan_files)} without a row "
         f"{s.orphan_files[:3]}, {s.temp_files} temporary or journal files left",
-        f"  thumbnails: {len(s.missing_thumbnails)} missing after waiting {s.thumbnails_waited_s:.1f} s",
+        f"  thumbnails: {len(s.missing_thumbnails)} missing after waiting {s.thumbnails_waited_s:.1f} s; "
+        f"{s.queued_while_stopped} queued while the worker was stopped, all made "
+        f"{_s(s.caught_up_s)} after it was ready",
         f"cross-node: image {x.image_id} saved through {x.saved_by}: listed by {x.read_by} {_yes(x.listed)}, "
         f"downloaded identical {_yes(x.downloaded)}, thumbnail after {_s(x.thumbnail_s)}"
         + (f" ({x.problem})" if x.problem else ""),
@@ -239,7 +233,7 @@ def _ms(value: float | None) -> str:
 
 
 def _s(value: float | None) -> str:
-    return "never" if value is None else f"{value:.1f} s"
+    return "never" if value is None else f"{round(value, 1) + 0.0:.1f} s"  # + 0.0: no "-0.0"
 
 
 def _yes(value: bool) -> str:

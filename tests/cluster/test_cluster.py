@@ -57,7 +57,7 @@ def result() -> Result:
     return outcome
 
 
-def test_only_requests_in_flight_on_the_killed_node_fail(result):
+def test_only_requests_already_sent_to_the_killed_node_fail(result):
     assert result.window("whole load").sent > 50
     assert result.window("A down").sent > 0 and result.window("after A was taken back").sent > 0
     assert not result.request_problems(), render(result)
@@ -84,7 +84,7 @@ def test_every_acknowledged_image_is_stored_once_with_its_thumbnail(result):
 
 def test_the_stopped_worker_catches_up_on_its_thumbnails(result):
     stopped = result.window("worker stopped")
-    assert stopped.sent > 0 and stopped.failed <= result.failover.in_flight_failed
+    assert stopped.sent > 0 and stopped.failed <= result.failover.cut_off
     assert not result.store.missing_thumbnails, render(result)
 
 
