@@ -21,7 +21,7 @@ from blueprints.options import whole_number
 from models import registry as model_registry
 from models.classifier import Classifier
 from models.registry import ModelNotLoaded, get_registry
-from models.teachable import ExportRefused, install_export, is_uploaded, remove_export
+from models.uploads import ExportRefused, install_export, is_uploaded, remove_export
 
 log = logging.getLogger(__name__)
 

@@ -362,3 +362,16 @@ def test_a_folder_with_two_exports_is_a_clear_error(tmp_path):
     shutil.copyfile(FIXTURE / "keras_model.h5", export / "keras_model.h5")
     with pytest.raises(ModelFileError, match="more than one export"):
         TeachableModel("m", export)
+
+
+def test_the_readme_figures_script_runs_and_agrees(capsys):
+    """`python -m bench.teachable` (the README's table) measures every committed export in each format."""
+    from bench import teachable as bench_teachable
+
+    assert bench_teachable.main(["--repeat", "1", "--json"]) == 0
+    rows = {row["export"]: row for row in json.loads(capsys.readouterr().out)["rows"]}
+    formats = {rows[key]["format"] for key in rows}
+    assert formats == {"keras_h5", "tfjs", "tflite", "tflite_quantized"}
+    for key, row in rows.items():
+        assert row["max_abs_diff"] <= (0.1 if row["format"] == "tflite_quantized" else 1e-4), key
+        assert row["same_best_label"] == row["images"] and row["convert_s"] < 3, key
