@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, g
 
 import store
-from blueprints import classifier, errors, gallery, instrumentation, numbers, ocr, system, tracking
+from blueprints import classifier, errors, gallery, instrumentation, limits, numbers, ocr, system, tracking
 from config import ConfigError, load_config
 from models import registry
 from models.runtime import limit_heap_retention, set_opencv_ipp, single_threaded_opencv
@@ -84,6 +84,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     store.init_app(app)
 
     instrumentation.init_app(app)
+    limits.init_app(app)  # URL, body and JSON limits, before any route reads the request
     for module in (system, numbers, classifier, ocr, tracking, gallery):
         app.register_blueprint(module.bp)
         if hasattr(module, "init_app"):

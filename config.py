@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import tomllib
@@ -148,10 +149,15 @@ class Settings(BaseModel):
     LOG_FILE: str | None = None
     LOG_FILE_MAX_BYTES: Whole = Field(10 * MiB, ge=1024)
     LOG_FILE_BACKUPS: Whole = Field(5, ge=0, le=100)
-    # Request bodies and decoded images (MAX_CONTENT_LENGTH grows to admit MAX_IMAGE_BYTES in base64).
-    MAX_CONTENT_LENGTH: Whole = Field(8 * MiB, ge=1024)
+    # Request bodies and decoded images. MAX_CONTENT_LENGTH, the whole body, is derived from
+    # MAX_IMAGE_BYTES (body_limit below): an image of MAX_IMAGE_BYTES fits in every encoding, and one
+    # byte more is 413 in every encoding. A larger value set here is kept, a smaller one raised.
+    MAX_CONTENT_LENGTH: Whole | None = Field(None, ge=1024)
     MAX_IMAGE_BYTES: Whole = Field(8 * MiB, ge=1024)
     MAX_IMAGE_PIXELS: Whole = Field(40_000_000, ge=1)
+    # URLs (path and query, as sent) longer than this are 414 JSON on API paths; gunicorn.conf.py lets
+    # request lines up to gunicorn's own maximum (8,190 bytes) reach the app.
+    MAX_URL_LENGTH: Whole = Field(4096, ge=256, le=8000)
     # Models: name -> {"type", "path", options}; paths are relative to the project root.
     MODELS: dict[str, ModelSpec] = Field(default_factory=_default_models)
     # Folders whose sub-folders hold Teachable Machine exports (keras_model.h5 + labels.txt).
@@ -202,9 +208,18 @@ class Settings(BaseModel):
         return [ipaddress.ip_network(a, strict=False) for a in self.TRUSTED_PROXY_IPS]
 
     def model_post_init(self, context: Any) -> None:
-        """Let the request body limit admit the largest image as base64 JSON (4/3 of its bytes)."""
-        if self.MAX_IMAGE_BYTES > self.MAX_CONTENT_LENGTH:
-            self.MAX_CONTENT_LENGTH = self.MAX_IMAGE_BYTES * 4 // 3 + 4096
+        """Size the request body limit from the image limit (never under it)."""
+        self.MAX_CONTENT_LENGTH = max(self.MAX_CONTENT_LENGTH or 0, body_limit(self.MAX_IMAGE_BYTES))
+
+
+def body_limit(image_bytes: int) -> int:
+    """Return the body limit that admits an image of `image_bytes` in every encoding.
+
+    Base64 (in JSON, as a data URL) is 4/3 of the bytes, raw and multipart about 1/1; 64 KiB more
+    holds the JSON or multipart around the image and its options. Rounded up to a whole MiB, as
+    nginx's client_max_body_size is written: 8 MiB images give 11 MiB bodies.
+    """
+    return math.ceil((4 * math.ceil(image_bytes / 3) + 64 * 1024) / MiB) * MiB
 
 
 # Settings whose value is text: the environment's value is taken as written, never parsed as JSON.

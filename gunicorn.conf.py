@@ -37,8 +37,16 @@ preload_app = False
 timeout = 30
 # Let in-flight requests finish on reload or shutdown.
 graceful_timeout = 20
-# Keep-alive between a load balancer and gunicorn.
+# Keep-alive between a load balancer and gunicorn. A request body the app did not read (a 413) is
+# drained up to 64 KiB before the connection is reused; a longer one closes the connection after
+# the answer, so a request pipelined behind it is never read from the middle of a body.
 keepalive = 5
+
+# The longest request line (method, URL, version) gunicorn hands to the app: gunicorn's own maximum.
+# The app answers URLs over MAX_URL_LENGTH (4,096 by default) with a JSON 414; only a line past
+# 8,190 bytes is refused by gunicorn itself, with its own HTML 414, before the app sees it (0
+# would mean "unlimited" here, which no server should offer).
+limit_request_line = 8190
 
 # Recycle workers now and then so slow leaks cannot grow without bound; jitter avoids all at once.
 # At a few thousand requests/s a worker would restart every few seconds with 20,000, each restart

@@ -8,14 +8,14 @@ limits and errors) is `models.image`; this module only finds the image in the re
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from flask import current_app, g, request
 
 from blueprints.errors import api_error
-from models.image import InputImage, decode_bytes, decode_value
+from models.image import InputImage, decode_bytes, decode_value, parse_json
+from models.runtime import ModelInputError
 
 JSON_FIELDS = ("image", "base64_drawing", "file")
 FILE_FIELDS = ("image", "file")
@@ -70,9 +70,9 @@ def load_image(fields: tuple[str, ...] = JSON_FIELDS) -> InputImage:
         if not raw.strip():
             api_error(400, "empty_body", _missing_message(fields))
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            api_error(400, "invalid_json", "The request body is not valid JSON.")
+            body = parse_json(raw)  # nesting bounded before parsing, numbers finite
+        except ModelInputError as exc:
+            api_error(400, "invalid_json", f"The request body {exc.message.removeprefix('The JSON ')}")
         if not isinstance(body, dict):
             api_error(400, "invalid_json", "The JSON body must be an object with an image field.")
         g.json_body = body

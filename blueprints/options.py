@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from blueprints.errors import api_error
 from config import FALSE, TRUE  # one true/false vocabulary for settings and options
 
-# \d is what int() reads (str.isdigit would let "²" through to an int() that fails).
-WHOLE = re.compile(r"[+-]?\d+")
+# \d is what int() reads (str.isdigit would let "²" through to an int() that fails); 18 digits hold
+# any bound an option has, and int() refuses texts over 4,300 digits with an error, not a number.
+WHOLE = re.compile(r"[+-]?\d{1,18}")
 # A client's bad value is echoed in the error; a huge one is cut so the answer stays small.
 SHOWN_CHARS = 40
 

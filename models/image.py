@@ -1,8 +1,11 @@
 """Decode an image from bytes, base64 or a legacy nested array into an `InputImage`, with no Flask.
 
 Limits are arguments (the HTTP layer passes its settings); every bad input raises
-`ModelInputError` with the status and code the API answers: 400 bad base64 or array, 413 over
-a byte or pixel limit (checked before decoding), 415 not an image.
+`ModelInputError` with the status and code the API answers: 400 bad base64, JSON or array, 413 over
+a byte or pixel limit or too costly to decode, 415 not an image in a taken format. Everything a file
+declares (models.image_headers) and a legacy array's shape are checked before anything is decoded
+or built from them; JSON (a legacy array's text, and request bodies through `parse_json`) is read
+with its nesting bounded and its numbers finite.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,19 +24,87 @@ import numpy as np
 import pyspng
 from PIL import Image, UnidentifiedImageError
 
+from models.image_headers import check_pixels, read_declared
 from models.runtime import InputMode, ModelInputError
 
 DATA_URL = re.compile(r"^data:(?P<mime>[\w.+/-]*)(?P<params>(;[^,;]*)*?)(?P<b64>;base64)?,", re.I)
 _WHITESPACE = re.compile(r"\s+")
 _BASE64_WHITESPACE = (" ", "\n", "\r", "\t", "\f", "\v")
 
-# Pillow only reads headers here (to learn format and size before decoding); its own
-# bomb check would raise before ours can answer 413, so the limit is enforced by us.
-Image.MAX_IMAGE_PIXELS = None
+# Nesting a JSON body or legacy array may have: a legacy array is 3 deep inside a 1-deep object.
+# Python's parser recurses once per level, so 100,000 brackets would end in a RecursionError.
+JSON_MAX_DEPTH = 32
+# A legacy array's longest side: what PNG (libpng's 1,000,000 user limit), JPEG (65,535) and the
+# thumbnails can all hold, since an array is stored as PNG.
+MAX_ARRAY_SIDE = 65_535
+# A JSON string (escapes included) and the brackets outside strings, for the nesting check.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
 
 # PNG modes libspng decodes to the same pixels OpenCV would (8-bit gray, RGB, RGBA); palette,
 # gray+alpha, 16-bit and tRNS transparency take the OpenCV/Pillow path.
 SPNG_MODES = ("L", "RGB", "RGBA")
+
+
+def limit_pillow(max_pixels: int) -> None:
+    """Set Pillow's own bomb limit (process-wide) to the service's pixel limit.
+
+    The service checks every declared size itself first (models.image_headers), so Pillow's check
+    (an error past twice its limit) is the second line, for anything that opens images with Pillow
+    (thumbnails, EXIF) as well as the decoding here.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def parse_json(text: str | bytes, *, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """Parse JSON with its nesting bounded before parsing and only finite numbers (400 invalid_json)."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = text.decode(json.detect_encoding(text))
+        except (UnicodeDecodeError, LookupError):
+            raise _invalid_json("is not UTF-8 text") from None
+    if not _nesting_within(text, max_depth):
+        raise _invalid_json(f"is nested more than {max_depth} levels deep")
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except _NotFinite:
+        raise _invalid_json("has a number that is not finite (NaN, Infinity or beyond 1e308)") from None
+    except (ValueError, RecursionError):
+        raise _invalid_json("cannot be parsed") from None
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotFinite(text)
+    return number
+
+
+def _invalid_json(why: str) -> ModelInputError:
+    return ModelInputError(f"The JSON {why}.", "invalid_json")
+
+
+def _nesting_within(text: str, limit: int) -> bool:
+    """Say whether JSON text nests at most `limit` levels, without parsing it (linear, in C)."""
+    if text.count("[") + text.count("{") <= limit:  # cannot be deeper: most bodies stop here
+        return True
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text) if '"' in text else text)
+    if re.search(rf"[\[{{]{{{limit + 1}}}", brackets):  # more openers in a row than levels allowed
+        return False
+    for _ in range(limit):  # each pass removes the innermost level
+        brackets = _INNERMOST.sub("", brackets)
+        if not brackets:
+            return True
+    return False  # deeper than the limit, or brackets that do not pair up (invalid JSON anyway)
 
 
 def to_gray(image: np.ndarray, order: str = "BGR") -> np.ndarray:
@@ -162,10 +234,11 @@ def decode_value(value: Any, name: str, *, max_bytes: int, max_pixels: int) -> I
         raise ModelInputError(f"The field '{name}' is empty.", "missing_image")
     if text[0] == "[":
         try:
-            nested = json.loads(text)
-        except ValueError:
+            nested = parse_json(text)
+        except ModelInputError as exc:
             raise ModelInputError(
-                f"The field '{name}' looks like an array but is not valid JSON.", "invalid_array"
+                f"The field '{name}' looks like a nested array, but its JSON {exc.message.removeprefix('The JSON ')}",
+                "invalid_array",
             ) from None
         return decode_array(nested, max_pixels=max_pixels)
     source = "base64"
@@ -185,7 +258,7 @@ def decode_base64(text: str, *, max_bytes: int) -> bytes:
         # Line-wrapped base64 (76 columns, MIME style). Most clients send one line, and these
         # substring scans cost microseconds where the regex alone took a tenth of a millisecond.
         text = _WHITESPACE.sub("", text)
-    if len(text) * 3 // 4 > max_bytes:
+    if len(text.rstrip("=")) * 3 // 4 > max_bytes:  # the decoded length, padding aside
         raise too_large(max_bytes)
     if "-" in text or "_" in text:
         text = text.replace("-", "+").replace("_", "/")
@@ -206,33 +279,27 @@ def too_large(limit: int) -> ModelInputError:
     )
 
 
-def _check_pixels(width: int, height: int, limit: int) -> None:
-    if width * height > limit:
-        raise ModelInputError(
-            f"The image is {width}x{height} pixels, over the {limit} pixel limit.",
-            "image_too_large",
-            413,
-            limit_pixels=limit,
-        )
-
-
 def decode_bytes(
     data: bytes, *, source: str, filename: str | None = None, max_bytes: int, max_pixels: int
 ) -> InputImage:
-    """Decode encoded image bytes, checking byte and pixel limits before decoding."""
+    """Decode encoded image bytes, checking every declared size and cost before decoding."""
     if len(data) > max_bytes:
         raise too_large(max_bytes)
+    fmt = read_declared(data, max_pixels=max_pixels).format  # 413 / 415 before any pixel
     try:
-        header = Image.open(io.BytesIO(data))
-        fmt = header.format or "UNKNOWN"
+        # Only the plugin of the format found: Pillow never guesses at another decoder.
+        header = Image.open(io.BytesIO(data), formats=[fmt])
         width, height = header.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except Image.DecompressionBombError:
         raise ModelInputError(
-            "The data is not an image in a supported format (PNG, JPEG, GIF, BMP, WebP, TIFF).",
-            "not_an_image",
-            415,
+            f"The image is over the {max_pixels} pixel limit.",
+            "image_too_large",
+            413,
+            limit_pixels=max_pixels,
         ) from None
-    _check_pixels(width, height, max_pixels)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ModelInputError(f"The {fmt} file cannot be read.", "not_an_image", 415) from None
+    check_pixels(width, height, max_pixels)  # what Pillow makes of it agrees with the headers
     if fmt == "PNG" and _spng_decodes(header):
         try:
             # libspng: about a third less CPU than OpenCV's libpng on canvas drawings (bench/).
@@ -246,6 +313,8 @@ def decode_bytes(
     if pixels is None or pixels.ndim not in (2, 3):
         pixels = _decode_with_pillow(header)
     elif pixels.dtype != np.uint8:
+        if pixels.dtype.kind != "u":  # 16-bit is scaled; float or signed samples are refused above
+            raise ModelInputError(f"The {fmt} file's samples are not unsigned integers.", "not_an_image", 415)
         pixels = cv2.convertScaleAbs(pixels, alpha=255.0 / np.iinfo(pixels.dtype).max)
     if fmt in ("JPEG", "TIFF", "WEBP"):
         pixels = _apply_orientation(pixels, header)
@@ -293,9 +362,16 @@ def _apply_orientation(pixels: np.ndarray, header: Image.Image) -> np.ndarray:
 
 def decode_array(nested: Any, *, max_pixels: int) -> InputImage:
     """Decode the legacy format: a nested uint8 array, gray (H, W) or BGR (H, W, 3)."""
+    height, width = _array_sides(nested)
+    if height > MAX_ARRAY_SIDE or width > MAX_ARRAY_SIDE:
+        raise ModelInputError(
+            f"The nested array is {height} rows of {width}; each side may be at most {MAX_ARRAY_SIDE}.",
+            "invalid_array",
+        )
+    check_pixels(width, height, max_pixels)  # before an array is built from it
     try:
         arr = np.asarray(nested)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ModelInputError(
             "The nested array is ragged: every row must have the same length.", "invalid_array"
         ) from None
@@ -306,10 +382,19 @@ def decode_array(nested: Any, *, max_pixels: int) -> InputImage:
         )
     if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
         raise ModelInputError("The nested array must hold numbers from 0 to 255.", "invalid_array")
-    if arr.min() < 0 or arr.max() > 255:
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
         raise ModelInputError("The nested array must hold numbers from 0 to 255.", "invalid_array")
-    _check_pixels(arr.shape[1], arr.shape[0], max_pixels)
     pixels = np.ascontiguousarray(arr.astype(np.uint8))
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     return InputImage(pixels=pixels, format="ARRAY", source="legacy_array")
+
+
+def _array_sides(nested: Any) -> tuple[int, int]:
+    """Return (rows, first row's length) of a nested list, read without building anything."""
+    if not isinstance(nested, list | tuple) or not nested:
+        raise ModelInputError(
+            "The nested array must be a list of rows: [height, width] or [height, width, 3].", "invalid_array"
+        )
+    first = nested[0]
+    return len(nested), len(first) if isinstance(first, list | tuple) else 1
