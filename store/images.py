@@ -141,10 +141,10 @@ class ImageStore:
         if pending:
             self.thumbnails.start()
 
-    def _keep_entry(self, entry: Entry) -> None:
-        """Keep a journalled image, unless its row is already there (the writer got that far)."""
+    def _keep_entry(self, entry: Entry) -> bool:
+        """Keep a journalled image; False when its row is already there (the writer got that far)."""
         if self.get(entry.image_id, exif=False) is not None:
-            return
+            return False
         new = NewImage(
             data=entry.encoded(),
             format=entry.format,
@@ -156,6 +156,7 @@ class ImageStore:
             confidence=entry.confidence,
         )
         self.save(new, image_id=entry.image_id, created_at=datetime.fromtimestamp(entry.created, UTC))
+        return True
 
     # paths
 

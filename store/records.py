@@ -18,6 +18,15 @@ from PIL import Image
 ID_PATTERN = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_NAME_CHARS = 64
 MAX_LABEL_CHARS = 64
+# What a name, a label or a text filter may not hold: control characters (C0, DEL, C1), invisible
+# or direction-changing format characters, line and paragraph separators, lone surrogates. Written
+# as a regex class so that the OpenAPI patterns of these fields (blueprints/gallery.py) are the
+# very same rule.
+FORBIDDEN_CHARS = (
+    r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
+)
+FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARS}]")
 PENDING, DONE, FAILED = "pending", "done", "failed"
 THUMB_STATUSES = (PENDING, DONE, FAILED)
 
@@ -132,14 +141,14 @@ def new_id(now: float | None = None) -> str:
 
 
 def clean_name(value: Any, what: str) -> str | None:
-    """Return a model or endpoint name as stored (1-64 printable characters), or None."""
+    """Return a model or endpoint name as stored (1-64 characters, none FORBIDDEN), or None."""
     if value is None:
         return None
     value = str(value).strip()
     if not value:
         return None
-    if len(value) > MAX_NAME_CHARS or not value.isprintable():
-        raise ValueError(f"{what} must be at most {MAX_NAME_CHARS} printable characters")
+    if len(value) > MAX_NAME_CHARS or FORBIDDEN.search(value):
+        raise ValueError(f"{what} must be at most {MAX_NAME_CHARS} characters, with no control characters")
     return value
 
 
@@ -155,7 +164,7 @@ def mime_for(fmt: str) -> str:
 
 
 def clean_label(value: Any) -> str | None:
-    """Return a label as stored (trimmed text, 1-64 printable characters), or None to clear it."""
+    """Return a label as stored (trimmed text, 1-64 characters, none FORBIDDEN), or None to clear it."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -163,6 +172,6 @@ def clean_label(value: Any) -> str | None:
     value = str(value).strip()
     if not value:
         raise ValueError("label must not be empty; send null to clear it")
-    if len(value) > MAX_LABEL_CHARS or not value.isprintable():
-        raise ValueError(f"label must be at most {MAX_LABEL_CHARS} printable characters")
+    if len(value) > MAX_LABEL_CHARS or FORBIDDEN.search(value):
+        raise ValueError(f"label must be at most {MAX_LABEL_CHARS} characters, with no control characters")
     return value

@@ -1,14 +1,15 @@
 """The background writer: predictions hand their image over and never wait for the database.
 
-`submit()` journals the image on disk (store.journal: one small file, renamed into place, no
-fsync), then puts it on a bounded queue; one thread calls the store's `save()` for each and
-removes the entry once the image is kept. So an answered request's image survives its process:
-a process that dies leaves its entries, which the next start keeps.
+`submit()` appends the image to the process's journal (store.journal: one write() to an open
+file, no fsync), then puts it on a bounded queue; one thread calls the store's `save()` for each
+and marks its record done once the image is kept. So an answered request's image survives its
+process: what a process that dies had journalled is kept by the next one to start.
 
 A failed save (database or disk down) is logged and counted in `image_store_failures_total`,
-never raised to the request; its entry stays and is tried again (`retry_failed`, by the store's
-maintenance, or at the next start). An image that is not kept at all (the queue stayed full, the
-journal cannot be written, the store is closing) is counted in `image_store_dropped_total`.
+never raised to the request; its record stays and is tried again (`retry_failed`, every
+RETENTION_CHECK_SECONDS, or at the next start). An image that is not kept at all (the queue
+stayed full, the journal cannot be written, the store is closing) is counted in
+`image_store_dropped_total`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from store.journal import Entry, Journal
+from store.journal import Entry, Journal, Ticket
 from store.metrics import DROPPED, FAILURES
 from store.pool import WorkerPool
 from store.records import NewImage, StoreError, new_id
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Job:
     entry: Entry
-    path: Path  # the journal entry, removed once the image is kept
+    ticket: Ticket  # the journal record, marked done once the image is kept
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -54,7 +54,7 @@ class Writer:
         # worker gives its writer thread little CPU) before the image is dropped and counted.
         self.queue_wait = queue_wait
         self.pool: WorkerPool[_Job] = WorkerPool("image-store-writer", self._write, queue_size=queue_size)
-        self._failed: list[Path] = []
+        self._failed: list[Ticket] = []
         self._failed_lock = threading.Lock()
 
     def submit(
@@ -87,14 +87,14 @@ class Writer:
             order=image.order,
         )
         try:
-            path = self.journal.write(entry)
+            ticket = self.journal.append(entry)
         except OSError as exc:
             FAILURES.labels("disk").inc()
             DROPPED.labels("journal").inc()
             log.error("image from %s not kept: cannot journal it: %s", endpoint, exc)
             return None
-        if not self.pool.put(_Job(entry, path), timeout=self.queue_wait):
-            self.journal.remove(path)
+        if not self.pool.put(_Job(entry, ticket), timeout=self.queue_wait):
+            self._give_up(entry.image_id, ticket)
             reason = "closed" if self.pool.closed else "queue_full"
             DROPPED.labels(reason).inc()
             if reason == "queue_full":
@@ -128,27 +128,40 @@ class Writer:
                 "image from %s not kept yet (%s), tried again later: %s", entry.endpoint, exc.reason, exc
             )
             with self._failed_lock:
-                self._failed.append(job.path)
+                self._failed.append(job.ticket)  # its bytes are in the journal, not held in memory
             return
         except Exception:
             FAILURES.labels("unexpected").inc()
             DROPPED.labels("unexpected").inc()
             log.exception("image from %s not kept", entry.endpoint)
-        self.journal.remove(job.path)
+            self._give_up(entry.image_id, job.ticket)
+            return
+        self.journal.done(job.ticket)
+
+    def _give_up(self, image_id: str, ticket: Ticket) -> None:
+        """Mark an image as not to be kept, so that recovery leaves it out too."""
+        try:
+            self.journal.drop(image_id)
+        except OSError as exc:
+            log.warning("could not mark image %s as dropped in the journal: %s", image_id, exc)
+        self.journal.done(ticket)
 
     def retry_failed(self) -> int:
         """Queue again the journalled images whose save failed; return how many."""
         with self._failed_lock:
-            paths, self._failed = self._failed, []
+            tickets, self._failed = self._failed, []
         queued = 0
-        for number, path in enumerate(paths):
+        for number, ticket in enumerate(tickets):
             try:
-                entry = self.journal.read(path)
-            except (OSError, ValueError, KeyError, TypeError):
+                entry = self.journal.read(ticket)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("a journalled image cannot be read back, not kept: %s", exc)
+                DROPPED.labels("journal_unreadable").inc()
+                self.journal.done(ticket)
                 continue
-            if not self.pool.put(_Job(entry, path), timeout=0):
+            if not self.pool.put(_Job(entry, ticket), timeout=0):
                 with self._failed_lock:
-                    self._failed.extend(paths[number:])
+                    self._failed.extend(tickets[number:])
                 break
             queued += 1
         return queued

@@ -156,11 +156,7 @@ def test_answered_images_survive_kill_9_of_every_worker(tmp_path):
         while not answered <= stored_hashes(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert answered <= stored_hashes(tmp_path), f"lost {len(answered - stored_hashes(tmp_path))}"
-        leftovers = [
-            p
-            for p in (tmp_path / "images").rglob("*")
-            if p.is_file() and (".tmp" in p.name or p.suffix == ".entry")
-        ]
+        leftovers = [p for p in (tmp_path / "images").rglob("*") if p.is_file() and ".tmp" in p.name]
         assert leftovers == []
         assert not dead.exists()
         folders = [p.name for p in (tmp_path / "images" / ".journal").iterdir()]
@@ -187,8 +183,14 @@ def test_a_full_queue_drops_are_counted(tmp_path):
     assert store.submit(image, endpoint="predict", model="numbers", prediction="1", confidence=0.9)
     assert store.submit(image, endpoint="predict", model="numbers", prediction="1", confidence=0.9) is None
     assert dropped() == before + 1
-    # The dropped image left no journal entry behind; the queued one's is there.
-    assert len(list((tmp_path / "images" / ".journal").rglob("*.entry"))) == 1
+    # The queued image waits in the journal; the dropped one is marked so, and the next start
+    # (once this process is gone) keeps only the first.
+    assert store.journal.pending == 1
+    store.journal.close()  # as the kernel does for a dead process: the lock is released
+    other = ImageStore(f"sqlite:///{tmp_path / 'images.db'}", tmp_path / "images")
+    other.ensure_schema()
+    assert other.list()[1] == 1
+    other.close()
 
 
 def test_a_journalled_image_is_on_disk_before_submit_returns(tmp_path):
@@ -198,8 +200,8 @@ def test_a_journalled_image_is_on_disk_before_submit_returns(tmp_path):
     data = digit_png(2)
     image = InputImage(pixels=np.zeros((4, 4), np.uint8), format="PNG", source="raw", data=data)
     image_id = store.submit(image, endpoint="predict", model="numbers", prediction="1", confidence=0.9)
-    (entry,) = (tmp_path / "images" / ".journal").rglob("*.entry")
-    assert entry.name == f"{image_id}.entry" and entry.read_bytes().endswith(data)
+    (segment,) = (tmp_path / "images" / ".journal").rglob("*.log")
+    assert segment.read_bytes().endswith(data) and image_id.encode() in segment.read_bytes()
     # Another store on the same folder (the next start) keeps it once this one's process is gone.
     store.journal.close()  # as the kernel does for a dead process: the lock is released
     other = ImageStore(f"sqlite:///{tmp_path / 'images.db'}", tmp_path / "images")
@@ -207,5 +209,5 @@ def test_a_journalled_image_is_on_disk_before_submit_returns(tmp_path):
     record = other.get(image_id)
     assert record is not None and record.sha256 == hashlib.sha256(data).hexdigest()
     assert record.endpoint == "predict" and record.confidence == 0.9
-    assert not entry.exists()
+    assert not segment.exists()
     other.close()

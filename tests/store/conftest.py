@@ -42,9 +42,11 @@ def new_image(data: bytes | None = None, **fields) -> NewImage:
 
 
 def stored_files(root: Path) -> list[Path]:
-    """Every file under the store's folder (temporary ones included, a journal folder's lock not)."""
+    """Every file under the store's folder (temporary ones included; a journal's lock and log not)."""
     return sorted(
-        p for p in root.rglob("*") if p.is_file() and not (p.name == "lock" and ".journal" in p.parts)
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not (".journal" in p.parts and (p.name == "lock" or p.suffix == ".log"))
     )
 
 

@@ -176,7 +176,7 @@ def test_a_full_disk_keeps_neither_file_nor_row_and_is_counted(sqlite_store, mon
     assert failures("disk") == before + 1
     assert sqlite_store.list()[1] == 0
     # Nothing half-written is left; the queued image waits in the journal for the disk to have room.
-    assert [p.suffix for p in stored_files(sqlite_store.image_dir)] == [".entry"]
+    assert stored_files(sqlite_store.image_dir) == [] and sqlite_store.journal.pending == 1
     monkeypatch.undo()
     assert sqlite_store.writer.retry_failed() == 1 and sqlite_store.flush(10)
     assert sqlite_store.list()[1] == 1
@@ -210,7 +210,7 @@ def test_a_database_error_keeps_no_file_and_is_counted(sqlite_store):
     assert sqlite_store.flush(10)
     assert failures("database") == before + 1
     # No file without its row; the queued image waits in the journal until the database takes it.
-    assert [p.suffix for p in stored_files(sqlite_store.image_dir)] == [".entry"]
+    assert stored_files(sqlite_store.image_dir) == [] and sqlite_store.journal.pending == 1
     with sqlite_store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER broken")
     assert sqlite_store.writer.retry_failed() == 1 and sqlite_store.flush(10)
@@ -245,7 +245,7 @@ def test_an_unreachable_database_fails_the_save_not_the_caller(tmp_path):
     assert s.submit(image, endpoint="e", model="m", prediction="1", confidence=1.0)
     assert s.flush(10)
     assert failures("database") == before + 1
-    assert [p.suffix for p in stored_files(tmp_path / "img")] == [".entry"]  # waits in the journal
+    assert stored_files(tmp_path / "img") == [] and s.journal.pending == 1  # waits in the journal
     s.close()
-    # Closed with an entry left: the folder stays for the next start to keep it.
-    assert [p.suffix for p in stored_files(tmp_path / "img")] == [".entry"]
+    # Closed with an image left: its journal stays for the next start to keep it.
+    assert list((tmp_path / "img" / ".journal").rglob("*.log"))
