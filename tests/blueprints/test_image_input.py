@@ -137,3 +137,55 @@ def test_the_apps_limits_are_applied(app, client):
     app.config["MAX_IMAGE_PIXELS"] = 99
     r = client.post("/api/_echo", json={"image": data_url(png_bytes(np.zeros((10, 10), np.uint8)))})
     assert r.status_code == 413 and r.get_json()["limit_pixels"] == 99
+
+
+CHUNKED = {"Transfer-Encoding": "chunked"}
+TERMINATED = {"wsgi.input_terminated": True}  # as gunicorn and waitress hand a chunked body over
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(app, client):
+    data = png_bytes(np.full((6, 7), 9, np.uint8))
+    r = client.post(
+        "/api/_echo",
+        data=data,
+        headers={**CHUNKED, "Content-Type": "image/png"},
+        environ_overrides=TERMINATED,
+    )
+    assert r.status_code == 200 and r.get_json()["width"] == 7
+    # A multipart form arrives chunked too: the body read for the limit is the one the form is parsed from.
+    form = {"image": (io.BytesIO(data), "x.png"), "detect": "0"}
+    r = client.post("/api/_echo", data=form, headers=CHUNKED, environ_overrides=TERMINATED)
+    assert r.status_code == 200 and r.get_json()["options"] == {"detect": "0"}
+
+
+def test_a_chunked_body_of_exactly_the_limit_passes_and_one_byte_more_is_413(app, client):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    data = png_bytes(np.zeros((4, 4), np.uint8))
+    exact = data + b"\x00" * (limit - len(data))
+    app.config["MAX_IMAGE_BYTES"] = limit
+    r = client.post(
+        "/api/_echo",
+        data=exact,
+        headers={**CHUNKED, "Content-Type": "image/png"},
+        environ_overrides=TERMINATED,
+    )
+    assert r.status_code == 200
+    r = client.post(
+        "/api/_echo",
+        data=exact + b"\x00",
+        headers={**CHUNKED, "Content-Type": "image/png"},
+        environ_overrides=TERMINATED,
+    )
+    assert r.status_code == 413 and r.get_json() == {
+        "error": f"The request is larger than the {limit} byte limit.",
+        "code": "payload_too_large",
+        "limit_bytes": limit,
+    }
+
+
+def test_options_beside_the_image_are_read_with_the_same_bounded_json(client):
+    b64 = base64.b64encode(png_bytes(np.zeros((4, 4), np.uint8))).decode()
+    body = '{"image": "' + b64 + '", "top": NaN}'
+    r = client.post("/api/_echo", data=body, content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["code"] == "invalid_json"
+    assert "not finite" in r.get_json()["error"]

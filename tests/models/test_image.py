@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import time
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from models.image import InputImage, decode_bytes, decode_value, on_white, to_gray
+from models.image import (
+    JSON_MAX_DEPTH,
+    MAX_ARRAY_SIDE,
+    InputImage,
+    decode_bytes,
+    decode_value,
+    limit_pillow,
+    on_white,
+    parse_json,
+    to_gray,
+)
+from models.image_headers import MAX_FRAMES, MAX_JPEG_SCANS, SCAN_PASSES, Declared, read_declared, sniff
 from models.runtime import ModelInputError
 from tests.conftest import data_url, png_bytes
+from tests.hostile.bombs import (
+    LIMIT_PIXELS,
+    animations,
+    declared_bombs,
+    jpeg_scan_bomb,
+    other_formats,
+    png_padded,
+)
 
 LIMITS = {"max_bytes": 8 * 1024 * 1024, "max_pixels": 40_000_000}
 
@@ -258,3 +279,196 @@ def test_to_gray_passes_gray_through_and_clips_other_types():
 def test_to_gray_refuses_other_shapes(shape):
     with pytest.raises(ModelInputError, match="gray or colour"):
         to_gray(np.zeros(shape, np.uint8))
+
+
+# --- what a file declares, read before decoding (models.image_headers) -----------------------------
+
+
+def _saved(image: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def _honest_files() -> dict[str, tuple[bytes, tuple[str, int, int, int]]]:
+    """One file per taken format and layout, with the (format, width, height, frames) it declares."""
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    frames = [rgb, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    return {
+        "png": (png_bytes(np.zeros((30, 40), np.uint8)), ("PNG", 40, 30, 1)),
+        "jpeg": (_saved(rgb, "JPEG"), ("JPEG", 40, 30, 1)),
+        "progressive jpeg": (_saved(rgb, "JPEG", progressive=True), ("JPEG", 40, 30, 1)),
+        "jpeg with exif": (_saved(rgb, "JPEG", exif=Image.Exif()), ("JPEG", 40, 30, 1)),
+        "gif": (_saved(rgb.convert("P"), "GIF"), ("GIF", 40, 30, 1)),
+        "animated gif": (
+            _saved(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+            ("GIF", 40, 30, 2),
+        ),
+        "bmp": (_saved(rgb, "BMP"), ("BMP", 40, 30, 1)),
+        "webp lossy": (_saved(rgb, "WEBP"), ("WEBP", 40, 30, 1)),
+        "webp lossless": (_saved(rgb, "WEBP", lossless=True), ("WEBP", 40, 30, 1)),
+        "animated webp": (
+            _saved(frames[0], "WEBP", save_all=True, append_images=frames[1:]),
+            ("WEBP", 40, 30, 2),
+        ),
+        "tiff": (_saved(rgb, "TIFF"), ("TIFF", 40, 30, 1)),
+        "tiff lzw": (_saved(rgb, "TIFF", compression="tiff_lzw"), ("TIFF", 40, 30, 1)),
+        "tiff deflate, 2 pages": (
+            _saved(
+                frames[0], "TIFF", compression="tiff_adobe_deflate", save_all=True, append_images=frames[1:]
+            ),
+            ("TIFF", 40, 30, 2),
+        ),
+        "tiff 16-bit": (
+            _saved(Image.fromarray(np.full((30, 40), 999, np.uint16)), "TIFF"),
+            ("TIFF", 40, 30, 1),
+        ),
+    }
+
+
+HONEST = _honest_files()
+
+
+@pytest.mark.parametrize("name", list(HONEST))
+def test_every_taken_format_declares_its_size_and_decodes(name):
+    data, (fmt, width, height, frames) = HONEST[name]
+    assert read_declared(data, max_pixels=10**6) == Declared(fmt, width, height, frames)
+    image = decode_bytes(data, source="raw", **LIMITS)
+    assert (image.format, image.width, image.height) == (fmt, width, height)
+
+
+@pytest.mark.parametrize("name", list(HONEST))
+def test_the_limit_is_inclusive_and_applies_to_every_format(name):
+    data, (_, width, height, _) = HONEST[name]
+    read_declared(data, max_pixels=width * height)
+    with pytest.raises(ModelInputError) as info:
+        read_declared(data, max_pixels=width * height - 1)
+    assert (info.value.status, info.value.code) == (413, "image_too_large")
+
+
+BOMBS = declared_bombs()
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_a_declared_bomb_is_refused_before_pillow_or_a_decoder_sees_it(name, monkeypatch):
+    def tripped(*args, **kwargs):
+        raise AssertionError("reached a decoder")
+
+    monkeypatch.setattr(Image, "open", tripped)
+    monkeypatch.setattr(cv2, "imdecode", tripped)
+    with pytest.raises(ModelInputError) as info:
+        decode_bytes(BOMBS[name], source="raw", max_bytes=LIMITS["max_bytes"], max_pixels=LIMIT_PIXELS)
+    assert (info.value.status, info.value.code, info.value.extra) == (
+        413,
+        "image_too_large",
+        {"limit_pixels": LIMIT_PIXELS},
+    )
+
+
+OTHER = other_formats()
+
+
+@pytest.mark.parametrize("name", list(OTHER))
+def test_a_format_the_service_does_not_take_is_refused_unread(name):
+    assert sniff(OTHER[name]) is None
+    with pytest.raises(ModelInputError) as info:
+        decode_bytes(OTHER[name], source="raw", **LIMITS)
+    assert (info.value.status, info.value.code) == (415, "not_an_image")
+
+
+def test_jpeg_scans_are_bounded_by_count_and_by_size():
+    with pytest.raises(ModelInputError) as info:
+        read_declared(jpeg_scan_bomb(side=64, repeats=MAX_JPEG_SCANS), max_pixels=10**6)
+    assert (info.value.status, info.value.code) == (413, "image_too_complex")
+    # Pillow's gray progressive script has 6 scans. An image as large as the pixel limit may have
+    # SCAN_PASSES scans; one a quarter of it, four times as many (up to MAX_JPEG_SCANS).
+    at_limit = 64 * 64
+    read_declared(jpeg_scan_bomb(side=64, repeats=SCAN_PASSES - 6), max_pixels=at_limit)
+    with pytest.raises(ModelInputError, match="scans"):
+        read_declared(jpeg_scan_bomb(side=64, repeats=SCAN_PASSES - 5), max_pixels=at_limit)
+    read_declared(jpeg_scan_bomb(side=64, repeats=4 * SCAN_PASSES - 6), max_pixels=4 * at_limit)
+    started = time.perf_counter()
+    with pytest.raises(ModelInputError):
+        read_declared(jpeg_scan_bomb(), max_pixels=10**6)
+    assert time.perf_counter() - started < 0.1
+
+
+@pytest.mark.parametrize("name", ["GIF", "APNG", "WebP", "TIFF pages"])
+def test_an_animation_past_the_frame_limit_is_refused(name):
+    with pytest.raises(ModelInputError) as info:
+        read_declared(animations()[name], max_pixels=10**6)
+    assert (info.value.status, info.value.code, info.value.extra) == (
+        413,
+        "image_too_complex",
+        {"limit_frames": MAX_FRAMES},
+    )
+
+
+def test_truncated_or_inconsistent_headers_are_415_not_500():
+    for data in HONEST.values():
+        for cut in (12, 20, 30):
+            with contextlib.suppress(ModelInputError):
+                read_declared(data[0][:cut], max_pixels=10**6)
+    float_tiff = _saved(Image.fromarray(np.ones((5, 6), np.float32)), "TIFF")
+    with pytest.raises(ModelInputError) as info:
+        decode_bytes(float_tiff, source="raw", **LIMITS)
+    assert (info.value.status, info.value.code) == (415, "not_an_image")
+
+
+def test_pillow_takes_the_service_pixel_limit(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    limit_pillow(1234)
+    assert Image.MAX_IMAGE_PIXELS == 1234
+
+
+# --- JSON, bounded, and legacy arrays' shapes ------------------------------------------------------
+
+
+def test_json_nesting_is_bounded_before_parsing_and_strings_do_not_count():
+    assert parse_json("[" * JSON_MAX_DEPTH + "]" * JSON_MAX_DEPTH) is not None
+    with pytest.raises(ModelInputError, match="nested more than"):
+        parse_json("[" * (JSON_MAX_DEPTH + 1) + "]" * (JSON_MAX_DEPTH + 1))
+    with pytest.raises(ModelInputError, match="nested more than"):  # alternating, not in one run
+        parse_json('{"a": [' * 20 + "1" + "]}" * 20)
+    # Brackets inside strings (escaped quotes too) are text, not nesting.
+    text = json.dumps({"image": "[" * 5000 + '\\"' + "{" * 5000, "rows": [[1, 2]] * 300})
+    assert parse_json(text)["rows"][0] == [1, 2]
+    assert parse_json(text.encode("utf-16")) == parse_json(text)
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
+def test_json_numbers_are_finite(token):
+    with pytest.raises(ModelInputError) as info:
+        parse_json(f'{{"top": {token}}}')
+    assert (info.value.status, info.value.code) == (400, "invalid_json")
+    assert parse_json('{"top": 1e300}') == {"top": 1e300}
+
+
+def test_a_legacy_array_is_measured_before_it_is_built(monkeypatch):
+    def tripped(*args, **kwargs):
+        raise AssertionError("an array was built")
+
+    wide = [[0] * (MAX_ARRAY_SIDE + 1)]
+    monkeypatch.setattr(np, "asarray", tripped)
+    with pytest.raises(ModelInputError) as info:
+        decode(wide)
+    assert (info.value.status, info.value.code) == (400, "invalid_array")
+    with pytest.raises(ModelInputError) as info:
+        decode([[0] * 100] * 100, max_pixels=99 * 100)
+    assert (info.value.status, info.value.code) == (413, "image_too_large")
+
+
+@pytest.mark.parametrize("value", [[[0.0, float("nan")]], [[0.0, float("inf")]], "[[0, NaN]]"])
+def test_a_legacy_array_holds_finite_numbers(value):
+    with pytest.raises(ModelInputError) as info:
+        decode(value)
+    assert (info.value.status, info.value.code) == (400, "invalid_array")
+
+
+def test_base64_of_exactly_the_byte_limit_passes():
+    data = png_padded(3000)
+    for size in (3000, 3001, 3002):  # every padding length
+        b64 = base64.b64encode(png_padded(size)).decode()
+        assert decode(b64, max_bytes=size).width == 32
+    with pytest.raises(ModelInputError, match="3000 byte limit"):
+        decode(base64.b64encode(data + b"\x00").decode(), max_bytes=3000)
