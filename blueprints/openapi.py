@@ -124,7 +124,9 @@ REQUEST_BODIES: dict[str, dict[str, Any]] = {
 ERROR_RESPONSES = {
     "BadRequest": "The request cannot be used as it is: `error` says why, `code` names the case.",
     "NotFound": "Nothing has this id or name (`error` says what was looked for).",
-    "TooLarge": "The image is too large (over MAX_IMAGE_BYTES bytes or MAX_IMAGE_PIXELS pixels).",
+    "TooLarge": "The body, the image or one of its frames is too large (payload_too_large: over "
+    "MAX_CONTENT_LENGTH or MAX_IMAGE_BYTES bytes; image_too_large: over MAX_IMAGE_PIXELS pixels), or the "
+    "image would cost too much to decode (image_too_complex: too many JPEG scans or frames).",
     "NotAnImage": "The data is not an image.",
     "Unreadable": "An image the model has no answer for (`code` says why, e.g. image_too_small).",
     "ModelNotLoaded": "The model this route needs is not loaded (code model_not_loaded; /ready says why).",

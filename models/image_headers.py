@@ -161,8 +161,10 @@ def _png(data: bytes, limit: int) -> Declared:
 def _jpeg(data: bytes, limit: int) -> Declared:
     walk, pos, scans, size = _Walk(), 2, 0, None
     while pos < len(data):
-        if data[pos] != 0xFF:
-            raise corrupt("JPEG", f"no marker where one is due (byte {pos})")
+        if data[pos] != 0xFF:  # stray bytes between segments: libjpeg skips them (with a warning)
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
         while data[pos] == 0xFF:  # fill bytes before a marker
             pos += 1
         marker = data[pos]

@@ -290,6 +290,12 @@ def _saved(image: Image.Image, fmt: str, **options) -> bytes:
     return buf.getvalue()
 
 
+def _stray_bytes(jpeg: bytes) -> bytes:
+    """Put three zero bytes before the quantization tables, as some cameras do (libjpeg skips them)."""
+    at = jpeg.index(b"\xff\xdb")
+    return jpeg[:at] + b"\x00\x00\x00" + jpeg[at:]
+
+
 def _honest_files() -> dict[str, tuple[bytes, tuple[str, int, int, int]]]:
     """One file per taken format and layout, with the (format, width, height, frames) it declares."""
     rgb = Image.fromarray(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8))
@@ -299,6 +305,7 @@ def _honest_files() -> dict[str, tuple[bytes, tuple[str, int, int, int]]]:
         "jpeg": (_saved(rgb, "JPEG"), ("JPEG", 40, 30, 1)),
         "progressive jpeg": (_saved(rgb, "JPEG", progressive=True), ("JPEG", 40, 30, 1)),
         "jpeg with exif": (_saved(rgb, "JPEG", exif=Image.Exif()), ("JPEG", 40, 30, 1)),
+        "jpeg with stray bytes between segments": (_stray_bytes(_saved(rgb, "JPEG")), ("JPEG", 40, 30, 1)),
         "gif": (_saved(rgb.convert("P"), "GIF"), ("GIF", 40, 30, 1)),
         "animated gif": (
             _saved(frames[0], "GIF", save_all=True, append_images=frames[1:]),
