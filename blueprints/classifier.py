@@ -227,7 +227,7 @@ def classifier_rows() -> list[dict]:
                 labels=list(model.labels) if model is not None else [],
                 error=registry.failures.get(name),
                 format=getattr(model, "source_format", None),
-                removable=uploads is not None and removable(spec, uploads),
+                removable=uploads is not None and removable(name, spec, uploads),
             ).model_dump()
         )
     return rows
@@ -324,8 +324,10 @@ def export_folder(spec: dict) -> Path:
     return path if path.suffix == "" else path.parent
 
 
-def removable(spec: dict, uploads: Path) -> bool:
+def removable(name: str, spec: dict, uploads: Path) -> bool:
     """Tell whether a classifier was added through the API (so it may be removed through it)."""
+    if name in current_app.config["MODELS"]:
+        return False
     folder = export_folder(spec)
     return folder.parent.resolve() == uploads.resolve() and is_uploaded(folder)
 
@@ -421,7 +423,7 @@ def delete_model(name: str):
     ensure_admin("remove classifiers")
     require_known(name)
     folder = upload_folder()
-    if folder is None or not removable(classifier_specs()[name], folder):
+    if folder is None or not removable(name, classifier_specs()[name], folder):
         api_error(
             409,
             "not_removable",
