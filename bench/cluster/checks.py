@@ -68,7 +68,8 @@ class StoreCheck:
     bad_files: list[str]  # rows whose file is missing or differs from its sha256
     missing_thumbnails: list[str]  # rows whose thumbnail is not done, or done with no file
     orphan_files: list[str]  # image files no row names (a write cut off before its commit)
-    temp_files: int  # the store's own dot files left: temporary files, journal entries
+    temp_files: int  # the store's own dot files left: journal locks, temporary files
+    journal_entries: int  # of those, images journalled and not yet written (kept at next start)
     thumbnails_waited_s: float
     queued_while_stopped: int = 0  # images saved while the Celery worker was stopped
     caught_up_s: float | None = None  # from the worker's restart to the last of their thumbnails
@@ -177,6 +178,7 @@ def check_store(
         missing_thumbnails=missing_thumbs,
         orphan_files=[str(p) for p in files if p not in hidden and str(p) not in named],
         temp_files=len(hidden),
+        journal_entries=sum(p.suffix == ".entry" for p in hidden),
         thumbnails_waited_s=waited,
     )
 

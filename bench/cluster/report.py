@@ -205,7 +205,7 @@ def render(result: Result) -> str:
     ]
     lines += [
         f"  files: {len(s.bad_files)} missing or altered, {len(s.orphan_files)} without a row "
-        f"{s.orphan_files[:3]}, {s.temp_files} temporary or journal files left",
+        f"{s.orphan_files[:3]}, {s.temp_files} of the store's own dot files ({s.journal_entries} journal entries)",
         f"  thumbnails: {len(s.missing_thumbnails)} missing after waiting {s.thumbnails_waited_s:.1f} s; "
         f"{s.queued_while_stopped} queued while the worker was stopped, all made "
         f"{_s(s.caught_up_s)} after it was ready",
