@@ -6,7 +6,8 @@ routes reach it through `get_store()`. The modules, each one concern:
     records.py     ids, names, formats, NewImage / StoredImage, StoreError
     schema.py      the table, versioned migrations, engines (SQLite WAL, PostgreSQL)
     exif.py        EXIF to JSON (capped), GPS in decimal degrees
-    images.py      ImageStore: file layout, atomic save, queries, labels, thumbnail state
+    images.py      ImageStore: file layout, atomic save, labels, thumbnail state, opening
+    queries.py     its reads: a record, a page (never the EXIF), the size, models, pending thumbnails
     export.py      the labelled images as a zip for retraining (formula-safe CSV)
     journal.py     queued images on disk before the answer; what a dead process left is kept at start
     writer.py      the background writer behind `submit()`

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +32,7 @@ from store.exif import finite, read_exif
 from store.export import export_zip
 from store.journal import Entry, Journal
 from store.metrics import SAVED, THUMBNAILS
+from store.queries import StoreQueries
 from store.records import (
     DONE,
     FAILED,
@@ -49,7 +50,7 @@ from store.records import (
     new_id,
     validate_id,
 )
-from store.schema import SUMMARY_COLUMNS, images, make_engine, migrate, write_transaction
+from store.schema import images, make_engine, migrate, write_transaction
 from store.thumbnails import Thumbnails
 from store.writer import Writer
 
@@ -65,7 +66,7 @@ def resolve_image_dir(root: str | os.PathLike, value: str | os.PathLike) -> Path
     return path if path.is_absolute() else Path(root) / path
 
 
-class ImageStore:
+class ImageStore(StoreQueries):
     """Files under `image_dir` plus rows in `database_url`; thread-safe."""
 
     def __init__(
@@ -312,89 +313,6 @@ class ImageStore:
             self.thumbnails.close()
         self.journal.close()
         self.engine.dispose()
-
-    # reading
-
-    def get(self, image_id: str, *, exif: bool = True) -> StoredImage | None:
-        """Return a record (its EXIF None unless `exif`), or None when there is none with this id."""
-        try:
-            validate_id(image_id)
-        except InvalidImageId:
-            return None
-        self.ensure_schema()
-        columns = (images,) if exif else SUMMARY_COLUMNS
-        with self.engine.connect() as conn:
-            row = conn.execute(select(*columns).where(images.c.id == image_id)).mappings().first()
-        return StoredImage.from_row(row) if row else None
-
-    def list(
-        self,
-        *,
-        page: int = 1,
-        per_page: int = 24,
-        model: str | None = None,
-        label: str | None = None,
-        labelled: bool | None = None,
-        endpoint: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> tuple[list[StoredImage], int]:
-        """Return one page of records (without EXIF), newest first, and the total that match."""
-        self.ensure_schema()
-        conditions = []
-        if model is not None:
-            conditions.append(images.c.model == model)
-        if label is not None:
-            conditions.append(images.c.label == label)
-        if labelled is True:
-            conditions.append(images.c.label.is_not(None))
-        elif labelled is False:
-            conditions.append(images.c.label.is_(None))
-        if endpoint is not None:
-            conditions.append(images.c.endpoint == endpoint)
-        if since is not None:
-            conditions.append(images.c.created_at >= as_utc(since))
-        if until is not None:
-            conditions.append(images.c.created_at < as_utc(until))
-        query = (
-            select(*SUMMARY_COLUMNS)
-            .where(*conditions)
-            .order_by(images.c.created_at.desc(), images.c.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
-        with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(images).where(*conditions)).scalar_one()
-            rows = conn.execute(query).mappings().all()
-        return [StoredImage.from_row(r) for r in rows], int(total)
-
-    def size(self) -> dict[str, int]:
-        """Return the store's size: images and bytes of their files, in all and labelled."""
-        self.ensure_schema()
-        labelled = images.c.label.is_not(None)
-        query = select(
-            func.count(),
-            func.coalesce(func.sum(images.c.byte_size), 0),
-            func.coalesce(func.sum(case((labelled, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((labelled, images.c.byte_size), else_=0)), 0),
-        ).select_from(images)
-        with self.engine.connect() as conn:
-            counts = [int(n) for n in conn.execute(query).one()]
-        return dict(zip(("images", "bytes", "labelled_images", "labelled_bytes"), counts, strict=True))
-
-    def pending_count(self) -> int:
-        """Return how many thumbnails are pending."""
-        self.ensure_schema()
-        with self.engine.connect() as conn:
-            query = select(func.count()).select_from(images).where(images.c.thumb_status == PENDING)
-            return int(conn.execute(query).scalar_one())
-
-    def models(self) -> list[str]:
-        """Return the model names that have images, sorted."""
-        self.ensure_schema()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(images.c.model).where(images.c.model.is_not(None)).distinct())
-            return sorted(r[0] for r in rows)
 
     # changing
 

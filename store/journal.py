@@ -18,6 +18,7 @@ whose owner is gone, keeps each image recorded there whose row is not in the dat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import shutil
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +156,13 @@ def records(data: bytes) -> Iterator[bytes]:
         offset = end
 
 
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
 def _lock(fd: int) -> bool:
     """Take an exclusive lock on an open file without waiting; False when another process holds it."""
     try:
@@ -180,6 +189,9 @@ class Journal:
         self._fd: int | None = None
         self._size = 0
         self._pending: dict[int, int] = {}  # segment -> records not resolved yet
+        # The open descriptors, closed when the journal is collected without close() (a test's store).
+        self._fds: list[int] = []
+        weakref.finalize(self, _close_all, self._fds)
 
     def _ready(self) -> Path:
         """Create and lock this process's folder once; return it (call under self._lock)."""
@@ -190,6 +202,7 @@ class Journal:
                 os.close(fd)
                 raise OSError(f"journal folder {self.folder} is locked by another process")
             self._lock_fd = fd
+            self._fds.append(fd)
         return self.folder
 
     def temp_path(self, hint: str = "") -> Path:
@@ -228,9 +241,11 @@ class Journal:
         """Begin a new segment; delete the old one when nothing in it waits (under self._lock)."""
         old = self._segment
         if self._fd is not None:
+            self._fds.remove(self._fd)
             os.close(self._fd)
         self._segment += 1
         self._fd = os.open(self._segment_path(self._segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fds.append(self._fd)
         self._size = 0
         self._pending.setdefault(self._segment, 0)
         if old and not self._pending.get(old):
@@ -327,11 +342,13 @@ class Journal:
         """Release this process's folder: deleted when nothing waits in it, else kept for the next start."""
         with self._lock:
             if self._fd is not None:
+                self._fds.remove(self._fd)
                 os.close(self._fd)
                 self._fd = None
             if self._lock_fd is None:
                 return
             if not any(self._pending.values()):
                 shutil.rmtree(self.folder, ignore_errors=True)
+            self._fds.remove(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
