@@ -72,7 +72,10 @@ class Node(GunicornServer):
             with contextlib.suppress(ProcessLookupError):  # a worker that had just exited
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
-        psutil.wait_procs([p for p in map(_process, pids[1:]) if p], timeout=10)
+        # The workers now belong to init; dead is enough (a zombie holds no socket).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(pid) for pid in pids[1:]):
+            time.sleep(0.02)
         return moment
 
     def reload(self, timeout: float) -> tuple[float, float]:
@@ -98,6 +101,13 @@ class Node(GunicornServer):
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _process(pid: int) -> psutil.Process | None:
