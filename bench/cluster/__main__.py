@@ -24,7 +24,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--seconds", type=int, default=plan.seconds, help="seconds of load (default %(default)s)"
     )
     parser.add_argument(
-        "--kill-at", type=float, default=plan.kill_at, help="seconds into the load (default %(default)s)"
+        "--kill-at",
+        type=float,
+        default=plan.kill_at,
+        help="seconds into the load node A is killed (default %(default)s)",
     )
     parser.add_argument(
         "--down", type=float, default=plan.down_s, help="seconds node A stays dead (default %(default)s)"
