@@ -30,6 +30,8 @@ bp = Blueprint("classifier", __name__)
 IMAGE_FIELDS = ("base64_drawing", "image", "file")
 GET_HINT = "POST a base64-encoded drawing as base64_drawing."
 DEFAULT_TOP = 3
+# More than any classifier has labels; a bound the schema can state.
+MAX_TOP = 1000
 
 
 class LabelScore(BaseModel):
@@ -89,7 +91,7 @@ PARAMETERS = {
     "ClassifierTop": {
         "name": "top",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "default": DEFAULT_TOP},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TOP, "default": DEFAULT_TOP},
         "description": "How many labels to list (also read from the JSON body or the form).",
     }
 }
@@ -128,8 +130,8 @@ def get_classifier(name: str) -> Classifier:
 
 
 def parse_top(value: Any) -> int:
-    """Read the `top` option: a whole number from 1 up (DEFAULT_TOP when absent)."""
-    return whole_number(value, "top", default=DEFAULT_TOP, minimum=1, code="invalid_top")
+    """Read the `top` option: a whole number from 1 to MAX_TOP (DEFAULT_TOP when absent)."""
+    return whole_number(value, "top", default=DEFAULT_TOP, minimum=1, maximum=MAX_TOP, code="invalid_top")
 
 
 def classify(name: str):

@@ -7,22 +7,44 @@ import math
 import re
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app, jsonify, render_template, request, send_file, url_for
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.routing import BaseConverter
 
 from blueprints.auth import ensure_admin, require_admin
 from blueprints.errors import api_error, error_response
 from blueprints.image_input import load_image, request_options
 from blueprints.options import flag, whole_number
 from store import NewImage, StoredImage, StoreError, get_store
-from store.records import DONE, FAILED, ID_PATTERN, PENDING, clean_label, clean_name, extension_for
+from store.records import (
+    DONE,
+    FAILED,
+    FORBIDDEN,
+    FORBIDDEN_CHARS,
+    ID_PATTERN,
+    MAX_LABEL_CHARS,
+    MAX_NAME_CHARS,
+    PENDING,
+    clean_label,
+    clean_name,
+    extension_for,
+)
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("gallery", __name__)
+
+
+class ImageIdConverter(BaseConverter):
+    """An image id as the store makes them, so that /images/export is never taken for one."""
+
+    regex = "[0-9a-f]{32}"
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("image_id", ImageIdConverter))
 
 MAX_PER_PAGE = 100
 UPLOAD_ENDPOINT = "upload"
@@ -102,10 +124,23 @@ class ThumbnailPending(BaseModel):
     retry_after_s: int
 
 
-class LabelRequest(BaseModel):
-    """The correct answer for an image (1-64 printable characters), or null to clear it."""
+# The rules of store.records (clean_name, clean_label, FORBIDDEN) as OpenAPI patterns: surrounding
+# white space is trimmed, what remains has at most 64 characters and none of the forbidden ones.
+_F = FORBIDDEN_CHARS
+NAME_PATTERN = rf"^\s*([^\s{_F}]([^{_F}]{{0,{MAX_NAME_CHARS - 2}}}[^\s{_F}])?)?\s*$"
+LABEL_PATTERN = rf"^\s*[^\s{_F}]([^{_F}]{{0,{MAX_LABEL_CHARS - 2}}}[^\s{_F}])?\s*$"
+FILTER_PATTERN = rf"^[^{_F}]*$"
 
-    label: str | None
+
+class LabelRequest(BaseModel):
+    """The correct answer for an image (1-64 characters, or a whole number), or null to clear it."""
+
+    # The pattern is only documented here: set_label checks it with store.records.clean_label.
+    label: (
+        Annotated[str, Field(json_schema_extra={"pattern": LABEL_PATTERN})]
+        | Annotated[int, Field(ge=-(10**63 - 1), le=10**64 - 1)]
+        | None
+    )
 
 
 SCHEMAS = (ImageCreated, ImageMeta, ImagePage, ThumbnailPending, LabelRequest)
@@ -122,6 +157,30 @@ RESPONSES = {
         "description": "No ADMIN_TOKEN is set and the client is not on this machine (code admin_only).",
         "content": _ERROR_BODY,
     },
+}
+
+
+def _text(name: str, pattern: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "schema": {"type": "string", "pattern": pattern},
+        "description": description,
+        **extra,
+    }
+
+
+PARAMETERS = {
+    "ModelName": _text(
+        "model", NAME_PATTERN, "the model the image is for; also a form field", example="numbers"
+    ),
+    "Label": _text(
+        "label", LABEL_PATTERN, "its correct answer (the admin only); also a form field", example="7"
+    ),
+    "ExportModel": _text("model", NAME_PATTERN, "only this model, e.g. numbers"),
+    "ModelFilter": _text("model", FILTER_PATTERN, "only this model"),
+    "LabelFilter": _text("label", FILTER_PATTERN, "only images with this label"),
+    "EndpointFilter": _text("endpoint", FILTER_PATTERN, "only from this endpoint (upload, ...)"),
 }
 
 
@@ -198,8 +257,8 @@ def upload():
         Optional fields `model` and `label` file the image under a model with its correct answer.
         The file is stored under a name made from the new id, never the uploaded name.
       parameters:
-        - {name: model, in: query, schema: {type: string}, example: numbers, description: also a form field}
-        - {name: label, in: query, schema: {type: string}, example: '7', description: also a form field}
+        - {$ref: '#/components/parameters/ModelName'}
+        - {$ref: '#/components/parameters/Label'}
       requestBody: {$ref: '#/components/requestBodies/Upload'}
       responses:
         201:
@@ -257,7 +316,7 @@ def upload():
     return response
 
 
-@bp.get("/images/<image_id>")
+@bp.get("/images/<image_id:image_id>")
 def get_image(image_id: str):
     """Describe a stored image: where it came from, the prediction, label, EXIF and thumbnail.
     ---
@@ -274,7 +333,7 @@ def get_image(image_id: str):
     return jsonify(metadata(_find(image_id, exif=True)))
 
 
-@bp.get("/vignette/<image_id>")
+@bp.get("/vignette/<image_id:image_id>")
 def vignette(image_id: str):
     """Serve an image's thumbnail (JPEG), or say it is still being made.
     ---
@@ -325,20 +384,22 @@ def vignette(image_id: str):
     return response
 
 
-@bp.get("/images/<image_id>/download")
+@bp.get("/images/<image_id:image_id>/download")
 def download(image_id: str):
     """Send the original file with its content type.
     ---
     get:
       summary: Download the original image
       parameters:
-        - {name: image_id, in: path, required: true, schema: {type: string}}
         - {name: inline, in: query, schema: {type: boolean}, description: 'show instead of download'}
       responses:
         200:
           description: The bytes as received, named <id>.<ext>.
           content:
             image/*: {}
+        400:
+          $ref: '#/components/responses/BadRequest'
+          description: An `inline` that is not true or false.
         404: {$ref: '#/components/responses/NotFound'}
     """
     record = _find(image_id)
@@ -359,7 +420,7 @@ def download(image_id: str):
     return response
 
 
-@bp.delete("/images/<image_id>")
+@bp.delete("/images/<image_id:image_id>")
 @require_admin
 def delete_image(image_id: str):
     """Delete a stored image, its thumbnail and its row (the admin only).
@@ -379,7 +440,7 @@ def delete_image(image_id: str):
     return "", 204
 
 
-@bp.post("/images/<image_id>/label")
+@bp.post("/images/<image_id:image_id>/label")
 @require_admin
 def set_label(image_id: str):
     """Record the correct answer for an image, for retraining (the admin only).
@@ -427,7 +488,7 @@ def _int_arg(name: str, default: int, minimum: int, maximum: int) -> int:
 def _text_arg(name: str) -> str | None:
     """Read a text filter; control characters are a client's error (400), never the database's."""
     value = request.args.get(name) or None
-    if value is not None and not value.isprintable():
+    if value is not None and FORBIDDEN.search(value):
         api_error(400, "invalid_parameter", f"'{name}' must not hold control characters.")
     return value
 
@@ -457,12 +518,12 @@ def list_images():
     get:
       summary: List stored images
       parameters:
-        - {name: page, in: query, schema: {type: integer, minimum: 1, default: 1}}
+        - {name: page, in: query, schema: {type: integer, minimum: 1, maximum: 1000000, default: 1}}
         - {name: per_page, in: query, schema: {type: integer, minimum: 1, maximum: 100, default: 24}}
-        - {name: model, in: query, schema: {type: string}, description: 'only this model'}
-        - {name: label, in: query, schema: {type: string}, description: 'only images with this label'}
+        - {$ref: '#/components/parameters/ModelFilter'}
+        - {$ref: '#/components/parameters/LabelFilter'}
         - {name: labelled, in: query, schema: {type: boolean}, description: 'only labelled (or unlabelled)'}
-        - {name: endpoint, in: query, schema: {type: string}, description: 'only from this endpoint (upload, ...)'}
+        - {$ref: '#/components/parameters/EndpointFilter'}
         - {name: date, in: query, schema: {type: string, format: date}, description: 'only this day (UTC)'}
         - {name: since, in: query, schema: {type: string, format: date-time}, description: 'from (inclusive)'}
         - {name: until, in: query, schema: {type: string, format: date-time}, description: 'to (exclusive)'}
@@ -524,7 +585,7 @@ def export():
         inside the zip) and the original files under `images/<id>.<ext>`. The training scripts read
         it with `--extra PATH` (training/gallery_export.py).
       parameters:
-        - {name: model, in: query, schema: {type: string}, description: 'only this model, e.g. numbers'}
+        - {$ref: '#/components/parameters/ExportModel'}
       responses:
         200:
           description: The zip; header X-Image-Count says how many images it holds.

@@ -22,6 +22,7 @@ from apispec.yaml_utils import load_operations_from_docstring
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Flask
 from pydantic import BaseModel
+from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         methods = {m.lower() for m in (rule.methods or ())}
         operations = {m: op for m, op in operations.items() if m in methods}
         path_parameters = [
-            {"name": arg, "in": "path", "required": True, "schema": {"type": _arg_type(rule, arg)}}
+            {"name": arg, "in": "path", "required": True, "schema": _arg_schema(rule, arg)}
             for arg in sorted(rule.arguments)
         ]
         for method, op in operations.items():
@@ -215,9 +216,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
     return document
 
 
-def _arg_type(rule, arg: str) -> str:
+def _arg_schema(rule, arg: str) -> dict[str, Any]:
     converter = rule._converters.get(arg)  # werkzeug keeps converters per rule argument
-    return "integer" if type(converter).__name__ == "IntegerConverter" else "string"
+    if isinstance(converter, IntegerConverter):
+        return {"type": "integer"}
+    if isinstance(converter, UnicodeConverter) or converter is None:
+        return {"type": "string"}
+    # A converter of the app's own (an image id) matches its regex, and nothing else routes there.
+    return {"type": "string", "pattern": f"^{converter.regex}$"}
 
 
 def get_spec(app: Flask) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from config import FALSE, TRUE  # one true/false vocabulary for settings and opt
 
 # \d is what int() reads (str.isdigit would let "²" through to an int() that fails); 18 digits hold
 # any bound an option has, and int() refuses texts over 4,300 digits with an error, not a number.
-WHOLE = re.compile(r"[+-]?\d{1,18}")
+# "60.0" too: JSON Schema counts 60.0 as an integer, and a client may write it so.
+WHOLE = re.compile(r"[+-]?\d{1,18}(?:\.0*)?")
 # A client's bad value is echoed in the error; a huge one is cut so the answer stays small.
 SHOWN_CHARS = 40
 
@@ -52,7 +53,7 @@ def whole_number(
     elif isinstance(value, str):
         text = value.strip()
         if WHOLE.fullmatch(text):
-            number = int(text)
+            number = int(text.partition(".")[0])
     if number is None or number < minimum or (maximum is not None and number > maximum):
         bounds = f"from {minimum} to {maximum}" if maximum is not None else f"from {minimum} up"
         api_error(400, code, f"'{name}' must be a whole number {bounds}, got {_shown(value)}.")

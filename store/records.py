@@ -19,14 +19,15 @@ ID_PATTERN = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_NAME_CHARS = 64
 MAX_LABEL_CHARS = 64
 # What a name, a label or a text filter may not hold: control characters (C0, DEL, C1), invisible
-# or direction-changing format characters, line and paragraph separators, lone surrogates. Written
-# as a regex class so that the OpenAPI patterns of these fields (blueprints/gallery.py) are the
-# very same rule.
+# or direction-changing format characters, line and paragraph separators. Written as a regex class
+# so that the OpenAPI patterns of these fields (blueprints/gallery.py) are the very same rule.
 FORBIDDEN_CHARS = (
     r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e"
-    r"\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
 )
-FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARS}]")
+# Lone surrogates too (JSON can carry "\ud800"; it cannot be stored as UTF-8), which no JSON
+# Schema pattern can name.
+FORBIDDEN = re.compile(f"[{FORBIDDEN_CHARS}\\ud800-\\udfff]")
 PENDING, DONE, FAILED = "pending", "done", "failed"
 THUMB_STATUSES = (PENDING, DONE, FAILED)
 
