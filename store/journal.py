@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LOCK = "lock"
 SEGMENT_BYTES = 8 * 1024 * 1024
+# The current segment is emptied when everything in it is kept and it is past this size.
+EMPTY_BYTES = 256 * 1024
 # A record: magic, header length, payload length (little-endian), the JSON header, the payload.
 _PREFIX = struct.Struct("<4sII")
 _MAGIC = b"VJ01"
@@ -156,6 +158,18 @@ def records(data: bytes) -> Iterator[bytes]:
         offset = end
 
 
+def _entries(segment: Path, *, quiet: bool = False) -> Iterator[Entry | str]:
+    """Yield a segment's entries and drop marks; an unreadable record is counted (unless quiet) and skipped."""
+    for record in records(segment.read_bytes()):
+        try:
+            yield decode(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            if quiet:
+                continue
+            DROPPED.labels("journal_unreadable").inc()
+            log.error("a journal record in %s is unreadable, not kept: %s", segment, exc)
+
+
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -229,10 +243,15 @@ class Journal:
             if self._fd is None or self._size > self.segment_bytes:
                 self._rotate()
             offset = self._size
-            written = os.write(self._fd, record)
-            self._size += written
+            try:
+                written = os.write(self._fd, record)
+            except OSError:
+                os.ftruncate(self._fd, offset)  # no half record for the next one to follow
+                raise
             if written != len(record):
+                os.ftruncate(self._fd, offset)
                 raise OSError(f"journal write cut short ({written} of {len(record)} bytes)")
+            self._size += written
             if pending:
                 self._pending[self._segment] = self._pending.get(self._segment, 0) + 1
             return Ticket(self._segment, offset, len(record))
@@ -253,11 +272,15 @@ class Journal:
             self._segment_path(old).unlink(missing_ok=True)
 
     def done(self, ticket: Ticket) -> None:
-        """Mark a record resolved (kept, or given up); a finished old segment is deleted."""
+        """Mark a record resolved (kept, or given up); a finished segment is deleted, or emptied."""
         with self._lock:
             left = self._pending.get(ticket.segment, 0) - 1
             self._pending[ticket.segment] = max(left, 0)
-            if left <= 0 and ticket.segment != self._segment:
+            if left <= 0 and ticket.segment == self._segment and self._size > EMPTY_BYTES:
+                # Everything in it is kept: start it again, so a restart has little to look through.
+                os.ftruncate(self._fd, 0)
+                self._size = 0
+            elif left <= 0 and ticket.segment != self._segment:
                 self._pending.pop(ticket.segment, None)
                 try:
                     self._segment_path(ticket.segment).unlink(missing_ok=True)
@@ -306,30 +329,19 @@ class Journal:
         try:
             if not _lock(fd):
                 return 0  # its owner is alive
-            entries: list[Entry] = []
-            dropped: set[str] = set()
-            for segment in sorted(folder.glob("*.log")):
-                for record in records(segment.read_bytes()):
-                    try:
-                        entry = decode(record)
-                    except (ValueError, KeyError, TypeError) as exc:
-                        DROPPED.labels("journal_unreadable").inc()
-                        log.error("a journal record in %s is unreadable, not kept: %s", segment, exc)
+            segments = sorted(folder.glob("*.log"))
+            dropped = {e for s in segments for e in _entries(s, quiet=True) if isinstance(e, str)}
+            for segment in segments:  # one segment in memory at a time
+                for entry in _entries(segment):
+                    if isinstance(entry, str) or entry.image_id in dropped:
                         continue
-                    if isinstance(entry, str):
-                        dropped.add(entry)
-                    else:
-                        entries.append(entry)
-            for entry in entries:
-                if entry.image_id in dropped:
-                    continue
-                try:
-                    kept += keep(entry)  # False: its row is there already (the writer got that far)
-                except StoreError:
-                    raise  # the database or the disk is down: the folder stays for the next start
-                except Exception as exc:
-                    DROPPED.labels("journal_unreadable").inc()
-                    log.error("journalled image %s cannot be kept: %s", entry.image_id, exc)
+                    try:
+                        kept += keep(entry)  # False: its row is there already (the writer got that far)
+                    except StoreError:
+                        raise  # the database or the disk is down: the folder stays for the next start
+                    except Exception as exc:
+                        DROPPED.labels("journal_unreadable").inc()
+                        log.error("journalled image %s cannot be kept: %s", entry.image_id, exc)
             shutil.rmtree(folder, ignore_errors=True)
         finally:
             os.close(fd)

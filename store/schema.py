@@ -136,9 +136,10 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     # cannot take the write lock up front); WAL lets readers run beside the one writer.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
+    # First: switching a new file to WAL takes a lock, which workers starting together contend for.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
