@@ -292,4 +292,5 @@ def _config_error(exc: ValidationError) -> ConfigError:
         low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
         high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
         message = f"must be between {low} and {high}" if high is not None else f"must be >= {low}"
-    return ConfigError(f"{name} {message}, got {error.get('input')!r}")
+    got = "a value not shown (a secret)" if name == "ADMIN_TOKEN" else repr(error.get("input"))
+    return ConfigError(f"{name} {message}, got {got}")
