@@ -210,7 +210,7 @@ def test_each_page_says_what_is_kept_before_the_user_starts(monkeypatch, tmp_pat
     for path, endpoint in PAGES.items():
         html = client.get(path).get_data(as_text=True)
         note = re.search(r'<p class="muted store-note" id="store-note">(.*?)</p>', html, re.S)
-        assert note, path
+        assert note and html.count('id="store-note"') == 1, path
         text = " ".join(note.group(1).split())
         kept = save and endpoint in app.config["SAVE_ENDPOINTS"]
         assert ("is kept on this server" in text) == kept, (path, text)
