@@ -1,0 +1,1 @@
+"""Our service against the servers a user would pick instead (BentoML, LitServe), on the same models."""
