@@ -11,7 +11,7 @@ PORT ?= 5000
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
 	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk nginx-light
 
-.PHONY: run test test-browser test-fast install install-dev system-deps lint bench cluster serve gunicorn clean data
+.PHONY: run test test-browser test-fast install install-dev system-deps lint bench bench-peers cluster serve gunicorn clean data
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python -m bench.run
+
+## Ours against BentoML and LitServe serving the same models, interleaved: each peer in its own
+## pinned venv (bench/peers/.venv-*, installed on first use); about 10 minutes (docs/PERFORMANCE.md).
+bench-peers: install-dev
+	$(BIN)/python -m bench.peers
 
 ## Two app nodes behind nginx with PostgreSQL, Redis and a Celery worker, on loopback: locust
 ## through nginx while a node is killed, the worker stopped and both nodes reloaded (docs/DEPLOYMENT.md).
