@@ -1,4 +1,4 @@
-"""The application factory: config -> logging -> registry -> blueprints -> errors.
+"""The application factory: config -> logging -> registry -> store -> hooks -> blueprints -> errors.
 
 Run it with `flask --app app run` or `gunicorn -c gunicorn.conf.py "app:create_app()"`.
 """
@@ -85,10 +85,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     instrumentation.init_app(app)
     limits.init_app(app)  # URL, body and JSON limits, before any route reads the request
+    system.init_app(app)
     for module in (system, numbers, classifier, ocr, tracking, gallery):
         app.register_blueprint(module.bp)
-        if hasattr(module, "init_app"):
-            module.init_app(app)
     errors.init_app(app)
     logging.getLogger(__name__).info(
         "app ready in pid %d: %d models loaded, %d failed",

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from blueprints.instrumentation import metrics_response
 from blueprints.openapi import get_spec
 from models.files import without_paths
-from models.registry import get_registry, resolve_path
+from models.registry import get_registry, refresh, resolve_path
 
 bp = Blueprint("system", __name__)
 
@@ -126,7 +126,8 @@ def ready():
             application/json:
               schema: {$ref: '#/components/schemas/Readiness'}
     """
-    registry = get_registry()
+    # A classifier added or removed through another worker counts here too, not only on /api/classifier.
+    registry = refresh(current_app)
     root = Path(current_app.root_path)
     # Where the service is installed is nobody's business: paths are shown relative to the project
     # (models/numbers.onnx), or by file name when they lie outside it.
@@ -195,7 +196,7 @@ def model_labels(name: str) -> list[str]:
 @bp.get("/models")
 def models_page():
     """Show every configured model: kind, version, labels, load time and card."""
-    registry = get_registry()
+    registry = refresh(current_app)
     root = Path(current_app.root_path)
     models = [
         {**shown(row, root), "labels": model_labels(row["name"]), "cards": list(model_cards(row["name"]))}

@@ -246,3 +246,13 @@ def test_a_folder_dropped_in_is_served_after_a_restart_or_a_touch(make_app, fold
     assert "dropped" in names(make_app().test_client())  # a restart
     (folders[0] / ".generation").touch()
     assert names(client)["dropped"]["loaded"] and not names(client)["dropped"]["removable"]
+
+
+@pytest.mark.parametrize("path", ["/ready", "/models"])
+def test_readiness_and_the_models_page_see_an_upload_made_through_another_worker(make_app, path):
+    one, two = make_app().test_client(), make_app().test_client()
+    two.get(path)
+    assert upload(one, "snacks", export_zip("tfjs")).status_code == 201
+    page = two.get(path)
+    assert page.status_code == 200
+    assert "snacks" in page.get_data(as_text=True)
