@@ -162,3 +162,122 @@ def test_the_digit_route_breakdown_runs_and_prints_both_tables(capsys):
         line = next(line for line in out.splitlines() if line.startswith(f"| {row} |"))
         cells = [c.strip() for c in line.strip("|").split("|")[1:]]
         assert len(cells) == 2 and all(c.endswith(" ms") and float(c[:-3]) > 0 for c in cells), line
+
+
+def fake_peer_results() -> dict:
+    """Results shaped as bench.peers writes them: ours at twice LitServe's throughput on the digits."""
+
+    def summary(clients: int, rps: float, p50: float, p99: float, cpu: float) -> dict:
+        return {
+            "clients": clients,
+            "rps": rps,
+            "p50_ms": p50,
+            "p90_ms": p99 / 2,
+            "p99_ms": p99,
+            "cpu_ms": cpu,
+            "errors": 0,
+            "rps_range": [rps * 0.9, rps * 1.1],
+            "rounds": [],
+        }
+
+    return {
+        "date": "2026-01-01 00:00 UTC",
+        "command": "python -m bench.peers",
+        "workers": 2,
+        "clients": [8],
+        "duration_s": 6.0,
+        "rounds": 3,
+        "warmup_s": 1.0,
+        "machine": fake_results(1.0, 1.0, 1.0, 1.0)["machine"],
+        "load_after": [0.2, 0.1, 0.1],
+        "servers": {
+            "ours": {
+                "label": "ours (gunicorn x, Flask y)",
+                "rss_after_mb": {"workers": [190.0], "total": 400.0},
+            },
+            "bentoml": {"label": "BentoML 1.4", "rss_after_mb": {"workers": [150.0], "total": 450.0}},
+            "litserve": {"label": "LitServe 0.2", "rss_after_mb": {"workers": [120.0], "total": 800.0}},
+        },
+        "floor_ms": {"/api/predict": {"total": 0.3}},
+        "routes": {
+            "/health": {
+                "payloads": 1,
+                "dropped": {},
+                "points": {"ours": [summary(8, 4000.0, 1.6, 7.8, 0.4)]},
+            },
+            "/api/predict": {
+                "payloads": 50,
+                "dropped": {"bentoml": ["digit 3: prediction 5, expected 3"]},
+                "points": {
+                    "ours": [summary(8, 1000.0, 6.0, 15.0, 1.5)],
+                    "bentoml": [summary(8, 300.0, 25.0, 40.0, 6.0)],
+                    "litserve": [summary(8, 500.0, 14.0, 30.0, 4.0)],
+                },
+            },
+        },
+    }
+
+
+def test_peer_tables_judge_the_goals_from_the_figures(tmp_path):
+    from bench.peers import report as peers_report
+
+    results = fake_peer_results()
+    # 1000 req/s against LitServe's 500 (the best peer), p99 15 against 30 ms: met.
+    assert peers_report.goal_rows(results) == [
+        ("/api/predict", "1000 vs 500 (LitServe)", "2.00x", "15.0 vs 30.0 ms", True)
+    ]
+    [(route, cpu, base, floor, own)] = peers_report.overhead_rows(results)
+    assert (route, cpu, base, floor) == ("/api/predict", 1.5, 0.4, 0.3) and own == pytest.approx(0.8)
+    tails = {
+        (r, where.split()[0]): (row["p99_ms"], bound)
+        for r, where, row, bound in peers_report.tail_rows(results)
+    }
+    assert tails[("/health", "ours")] == (7.8, pytest.approx(2 * 0.4 * 8 / 2))
+    assert tails[("/api/predict", "LitServe")] == (30.0, pytest.approx(2 * 4.0 * 8 / 2))
+    bench = fake_results(100.0, 80.0, 200.0, 1.0)
+    bench["endpoints"]["/api/ocr"] = bench["endpoints"].pop("/api/predict")
+    routes = [r for r, *_ in peers_report.tail_rows(results, bench)]
+    assert routes.count("/api/ocr") == 1 and routes.count("/health") == 1  # ours here wins over make bench's
+
+    doc = tmp_path / "PERFORMANCE.md"
+    doc.write_text("# Performance\n\nintro\n")
+    section = peers_report.markdown(results, bench)
+    peers_report.write_markdown(section, doc)
+    text = doc.read_text()
+    assert "## Against BentoML and LitServe" in text and "| `/api/predict` | 1000 vs 500 (LitServe) |" in text
+    assert "| `/api/predict` | 1.50 | 0.40 | 0.30 | 0.80 | **no** |" in text and "`/api/ocr`" in text
+    assert "digit 3" in text and text.count(peers_report.START) == 1
+    peers_report.write_markdown(section.replace("1000 vs 500", "999 vs 500"), doc)
+    again = doc.read_text()
+    assert again.count(peers_report.START) == 1 and "999 vs 500" in again and "1000 vs 500" not in again
+
+
+@pytest.mark.slow
+def test_a_tiny_peer_run_measures_ours_and_both_peers(tmp_path):
+    from bench.peers.servers import PEERS, installed
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    missing = [p.name for p in PEERS.values() if not installed(p)]
+    if missing:
+        pytest.skip(f"no peer environment for {', '.join(missing)} (make bench-peers installs them)")
+    out = tmp_path / "peers.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.peers", "--routes", "digits-140", "--clients", "2", "--duration", "1"]
+        + ["--rounds", "1", "--warmup", "0", "--samples", "5", "--floor-loops", "20", "--no-install"]
+        + ["--no-docs", "--json", str(out), "--bench-json", str(tmp_path / "none.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    points = results["routes"][payloads.PREDICT_PAGE]["points"]
+    assert sorted(points) == ["bentoml", "litserve", "ours"]
+    for rows in points.values():
+        [row] = rows
+        assert row["clients"] == 2 and row["rps"] > 0 and row["errors"] == 0 and row["cpu_ms"] > 0
+    assert results["floor_ms"][payloads.PREDICT_PAGE]["total"] > 0
+    assert all(len(s["rss_after_mb"]["workers"]) >= 2 for s in results["servers"].values())
+    assert "### Tails at 8 clients" in done.stdout  # the tables are printed even with no 8-client point
