@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from blueprints.auth import ensure_admin
 from blueprints.errors import api_error
 from blueprints.image_input import keep_image, load_image, request_options
+from blueprints.openapi import image_operation
 from blueprints.options import whole_number
 from models import registry as model_registry
 from models.classifier import Classifier
@@ -86,7 +87,7 @@ class ClassifierList(BaseModel):
 SCHEMAS = (Prediction, GetHint, ClassifierList, ClassifierInfo)
 # Names a new model may not take: they are routes.
 RESERVED_NAMES = frozenset({"models"})
-# What both POST routes share, named in their docstrings.
+# What both POST routes share, named in OPERATIONS below.
 PARAMETERS = {
     "ClassifierTop": {
         "name": "top",
@@ -100,6 +101,16 @@ RESPONSES = {
         "description": "The best label, its probability (0..1) and the best `top` labels.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Prediction"}}},
     }
+}
+# Both POST routes are one operation (a classifier by default or by name): each docstring names it
+# (`x-operation: Classify`) and adds its summary; the named route adds its 404.
+OPERATIONS = {
+    "Classify": image_operation(
+        parameter="ClassifierTop",
+        answer="Prediction",
+        bad_request="No image, bad base64, bad JSON or a bad `top`.",
+        unreadable="A blank drawing, for a drawing classifier (code nothing_drawn).",
+    )
 }
 
 
@@ -173,19 +184,7 @@ def predict_default():
     ---
     post:
       summary: Classify a drawing or photo with the default classifier (DEFAULT_CLASSIFIER)
-      parameters: [{$ref: '#/components/parameters/ClassifierTop'}]
-      requestBody: {$ref: '#/components/requestBodies/Image'}
-      responses:
-        200: {$ref: '#/components/responses/Prediction'}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64, bad JSON or a bad `top`.
-        413: {$ref: '#/components/responses/TooLarge'}
-        415: {$ref: '#/components/responses/NotAnImage'}
-        422:
-          $ref: '#/components/responses/Unreadable'
-          description: A blank drawing, for a drawing classifier (code nothing_drawn).
-        503: {$ref: '#/components/responses/ModelNotLoaded'}
+      x-operation: Classify
     """
     name = current_app.config["DEFAULT_CLASSIFIER"]
     if name not in classifier_specs():
@@ -259,20 +258,9 @@ def predict_named(name: str):
     ---
     post:
       summary: Classify a drawing or photo with the classifier `name` (see /api/classifier/models)
-      parameters: [{$ref: '#/components/parameters/ClassifierTop'}]
-      requestBody: {$ref: '#/components/requestBodies/Image'}
+      x-operation: Classify
       responses:
-        200: {$ref: '#/components/responses/Prediction'}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64, bad JSON or a bad `top`.
         404: {$ref: '#/components/responses/NotFound'}
-        413: {$ref: '#/components/responses/TooLarge'}
-        415: {$ref: '#/components/responses/NotAnImage'}
-        422:
-          $ref: '#/components/responses/Unreadable'
-          description: A blank drawing, for a drawing classifier (code nothing_drawn).
-        503: {$ref: '#/components/responses/ModelNotLoaded'}
     """
     return classify(name)
 

@@ -8,11 +8,17 @@ The error answers that many routes share are components too (`ERROR_RESPONSES`):
 in a line, `413: {$ref: '#/components/responses/TooLarge'}`, and where it has more to say, writes a
 `description` beside the `$ref` (OpenAPI 3.1 lets a reference override the description). The
 image a model route reads is one request body component (`REQUEST_BODIES`), named the same way.
+Where routes are one operation under several paths (tracking's original routes, a classifier by
+default or by name), what they share is written once in the module's `OPERATIONS` (by name: the
+keys of an operation, most often `image_operation(...)`) and a docstring names it with
+`x-operation: Track`, writing only what is its own: its summary and description win, and its
+`responses` are added to the shared ones.
 Under `python -OO` the docstrings are gone: the document still builds, without paths.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from typing import Any
@@ -134,6 +140,22 @@ ERROR_RESPONSES = {
 }
 
 
+def image_operation(parameter: str, answer: str, bad_request: str, unreadable: str) -> dict[str, Any]:
+    """Return a model route's operation: one option, the image body, its answer and the image errors."""
+    return {
+        "parameters": [{"$ref": f"#/components/parameters/{parameter}"}],
+        "requestBody": {"$ref": "#/components/requestBodies/Image"},
+        "responses": {
+            200: {"$ref": f"#/components/responses/{answer}"},
+            400: {"$ref": "#/components/responses/BadRequest", "description": bad_request},
+            413: {"$ref": "#/components/responses/TooLarge"},
+            415: {"$ref": "#/components/responses/NotAnImage"},
+            422: {"$ref": "#/components/responses/Unreadable", "description": unreadable},
+            503: {"$ref": "#/components/responses/ModelNotLoaded"},
+        },
+    }
+
+
 def add_schema(spec: APISpec, model: type[BaseModel]) -> None:
     """Register a pydantic model (and the models it nests) as components."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -162,8 +184,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
         spec.components.response(name, {"description": description, "content": error_body})
     for name, schema in IMAGE_SCHEMAS.items():
         spec.components.schema(name, schema)
+    shared: dict[str, dict[str, Any]] = {}
     for blueprint in app.blueprints.values():
         module = sys.modules.get(blueprint.import_name)
+        shared.update(getattr(module, "OPERATIONS", {}))
         for model in getattr(module, "SCHEMAS", ()):
             add_schema(spec, model)
         for name, parameter in getattr(module, "PARAMETERS", {}).items():
@@ -179,7 +203,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
             continue
         operations = load_operations_from_docstring(view.__doc__)
         methods = {m.lower() for m in (rule.methods or ())}
-        operations = {m: op for m, op in operations.items() if m in methods}
+        operations = {
+            m: with_shared(op, shared, rule.endpoint) for m, op in operations.items() if m in methods
+        }
         path_parameters = [
             {"name": arg, "in": "path", "required": True, "schema": _arg_schema(rule, arg)}
             for arg in sorted(rule.arguments)
@@ -214,6 +240,23 @@ def build_spec(app: Flask) -> dict[str, Any]:
         if parameter.get("in") == "query" and not parameter.get("required"):
             parameter.setdefault("allowEmptyValue", True)
     return document
+
+
+def with_shared(
+    operation: dict[str, Any], shared: dict[str, dict[str, Any]], endpoint: str
+) -> dict[str, Any]:
+    """Return an operation with the shared operation it names (`x-operation`) beneath its own keys."""
+    name = operation.pop("x-operation", None)
+    if name is None:
+        return operation
+    if name not in shared:
+        raise ValueError(f"{endpoint} names the shared operation {name!r}, which no OPERATIONS defines")
+    base = copy.deepcopy(shared[name])
+    responses = {**base.get("responses", {}), **operation.get("responses", {})}
+    merged = {**base, **operation}
+    if responses:
+        merged["responses"] = dict(sorted(responses.items(), key=lambda item: str(item[0])))
+    return merged
 
 
 def _arg_schema(rule, arg: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from blueprints.image_input import keep_image, load_image, request_options
 from blueprints.instrumentation import route_stats
+from blueprints.openapi import image_operation
 from blueprints.options import flag
 from models.image import InputImage
 from models.registry import get_registry
@@ -82,7 +83,7 @@ class TrackingStats(BaseModel):
 
 
 SCHEMAS = (NosePosition, TrackingStats)
-# What the three tracking routes share, named in their docstrings.
+# What the three tracking routes share, named in OPERATIONS below.
 PARAMETERS = {
     "Detect": {
         "name": "detect",
@@ -96,6 +97,16 @@ RESPONSES = {
         "description": "The nose tip of the largest face, and every face found.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NosePosition"}}},
     }
+}
+# The three routes are one operation under three paths: each docstring names it (`x-operation:
+# Track`) and adds its own summary and description.
+OPERATIONS = {
+    "Track": image_operation(
+        parameter="Detect",
+        answer="NosePosition",
+        bad_request="No image, bad base64 or JSON, or a bad `detect`.",
+        unreadable="An image under 16x16 pixels (code image_too_small).",
+    )
 }
 
 
@@ -134,19 +145,7 @@ def image_64():
       description: >
         The original form is JSON {"image": base64}; like /api/track it also takes a data URL,
         a multipart upload and raw image bytes. Faces are detected unless "detect" is false.
-      parameters: [{$ref: '#/components/parameters/Detect'}]
-      requestBody: {$ref: '#/components/requestBodies/Image'}
-      responses:
-        200: {$ref: '#/components/responses/NosePosition'}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, or a bad `detect`.
-        413: {$ref: '#/components/responses/TooLarge'}
-        415: {$ref: '#/components/responses/NotAnImage'}
-        422:
-          $ref: '#/components/responses/Unreadable'
-          description: An image under 16x16 pixels (code image_too_small).
-        503: {$ref: '#/components/responses/ModelNotLoaded'}
+      x-operation: Track
     """
     return track(load_image(), "image_64")
 
@@ -160,19 +159,7 @@ def image_bin():
       description: >
         The original form is a multipart field `image`; like /api/track it also takes raw image
         bytes and JSON base64. `?detect=0` treats the image as a face crop.
-      parameters: [{$ref: '#/components/parameters/Detect'}]
-      requestBody: {$ref: '#/components/requestBodies/Image'}
-      responses:
-        200: {$ref: '#/components/responses/NosePosition'}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, or a bad `detect`.
-        413: {$ref: '#/components/responses/TooLarge'}
-        415: {$ref: '#/components/responses/NotAnImage'}
-        422:
-          $ref: '#/components/responses/Unreadable'
-          description: An image under 16x16 pixels (code image_too_small).
-        503: {$ref: '#/components/responses/ModelNotLoaded'}
+      x-operation: Track
     """
     return track(load_image(), "image_bin")
 
@@ -187,19 +174,7 @@ def track_any():
         Takes every image format of the service (JSON base64 or data URL, multipart, raw image
         bytes, legacy nested arrays). Faces are found with MediaPipe's BlazeFace, cropped,
         and the nose tip regressed on each; largest face first.
-      parameters: [{$ref: '#/components/parameters/Detect'}]
-      requestBody: {$ref: '#/components/requestBodies/Image'}
-      responses:
-        200: {$ref: '#/components/responses/NosePosition'}
-        400:
-          $ref: '#/components/responses/BadRequest'
-          description: No image, bad base64 or JSON, or a bad `detect`.
-        413: {$ref: '#/components/responses/TooLarge'}
-        415: {$ref: '#/components/responses/NotAnImage'}
-        422:
-          $ref: '#/components/responses/Unreadable'
-          description: An image under 16x16 pixels (code image_too_small).
-        503: {$ref: '#/components/responses/ModelNotLoaded'}
+      x-operation: Track
     """
     return track(load_image(), "track")
 

@@ -253,3 +253,18 @@ def test_image_routes_document_their_request_body(spec):
         body = spec["paths"][path]["post"].get("requestBody", {})
         assert body.get("$ref", "").startswith("#/components/requestBodies/"), path
     assert {"Image", "Upload"} <= set(spec["components"]["requestBodies"])
+
+
+def test_shared_operations_are_filled_in(spec):
+    """A route naming a shared operation (`x-operation`) gets its keys; its own come on top."""
+    assert "x-operation" not in str(spec["paths"])
+    track = {path: spec["paths"][path]["post"] for path in ("/image-64", "/image-bin", "/api/track")}
+    assert len({str(op["responses"]) for op in track.values()}) == 1
+    assert {op["summary"] for op in track.values()} == {
+        "Nose tip in a base64 image (original route)",
+        "Nose tip in an uploaded image (original route)",
+        "Nose tip of every face in an image",
+    }
+    default, named = spec["paths"]["/api/classifier"]["post"], spec["paths"]["/api/classifier/{name}"]["post"]
+    assert set(named["responses"]) - set(default["responses"]) == {"404"}
+    assert list(named["responses"]) == sorted(named["responses"])
