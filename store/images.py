@@ -88,7 +88,7 @@ class ImageStore(StoreQueries):
         # Schedules the thumbnail of every committed row once start_thumbnails() has run.
         self.thumbnails: Thumbnails | None = None
         self.journal = Journal(self.image_dir / ".journal")
-        self.writer = Writer(self.save, self.journal, queue_size=queue_size, queue_wait=queue_wait)
+        self.writer = Writer(self.save_entry, self.journal, queue_size=queue_size, queue_wait=queue_wait)
         # Started when the database is first opened (store.retention), when init_app sets it.
         self.retention: Retention | None = None
         self._schema_ok = False
@@ -146,17 +146,7 @@ class ImageStore(StoreQueries):
         """Keep a journalled image; False when its row is already there (the writer got that far)."""
         if self.get(entry.image_id, exif=False) is not None:
             return False
-        new = NewImage(
-            data=entry.encoded(),
-            format=entry.format,
-            width=entry.width,
-            height=entry.height,
-            endpoint=entry.endpoint,
-            model=entry.model,
-            prediction=entry.prediction,
-            confidence=entry.confidence,
-        )
-        self.save(new, image_id=entry.image_id, created_at=datetime.fromtimestamp(entry.created, UTC))
+        self.save_entry(entry)
         return True
 
     # paths
@@ -244,6 +234,20 @@ class ImageStore(StoreQueries):
             except Exception:  # the image is kept; the retry sweep makes the thumbnail later
                 log.exception("could not schedule the thumbnail of %s", image_id)
         return image_id
+
+    def save_entry(self, entry: Entry) -> str:
+        """Save a journalled image under its id and time; return the id or raise StoreError."""
+        new = NewImage(
+            data=entry.encoded(),
+            format=entry.format,
+            width=entry.width,
+            height=entry.height,
+            endpoint=entry.endpoint,
+            model=entry.model,
+            prediction=entry.prediction,
+            confidence=entry.confidence,
+        )
+        return self.save(new, image_id=entry.image_id, created_at=datetime.fromtimestamp(entry.created, UTC))
 
     @staticmethod
     def _write_file(path: Path, data: bytes) -> None:

@@ -1,7 +1,7 @@
 """The background writer: predictions hand their image over and never wait for the database.
 
 `submit()` appends the image to the process's journal (store.journal: one write() to an open
-file, no fsync), then puts it on a bounded queue; one thread calls the store's `save()` for each
+file, no fsync), then puts it on a bounded queue; one thread calls the store's `save_entry()` for each
 and marks its record done once the image is kept. So an answered request's image survives its
 process: what a process that dies had journalled is kept by the next one to start.
 
@@ -19,13 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from store.journal import Entry, Journal, Ticket
 from store.metrics import DROPPED, FAILURES
 from store.pool import WorkerPool
-from store.records import NewImage, StoreError, new_id
+from store.records import StoreError, new_id
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,11 @@ class _Job:
 
 
 class Writer:
-    """Keep journalled images through `save(new, image_id=..., created_at=...)` on one background thread."""
+    """Keep journalled images through `save(entry)` (the store's `save_entry`) on one background thread."""
 
     def __init__(
         self,
-        save: Callable[..., str],
+        save: Callable[[Entry], str],
         journal: Journal,
         *,
         queue_size: int = 256,
@@ -111,17 +110,7 @@ class Writer:
     def _write(self, job: _Job) -> None:
         entry = job.entry
         try:
-            new = NewImage(
-                data=entry.encoded(),
-                format=entry.format,
-                width=entry.width,
-                height=entry.height,
-                endpoint=entry.endpoint,
-                model=entry.model,
-                prediction=entry.prediction,
-                confidence=entry.confidence,
-            )
-            self.save(new, image_id=entry.image_id, created_at=datetime.fromtimestamp(entry.created, UTC))
+            self.save(entry)
         except StoreError as exc:
             FAILURES.labels(exc.reason).inc()
             log.error(
