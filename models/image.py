@@ -221,6 +221,16 @@ def on_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return cv2.bitwise_not(cv2.multiply(cv2.bitwise_not(color), alpha, scale=1 / 255))
 
 
+def rgb_on_white(img: Image.Image) -> Image.Image:
+    """Return a Pillow image as RGB, transparency composited on white (thumbnails, training)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img.convert("RGB")
+
+
 def decode_value(value: Any, name: str, *, max_bytes: int, max_pixels: int) -> InputImage:
     """Decode a JSON/form field: data URL, plain base64, or a legacy nested array."""
     if isinstance(value, list):

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from models.image import rgb_on_white
 from store.metrics import FAILURES, THUMBNAILS
 from store.pool import WorkerPool
 from store.records import DONE, FAILED, PENDING, StoreError
@@ -53,12 +54,7 @@ def render_thumbnail(source: Path, size: int) -> Image.Image:
         img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster for photos
         img = ImageOps.exif_transpose(img)
         img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            flat = Image.new("RGB", rgba.size, "white")
-            flat.paste(rgba, mask=rgba.getchannel("A"))
-            return flat
-        return img.convert("RGB")
+        return rgb_on_white(img)
 
 
 def write_jpeg(image: Image.Image, target: Path, temp: Path) -> None:

@@ -15,6 +15,8 @@ import zipfile
 
 from PIL import Image, ImageOps
 
+from models.image import rgb_on_white
+
 LABELS_CSV = "labels.csv"
 
 
@@ -54,10 +56,4 @@ def load_labelled_images(zip_path: str | os.PathLike) -> list[tuple[Image.Image,
 
 def _as_rgb(img: Image.Image) -> Image.Image:
     """Return the pixels a model saw: EXIF orientation applied, transparency composited on white."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, "white")
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return img.convert("RGB")
+    return rgb_on_white(ImageOps.exif_transpose(img))
