@@ -11,6 +11,11 @@
  * as it is ("The server cannot be reached: …", the server's `error`, or "The server answered N."),
  * carrying `.status` (0 when no answer came), `.code` and `.body` (the server's JSON error, or
  * null) so a page can still show what an error answer holds, and `.cause` (the network error).
+ *
+ * The admin token, typed in a page's sign-in form (Ui.signIn), is kept in sessionStorage: this tab
+ * only, shared by the pages. A change the admin makes sends it as `Authorization: Bearer <token>`:
+ *   await Api.request("/images/7", { method: "DELETE", headers: Api.adminHeaders() });
+ *   fetch(url, { headers: Api.adminHeaders({ Accept: "application/zip" }) });
  */
 (function (global) {
   "use strict";
@@ -63,5 +68,31 @@
     return request(url, { method: "POST", body });
   }
 
-  global.Api = { request, getJSON, postJSON, post };
+  const TOKEN_KEY = "vision.adminToken";
+
+  function adminToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (err) {
+      return ""; // storage turned off: every change then asks for the token again
+    }
+  }
+
+  // Keep the token, or forget it when empty; false when this browser keeps no session storage.
+  function keepAdminToken(value) {
+    try {
+      if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
+      else window.sessionStorage.removeItem(TOKEN_KEY);
+      return true;
+    } catch (err) {
+      return false;
+    }
+  }
+
+  function adminHeaders(headers) {
+    const value = adminToken();
+    return Object.assign({}, headers, value ? { Authorization: "Bearer " + value } : {});
+  }
+
+  global.Api = { request, getJSON, postJSON, post, adminToken, keepAdminToken, adminHeaders };
 })(window);

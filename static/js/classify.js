@@ -88,41 +88,10 @@
   showLabels();
 
   // --- adding and removing models ---------------------------------------------------------------
-  const TOKEN_KEY = "vision.adminToken";
   const addForm = $("add-form");
   const added = $("added-models");
   const addMessage = $("add-message");
-
-  function token() {
-    try {
-      return window.sessionStorage.getItem(TOKEN_KEY) || "";
-    } catch (err) {
-      return ""; // storage turned off: every change then asks for the token again
-    }
-  }
-
-  function adminHeaders() {
-    const value = token();
-    return value ? { Authorization: "Bearer " + value } : {};
-  }
-
-  // What to say when a change is refused: 401 asks to sign in, 403 says why (only this machine).
-  function explain(err) {
-    if (err.status === 401) {
-      return err.code === "invalid_credentials"
-        ? "The admin token is not right: sign in again with the right one."
-        : "Sign in with the admin token (above) to add or remove models.";
-    }
-    return err.message;
-  }
-
-  function showSignedIn() {
-    const state = $("admin-state");
-    if (!$("admin-form") || !state) return;
-    state.textContent = token()
-      ? "Signed in for this tab: adding and removing models send the token."
-      : "Adding and removing models need the admin token; classifying does not.";
-  }
+  const explain = (err) => Ui.refusal(err, "add or remove models");
 
   // The classifier list and the added models, as the server lists them now.
   async function reload(selectName) {
@@ -173,7 +142,7 @@
       const body = new FormData();
       body.append("name", name);
       body.append("file", file, file.name);
-      const row = await Api.request("/api/classifier/models", { method: "POST", body, headers: adminHeaders() });
+      const row = await Api.request("/api/classifier/models", { method: "POST", body, headers: Api.adminHeaders() });
       addForm.reset();
       await reload(row.name);
       Ui.say(addMessage, "Added " + row.name + " (" + row.format + "): it knows " + row.labels.join(", ") + ".", "ok");
@@ -193,7 +162,7 @@
     try {
       await Api.request("/api/classifier/models/" + encodeURIComponent(name), {
         method: "DELETE",
-        headers: adminHeaders(),
+        headers: Api.adminHeaders(),
       });
       await reload();
       Ui.say(addMessage, "Removed " + name + ".", "ok");
@@ -207,27 +176,5 @@
     addForm.addEventListener("submit", addModel);
     added.addEventListener("click", removeModel);
   }
-  if ($("admin-form")) {
-    $("admin-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      const value = $("admin-token").value.trim();
-      try {
-        if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
-        else window.sessionStorage.removeItem(TOKEN_KEY);
-      } catch (err) {
-        Ui.say(addMessage, "This browser keeps no session storage: the token cannot be kept.");
-      }
-      $("admin-token").value = "";
-      showSignedIn();
-    });
-    $("admin-signout").addEventListener("click", () => {
-      try {
-        window.sessionStorage.removeItem(TOKEN_KEY);
-      } catch (err) {
-        // nothing kept, nothing to remove
-      }
-      showSignedIn();
-    });
-    showSignedIn();
-  }
+  Ui.signIn(addMessage, "Signed in for this tab: adding and removing models send the token.");
 })();

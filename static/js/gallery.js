@@ -14,7 +14,6 @@
   let page = 1;
   let pages = 0;
   let current = null; // the metadata shown in the dialog
-  const TOKEN_KEY = "vision.adminToken";
   // Set here, not in a style attribute, which a strict Content-Security-Policy would refuse.
   grid.style.setProperty("--thumb", grid.dataset.thumb + "px");
 
@@ -31,36 +30,7 @@
     return confidence === null || confidence === undefined ? "" : Ui.percent(confidence);
   }
 
-  function token() {
-    try {
-      return window.sessionStorage.getItem(TOKEN_KEY) || "";
-    } catch (err) {
-      return ""; // storage turned off: every change then asks for the token again
-    }
-  }
-
-  function adminHeaders(headers) {
-    const value = token();
-    return Object.assign({}, headers, value ? { Authorization: "Bearer " + value } : {});
-  }
-
-  // What to say when a change is refused: 401 asks to sign in, 403 says why (only this machine).
-  function explain(err) {
-    if (err.status === 401) {
-      return err.code === "invalid_credentials"
-        ? "The admin token is not right: sign in again with the right one."
-        : "Sign in with the admin token (above) to label, delete or export images.";
-    }
-    return err.message;
-  }
-
-  function showSignedIn() {
-    const state = $("admin-state");
-    if (!$("admin-form") || !state) return;
-    state.textContent = token()
-      ? "Signed in for this tab: labelling, deleting and exporting send the token."
-      : "Labelling, deleting and exporting need the admin token; looking does not.";
-  }
+  const explain = (err) => Ui.refusal(err, "label, delete or export images");
 
   function thumbnail(item) {
     const box = document.createElement("div");
@@ -130,7 +100,7 @@
   async function exportZip(url) {
     let response;
     try {
-      response = await fetch(url, { headers: adminHeaders({ Accept: "application/zip" }) });
+      response = await fetch(url, { headers: Api.adminHeaders({ Accept: "application/zip" }) });
     } catch (err) {
       Ui.say(message, "The server cannot be reached: " + err.message);
       return;
@@ -212,7 +182,7 @@
     try {
       const meta = await Api.request("/images/" + current.id + "/label", {
         method: "POST",
-        headers: adminHeaders({ "Content-Type": "application/json" }),
+        headers: Api.adminHeaders({ "Content-Type": "application/json" }),
         body: JSON.stringify({ label }),
       });
       showMeta(meta);
@@ -232,7 +202,7 @@
   $("dialog-delete").addEventListener("click", async () => {
     if (!current || !window.confirm("Delete this image and its metadata?")) return;
     try {
-      await Api.request("/images/" + current.id, { method: "DELETE", headers: adminHeaders() });
+      await Api.request("/images/" + current.id, { method: "DELETE", headers: Api.adminHeaders() });
       dialog.close();
       await load();
       Ui.say(message, "Image deleted.", "ok");
@@ -265,7 +235,7 @@
     if (model) form.append("model", model);
     try {
       // A plain upload needs no token; one with a label does (labelling).
-      const created = await Api.request("/images", { method: "POST", body: form, headers: adminHeaders() });
+      const created = await Api.request("/images", { method: "POST", body: form, headers: Api.adminHeaders() });
       event.target.reset();
       page = 1;
       await load(); // clears the message box first, so the news comes after
@@ -280,29 +250,6 @@
     exportZip($("export-link").href);
   });
 
-  if ($("admin-form")) {
-    $("admin-form").addEventListener("submit", (event) => {
-      event.preventDefault();
-      const value = $("admin-token").value.trim();
-      try {
-        if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
-        else window.sessionStorage.removeItem(TOKEN_KEY);
-      } catch (err) {
-        Ui.say(message, "This browser keeps no session storage: the token cannot be kept.");
-      }
-      $("admin-token").value = "";
-      showSignedIn();
-    });
-    $("admin-signout").addEventListener("click", () => {
-      try {
-        window.sessionStorage.removeItem(TOKEN_KEY);
-      } catch (err) {
-        // nothing kept, nothing to remove
-      }
-      showSignedIn();
-    });
-    showSignedIn();
-  }
-
+  Ui.signIn(message, "Signed in for this tab: labelling, deleting and exporting send the token.");
   load();
 })();

@@ -9,6 +9,8 @@
  *   Ui.percent(0.9731, 2)       -> "97.31%"
  *   Ui.bars(list, rows);                       // rows: [{ label, share: 0..1 }], one <li> each
  *   Ui.bars(list, rows, { digits: 2, markFirst: true });   // "97.31%"; the first <li> gets class best
+ *   Ui.signIn(messageBox, "Signed in for this tab: …");   // wires the page's sign-in form (_signin.html)
+ *   say(Ui.refusal(err, "delete images"));    // 401: "Sign in with the admin token (above) to delete images."
  *
  * Text is set with textContent, never parsed as HTML: labels come from the server.
  */
@@ -48,5 +50,43 @@
     );
   }
 
-  global.Ui = { say, percent, bars };
+  // The page's sign-in form (templates/_signin.html), when it has one: keep or forget the admin
+  // token (Api.adminToken) and say in #admin-state whether this tab is signed in: `signedIn` when
+  // it is, else the form's own sentence. A token that cannot be kept is said in `box`.
+  function signIn(box, signedIn) {
+    const form = document.getElementById("admin-form");
+    const state = document.getElementById("admin-state");
+    if (!form || !state) return;
+    const input = document.getElementById("admin-token");
+    const signedOut = state.textContent;
+    const show = () => {
+      state.textContent = Api.adminToken() ? signedIn : signedOut;
+    };
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!Api.keepAdminToken(input.value.trim())) {
+        say(box, "This browser keeps no session storage: the token cannot be kept.");
+      }
+      input.value = "";
+      show();
+    });
+    document.getElementById("admin-signout").addEventListener("click", () => {
+      Api.keepAdminToken(""); // nothing kept, nothing to remove
+      show();
+    });
+    show();
+  }
+
+  // What to say when a change is refused: 401 asks to sign in (to do `what`), else the server's
+  // message (403 says why: only this machine).
+  function refusal(err, what) {
+    if (err.status === 401) {
+      return err.code === "invalid_credentials"
+        ? "The admin token is not right: sign in again with the right one."
+        : "Sign in with the admin token (above) to " + what + ".";
+    }
+    return err.message;
+  }
+
+  global.Ui = { say, percent, bars, signIn, refusal };
 })(window);
