@@ -7,26 +7,23 @@ import math
 import re
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
 
 from flask import Blueprint, current_app, jsonify, render_template, request, send_file, url_for
-from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import BaseConverter
 
+from blueprints import gallery_schemas
 from blueprints.auth import ensure_admin, require_admin
 from blueprints.errors import api_error, error_response
+from blueprints.gallery_schemas import metadata, summary
 from blueprints.image_input import load_image, request_options
-from blueprints.options import flag, whole_number
+from blueprints.options import flag, moment, whole_number
 from store import NewImage, StoredImage, StoreError, get_store
 from store.records import (
     DONE,
     FAILED,
     FORBIDDEN,
-    FORBIDDEN_CHARS,
     ID_PATTERN,
-    MAX_LABEL_CHARS,
-    MAX_NAME_CHARS,
     PENDING,
     clean_label,
     clean_name,
@@ -36,6 +33,10 @@ from store.records import (
 log = logging.getLogger(__name__)
 
 bp = Blueprint("gallery", __name__)
+# What /openapi.json says of these routes: blueprints/openapi.py reads them from the blueprint's module.
+SCHEMAS = gallery_schemas.SCHEMAS
+PARAMETERS = gallery_schemas.PARAMETERS
+RESPONSES = gallery_schemas.RESPONSES
 
 
 class ImageIdConverter(BaseConverter):
@@ -48,140 +49,6 @@ bp.record_once(lambda state: state.app.url_map.converters.setdefault("image_id",
 
 MAX_PER_PAGE = 100
 UPLOAD_ENDPOINT = "upload"
-
-
-class ImageCreated(BaseModel):
-    """The id of a stored upload and the URL of its metadata."""
-
-    id: str
-    url: str
-
-
-class Thumbnail(BaseModel):
-    """A thumbnail's state: made in the background, pending until then."""
-
-    status: Literal["pending", "done", "failed"]
-    url: str
-    error: str | None = None
-    attempts: int
-
-
-class GpsPosition(BaseModel):
-    """Where a photo was taken, from its EXIF, in decimal degrees (altitude in metres)."""
-
-    latitude: float
-    longitude: float
-    altitude: float | None = None
-
-
-class ImageSummary(BaseModel):
-    """One stored image, without its EXIF."""
-
-    id: str
-    url: str
-    download_url: str
-    created_at: str
-    endpoint: str
-    model: str | None = None
-    prediction: str | None = None
-    # One unit for every route: /api/predict answers its certainty in percent, the store keeps 0-1.
-    confidence: float | None = Field(None, ge=0, le=1, description="the model's confidence, from 0 to 1")
-    label: str | None = None
-    labelled_at: str | None = None
-    original_name: str | None = None
-    byte_size: int
-    format: str
-    mime: str
-    width: int
-    height: int
-    sha256: str
-    thumbnail: Thumbnail
-
-
-class ImageMeta(ImageSummary):
-    """One stored image with its EXIF (bytes as text or {"base64": ...}) and GPS position."""
-
-    exif: dict[str, Any] | None = None
-    gps: GpsPosition | None = None
-
-
-class ImagePage(BaseModel):
-    """One page of stored images, newest first."""
-
-    items: list[ImageSummary]
-    page: int
-    per_page: int
-    total: int
-    pages: int
-
-
-class ThumbnailPending(BaseModel):
-    """The thumbnail is not made yet: ask again after `retry_after_s`."""
-
-    id: str
-    status: Literal["pending"]
-    url: str
-    retry_after_s: int
-
-
-# The rules of store.records (clean_name, clean_label, FORBIDDEN) as OpenAPI patterns: surrounding
-# white space is trimmed, what remains has at most 64 characters and none of the forbidden ones.
-_F = FORBIDDEN_CHARS
-NAME_PATTERN = rf"^\s*([^\s{_F}]([^{_F}]{{0,{MAX_NAME_CHARS - 2}}}[^\s{_F}])?)?\s*$"
-LABEL_PATTERN = rf"^\s*[^\s{_F}]([^{_F}]{{0,{MAX_LABEL_CHARS - 2}}}[^\s{_F}])?\s*$"
-FILTER_PATTERN = rf"^[^{_F}]*$"
-
-
-class LabelRequest(BaseModel):
-    """The correct answer for an image (1-64 characters, or a whole number), or null to clear it."""
-
-    # The pattern is only documented here: set_label checks it with store.records.clean_label.
-    label: (
-        Annotated[str, Field(json_schema_extra={"pattern": LABEL_PATTERN})]
-        | Annotated[int, Field(ge=-(10**63 - 1), le=10**64 - 1)]
-        | None
-    )
-
-
-SCHEMAS = (ImageCreated, ImageMeta, ImagePage, ThumbnailPending, LabelRequest)
-# The refusals of the routes that need the admin (blueprints/auth.py); any module may reference them.
-_ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
-RESPONSES = {
-    "Unauthorized": {
-        "description": "ADMIN_TOKEN is set and the request has no or a wrong "
-        "`Authorization: Bearer <token>` (codes credentials_required, invalid_credentials).",
-        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-        "content": _ERROR_BODY,
-    },
-    "AdminOnly": {
-        "description": "No ADMIN_TOKEN is set and the client is not on this machine (code admin_only).",
-        "content": _ERROR_BODY,
-    },
-}
-
-
-def _text(name: str, pattern: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "schema": {"type": "string", "pattern": pattern},
-        "description": description,
-        **extra,
-    }
-
-
-PARAMETERS = {
-    "ModelName": _text(
-        "model", NAME_PATTERN, "the model the image is for; also a form field", example="numbers"
-    ),
-    "Label": _text(
-        "label", LABEL_PATTERN, "its correct answer (the admin only); also a form field", example="7"
-    ),
-    "ExportModel": _text("model", NAME_PATTERN, "only this model, e.g. numbers"),
-    "ModelFilter": _text("model", FILTER_PATTERN, "only this model"),
-    "LabelFilter": _text("label", FILTER_PATTERN, "only images with this label"),
-    "EndpointFilter": _text("endpoint", FILTER_PATTERN, "only from this endpoint (upload, ...)"),
-}
 
 
 @bp.errorhandler(StoreError)
@@ -206,44 +73,6 @@ def _find(image_id: str, *, exif: bool = False) -> StoredImage:
     if record is None:
         api_error(404, "image_not_found", f"No stored image has the id '{image_id[:64]}'.", id=image_id[:64])
     return record
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def summary(record: StoredImage) -> dict[str, Any]:
-    """Describe a record as JSON, without EXIF."""
-    return {
-        "id": record.id,
-        "url": url_for("gallery.get_image", image_id=record.id),
-        "download_url": url_for("gallery.download", image_id=record.id),
-        "created_at": _iso(record.created_at),
-        "endpoint": record.endpoint,
-        "model": record.model,
-        "prediction": record.prediction,
-        "confidence": record.confidence,
-        "label": record.label,
-        "labelled_at": _iso(record.labelled_at),
-        "original_name": record.original_name,
-        "byte_size": record.byte_size,
-        "format": record.format,
-        "mime": record.mime,
-        "width": record.width,
-        "height": record.height,
-        "sha256": record.sha256,
-        "thumbnail": {
-            "status": record.thumb_status,
-            "url": url_for("gallery.vignette", image_id=record.id),
-            "error": record.thumb_error,
-            "attempts": record.thumb_attempts,
-        },
-    }
-
-
-def metadata(record: StoredImage) -> dict[str, Any]:
-    """Describe a record as JSON, with EXIF and GPS."""
-    return {**summary(record), "exif": record.exif, "gps": record.gps}
 
 
 @bp.post("/images")
@@ -493,24 +322,6 @@ def _text_arg(name: str) -> str | None:
     return value
 
 
-def _moment_arg(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    text = raw.strip().replace("Z", "+00:00")
-    # An unencoded "+02:00" arrives as " 02:00" (a query string's + is a space).
-    candidates = [text, "+".join(text.rsplit(" ", 1))] if " " in text else [text]
-    for candidate in candidates:
-        try:
-            moment = datetime.fromisoformat(candidate)
-            break
-        except ValueError:
-            continue
-    else:
-        api_error(400, "invalid_parameter", f"'{name}' must be an ISO 8601 date or time, e.g. 2024-05-01.")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @bp.get("/images")
 def list_images():
     """List stored images, newest first, a page at a time.
@@ -539,7 +350,7 @@ def list_images():
     """
     page = _int_arg("page", 1, 1, 1_000_000)
     per_page = _int_arg("per_page", 24, 1, MAX_PER_PAGE)
-    since, until = _moment_arg("since"), _moment_arg("until")
+    since, until = moment(request.args.get("since"), "since"), moment(request.args.get("until"), "until")
     day = request.args.get("date")
     if day:
         try:

@@ -1,4 +1,4 @@
-"""Request options (`top`, `detect`, `format`, `labelled`, `page`, ...): one parser per kind.
+"""Request options (`top`, `detect`, `format`, `labelled`, `page`, `since`, ...): one parser per kind.
 
 A route states its option's name, default and bounds; a value that does not fit stops the request
 with 400 in the one error shape. `code` names the option where the route has always had its own
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from blueprints.errors import api_error
@@ -82,3 +83,21 @@ def choice(
     if not isinstance(value, str) or value.strip().lower() not in choices:
         api_error(400, code, f"'{name}' must be one of {', '.join(choices)}, got {_shown(value)}.")
     return value.strip().lower()
+
+
+def moment(value: str | None, name: str) -> datetime | None:
+    """Read an ISO 8601 date or time (UTC when it names no zone)."""
+    if not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    # An unencoded "+02:00" arrives as " 02:00" (a query string's + is a space).
+    candidates = [text, "+".join(text.rsplit(" ", 1))] if " " in text else [text]
+    for candidate in candidates:
+        try:
+            parsed = datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    else:
+        api_error(400, "invalid_parameter", f"'{name}' must be an ISO 8601 date or time, e.g. 2024-05-01.")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
