@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from models.files import file_sha256
+
 HERE = Path(__file__).resolve().parent
 SIDE = 96  # the face crops' size
 ROW_BYTES = 28 * 28  # one Quick, Draw! bitmap
@@ -62,15 +64,6 @@ def content_sha256(arrays: Mapping[str, np.ndarray]) -> str:
         array = np.ascontiguousarray(arrays[key])
         digest.update(f"{key}:{array.dtype.str}:{array.shape};".encode())
         digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """Return the SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

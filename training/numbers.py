@@ -18,7 +18,6 @@ import argparse
 import base64
 import csv
 import datetime as dt
-import hashlib
 import json
 import platform
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.files import file_sha256
 from models.numbers import SIZE, to_mnist
 from models.runtime import ModelInputError
 from training import cards, tf_setup
@@ -243,11 +243,6 @@ def read_history(path: Path) -> dict[str, list[float]]:
     ordered = [rows[e] for e in sorted(rows)]
     keys = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
     return {k: [float(row[k]) for row in ordered] for k in keys}
-
-
-def file_sha256(path: str | Path) -> str:
-    """Return the hex SHA-256 of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def card_text(facts: dict) -> str:
