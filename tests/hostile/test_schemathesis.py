@@ -110,6 +110,7 @@ def describe(recorder, case_id: str, failure, code_sample: str) -> str:
     )
 
 
+@pytest.mark.slow  # about 45 s of CPU: in make test, not in make test-fast
 def test_schema_and_routes_agree(app):
     document = app.test_client().get("/openapi.json").get_json()
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=run_config(document))
