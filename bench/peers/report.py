@@ -1,9 +1,19 @@
-"""The tables of `python -m bench.peers`: against the peers, the routes' own overhead, and the tails."""
+"""The tables of `python -m bench.peers`: against the peers, the routes' own overhead, and the tails.
+
+    python -m bench.peers.report [bench/results/peers.json] [--write docs/PERFORMANCE.md]
+
+prints (or writes into the document, between its markers) the tables of a saved run.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
+from bench.payloads import ROOT
+
+RESULTS = ROOT / "bench" / "results"
 START = "<!-- bench-peers:start (written by `python -m bench.peers`; edit outside these markers) -->"
 END = "<!-- bench-peers:end -->"
 BASELINE = "/health"
@@ -106,6 +116,26 @@ def queue_bound(row: dict, cores: int) -> float | None:
     return GOAL_QUEUE_FACTOR * row["cpu_ms"] * row["clients"] / cores
 
 
+def other_work_line(results: dict) -> list[str]:
+    """A line saying how much of the cores other work took during the measured points, when recorded."""
+    shares = sorted(
+        row["other_work"]
+        for data in results["routes"].values()
+        for points in data["points"].values()
+        for p in points
+        for row in p["rounds"]
+        if row.get("other_work") is not None
+    )
+    if not shares:
+        return []
+    median = shares[len(shares) // 2]
+    busy = sum(share > 0.1 for share in shares)
+    return [
+        f"- Other work on the machine during the points: median {median:.0%} of the cores, at most "
+        f"{shares[-1]:.0%}; {busy} of {len(shares)} points above 10%."
+    ]
+
+
 def yes_no(met: bool | None) -> str:
     """A table cell for a goal."""
     return "-" if met is None else ("yes" if met else "**no**")
@@ -126,6 +156,7 @@ def markdown(results: dict, bench: dict | None = None) -> str:
         f"before the run {', '.join(map(str, m['load_before']))}, after "
         f"{', '.join(map(str, results.get('load_after', [])))}.",
         "- Servers: " + "; ".join(label(results, s) for s in results["servers"]) + ".",
+        *other_work_line(results),
         "",
         f"### Goal: at least {GOAL_RATIO:g}x the best peer's throughput at {GOAL_CLIENTS} clients, with a lower p99",
         "",
@@ -139,19 +170,23 @@ def markdown(results: dict, bench: dict | None = None) -> str:
         "",
         "req/s is the median of the rounds, with the slowest and fastest round beside it. Server CPU = user + "
         "system time of every process of the server (master, workers, queues, API servers) per request. "
-        "Errors = non-2xx answers plus socket errors over all rounds (should be 0).",
+        "Errors = non-2xx answers plus socket errors over all rounds (should be 0). Other work = the share "
+        "of the cores taken meanwhile by processes that are neither the servers, wrk nor the bench (others' "
+        "work on a shared machine; 0% on a quiet one), median of the rounds.",
         "",
-        "| route | server | clients | req/s | (rounds) | p50 ms | p99 ms | server CPU ms/req | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| route | server | clients | req/s | (rounds) | p50 ms | p99 ms | server CPU ms/req | errors | other work |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for route, data in results["routes"].items():
         for server, rows in data["points"].items():
             for p in rows:
                 low, high = p["rps_range"]
                 cpu = "" if p.get("cpu_ms") is None else f"{p['cpu_ms']:.2f}"
+                other = "" if p.get("other_work") is None else f"{p['other_work']:.0%}"
                 lines.append(
                     f"| `{route}` | {label(results, server).split(' (')[0]} | {p['clients']} | {p['rps'] or 0:.0f} | "
-                    f"{low:.0f}-{high:.0f} | {p['p50_ms'] or 0:.1f} | {p['p99_ms'] or 0:.1f} | {cpu} | {p['errors']} |"
+                    f"{low:.0f}-{high:.0f} | {p['p50_ms'] or 0:.1f} | {p['p99_ms'] or 0:.1f} | {cpu} | {p['errors']} | "
+                    f"{other} |"
                 )
     lines += [
         "",
@@ -235,3 +270,29 @@ def write_markdown(section: str, path: Path) -> None:
     else:
         text = text.rstrip("\n") + "\n\n## Against BentoML and LitServe\n\n" + section
     path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the tables of a saved run, or write them into a document."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.peers.report", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("json", nargs="?", type=Path, default=RESULTS / "peers.json")
+    parser.add_argument("--bench-json", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--write", type=Path, help="replace the section in this document (docs/PERFORMANCE.md)"
+    )
+    args = parser.parse_args(argv)
+    results = json.loads(args.json.read_text(encoding="utf-8"))
+    bench = json.loads(args.bench_json.read_text(encoding="utf-8")) if args.bench_json.is_file() else None
+    section = markdown(results, bench)
+    if args.write:
+        write_markdown(section, args.write)
+        print(f"wrote {args.write}")
+    else:
+        print(section, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

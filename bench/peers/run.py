@@ -15,21 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psutil
 
 from bench import payloads, wrk
 from bench.peers import report
 from bench.peers.floor import floor_ms
+from bench.peers.report import RESULTS
 from bench.peers.servers import PEERS, OursServer, PeerServer, ensure_venv
 from bench.report import MB, machine
 from bench.server import select_known
 
-RESULTS = payloads.ROOT / "bench" / "results"
 CANVAS = 280
 DIGITS_CANVAS = f"/api/predict (canvas {CANVAS} px)"
 # Route keys as the tables name them, and how to build their payloads (bench/payloads.py).
@@ -39,7 +43,7 @@ ROUTES = {
     "doodles": ("/api/classifier", payloads.classifier),
 }
 # Figures kept for each point: the median over the rounds is the one reported.
-FIGURES = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms")
+FIGURES = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms", "other_work")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,13 +71,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def busy_seconds() -> float:
+    """CPU time every core of the machine has spent on anything but idling, so far."""
+    t = psutil.cpu_times()
+    return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def own_seconds() -> float:
+    """CPU time of this process and its reaped children (wrk)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def point(server, script: Path, clients: int, seconds: float, others: list) -> dict:
-    """Measure one server at one client count; the idle servers' CPU meanwhile is recorded too."""
+    """Measure one server at one client count, and what the rest of the machine used meanwhile.
+
+    `other_work` is the share of the cores that went to neither the server, the idle servers, wrk
+    nor this process: other people's work on a shared machine, which the figures should be read with.
+    """
     before = {id(s): s.cpu_seconds() for s in [server, *others]}
+    busy, own, start = busy_seconds(), own_seconds(), time.perf_counter()
     row = wrk.run(server.base_url, script, connections=clients, seconds=seconds)
+    wall, busy, own = time.perf_counter() - start, busy_seconds() - busy, own_seconds() - own
     cpu = server.cpu_seconds() - before[id(server)]
+    idle = sum(s.cpu_seconds() - before[id(s)] for s in others)
     row["cpu_ms"] = round(1000 * cpu / row["requests"], 3) if row["requests"] else None
-    row["idle_servers_cpu_s"] = round(sum(s.cpu_seconds() - before[id(s)] for s in others), 3)
+    row["idle_servers_cpu_s"] = round(idle, 3)
+    row["other_work"] = round(max(0.0, busy - cpu - idle - own) / (wall * psutil.cpu_count()), 3)
     row["load_1m"] = round(os.getloadavg()[0], 2)
     return row
 
@@ -116,7 +140,8 @@ def measure_route(args, key: str, built: list, servers: list, clients: list[int]
                 print(
                     f"{key:30} {server.name:9} {c:3d} clients {row['rps']:8.1f} req/s  "
                     f"p50 {row['p50_ms']:7.2f}  p99 {row['p99_ms']:7.2f} ms  "
-                    f"cpu {row['cpu_ms'] or 0:6.2f} ms/req  errors {row['non_2xx'] + row['socket_errors']}",
+                    f"cpu {row['cpu_ms'] or 0:6.2f} ms/req  errors {row['non_2xx'] + row['socket_errors']}  "
+                    f"other work {row['other_work']:.0%}",
                     flush=True,
                 )
         for name, rows in rounds.items():
