@@ -178,6 +178,7 @@ def fake_peer_results() -> dict:
             "errors": 0,
             "rps_range": [rps * 0.9, rps * 1.1],
             "rounds": [],
+            "busy_workers": [2, 1, 2],
         }
 
     return {
@@ -244,6 +245,7 @@ def test_peer_tables_judge_the_goals_from_the_figures(tmp_path):
     doc.write_text("# Performance\n\nintro\n")
     section = peers_report.markdown(results, bench)
     assert "at most 25%; 1 of 1 points above 10%" in section
+    assert "ours 1 of 3, BentoML 1 of 3, LitServe 1 of 3" in section and "| 2,1,2 |" in section
     peers_report.write_markdown(section, doc)
     text = doc.read_text()
     assert "## Against BentoML and LitServe" in text and "| `/api/predict` | 1000 vs 500 (LitServe) |" in text

@@ -136,6 +136,29 @@ def other_work_line(results: dict) -> list[str]:
     ]
 
 
+def idle_worker_line(results: dict) -> list[str]:
+    """A line counting, per server, the rounds where a worker stayed idle though clients >= workers."""
+    counts = {}
+    for route, data in results["routes"].items():
+        for server, points in data["points"].items():
+            for p in points:
+                flags = [b for b in p.get("busy_workers", []) if b is not None]
+                if route == BASELINE or p["clients"] < results["workers"] or not flags:
+                    continue
+                idle, total = counts.get(server, (0, 0))
+                counts[server] = (idle + sum(b < results["workers"] for b in flags), total + len(flags))
+    if not counts:
+        return []
+    return [
+        f"- Rounds of a model route with a worker left idle (every connection on the other one), at "
+        f"{results['workers']} or more clients: "
+        + ", ".join(
+            f"{label(results, s).split()[0]} {idle} of {total}" for s, (idle, total) in counts.items()
+        )
+        + "."
+    ]
+
+
 def yes_no(met: bool | None) -> str:
     """A table cell for a goal."""
     return "-" if met is None else ("yes" if met else "**no**")
@@ -157,6 +180,7 @@ def markdown(results: dict, bench: dict | None = None) -> str:
         f"{', '.join(map(str, results.get('load_after', [])))}.",
         "- Servers: " + "; ".join(label(results, s) for s in results["servers"]) + ".",
         *other_work_line(results),
+        *idle_worker_line(results),
         "",
         f"### Goal: at least {GOAL_RATIO:g}x the best peer's throughput at {GOAL_CLIENTS} clients, with a lower p99",
         "",
@@ -172,10 +196,12 @@ def markdown(results: dict, bench: dict | None = None) -> str:
         "system time of every process of the server (master, workers, queues, API servers) per request. "
         "Errors = non-2xx answers plus socket errors over all rounds (should be 0). Other work = the share "
         "of the cores taken meanwhile by processes that are neither the servers, wrk nor the bench (others' "
-        "work on a shared machine; 0% on a quiet one), median of the rounds.",
+        "work on a shared machine; 0% on a quiet one), median of the rounds. Busy workers = in each round, "
+        "the model processes that did at least a tenth of the server's work.",
         "",
-        "| route | server | clients | req/s | (rounds) | p50 ms | p99 ms | server CPU ms/req | errors | other work |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| route | server | clients | req/s | (rounds) | p50 ms | p99 ms | server CPU ms/req | errors | other work "
+        "| busy workers |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for route, data in results["routes"].items():
         for server, rows in data["points"].items():
@@ -186,7 +212,7 @@ def markdown(results: dict, bench: dict | None = None) -> str:
                 lines.append(
                     f"| `{route}` | {label(results, server).split(' (')[0]} | {p['clients']} | {p['rps'] or 0:.0f} | "
                     f"{low:.0f}-{high:.0f} | {p['p50_ms'] or 0:.1f} | {p['p99_ms'] or 0:.1f} | {cpu} | {p['errors']} | "
-                    f"{other} |"
+                    f"{other} | {','.join('' if b is None else str(b) for b in p.get('busy_workers', []))} |"
                 )
     lines += [
         "",

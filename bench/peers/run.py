@@ -90,6 +90,7 @@ def point(server, script: Path, clients: int, seconds: float, others: list) -> d
     nor this process: other people's work on a shared machine, which the figures should be read with.
     """
     before = {id(s): s.cpu_seconds() for s in [server, *others]}
+    workers = server.worker_cpu()
     busy, own, start = busy_seconds(), own_seconds(), time.perf_counter()
     row = wrk.run(server.base_url, script, connections=clients, seconds=seconds)
     wall, busy, own = time.perf_counter() - start, busy_seconds() - busy, own_seconds() - own
@@ -99,6 +100,10 @@ def point(server, script: Path, clients: int, seconds: float, others: list) -> d
     row["idle_servers_cpu_s"] = round(idle, 3)
     row["other_work"] = round(max(0.0, busy - cpu - idle - own) / (wall * psutil.cpu_count()), 3)
     row["load_1m"] = round(os.getloadavg()[0], 2)
+    # Workers that took at least a tenth of the work: with few keep-alive connections, a server
+    # whose workers accept for themselves can end up with every connection on one worker.
+    used = {pid: t - workers[pid] for pid, t in server.worker_cpu().items() if pid in workers}
+    row["busy_workers"] = sum(t > 0.1 * cpu for t in used.values()) if cpu > 0 else 0
     return row
 
 
@@ -109,6 +114,7 @@ def summarise(rounds: list[dict]) -> dict:
         values = [r[key] for r in rounds if r.get(key) is not None and r["requests"]]
         out[key] = round(statistics.median(values), 3) if values else None
     out["errors"] = sum(r["non_2xx"] + r["socket_errors"] for r in rounds)
+    out["busy_workers"] = [r.get("busy_workers") for r in rounds]
     out["rps_range"] = [min(r["rps"] for r in rounds), max(r["rps"] for r in rounds)]
     return out
 
@@ -141,7 +147,7 @@ def measure_route(args, key: str, built: list, servers: list, clients: list[int]
                     f"{key:30} {server.name:9} {c:3d} clients {row['rps']:8.1f} req/s  "
                     f"p50 {row['p50_ms']:7.2f}  p99 {row['p99_ms']:7.2f} ms  "
                     f"cpu {row['cpu_ms'] or 0:6.2f} ms/req  errors {row['non_2xx'] + row['socket_errors']}  "
-                    f"other work {row['other_work']:.0%}",
+                    f"other work {row['other_work']:.0%}  busy workers {row['busy_workers']}",
                     flush=True,
                 )
         for name, rows in rounds.items():

@@ -148,6 +148,18 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def process_cpu(pids) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each of these processes that is alive."""
+    out = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        out[pid] = times.user + times.system
+    return out
+
+
 class PeerServer:
     """One peer serving our two drawing routes on 127.0.0.1, started and stopped by us."""
 
@@ -233,6 +245,10 @@ class PeerServer:
                 continue
         return out
 
+    def worker_cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by each process that holds a model, by pid."""
+        return process_cpu(self.model_pids())
+
     def total_rss(self) -> int:
         """RSS in bytes of every process of the peer together."""
         return tree_rss(self.proc.pid)
@@ -275,6 +291,10 @@ class OursServer(GunicornServer):
         """Start gunicorn and wait until every worker is warm."""
         super().start(timeout=timeout)
         self.ready_s = self.all_ready_s
+
+    def worker_cpu(self) -> dict[int, float]:
+        """CPU seconds used so far by each worker, by pid."""
+        return process_cpu(self.worker_pids())
 
     def total_rss(self) -> int:
         """RSS in bytes of the master and every worker together."""
