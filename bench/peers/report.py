@@ -239,7 +239,8 @@ def markdown(results: dict, bench: dict | None = None) -> str:
         f"Our server CPU per request at {GOAL_CLIENTS} clients, less `{BASELINE}`'s (HTTP and gunicorn) and "
         "less the floor: PNG decode (libspng), grey, the model's preprocessing and ONNX inference, each "
         "timed alone in a warm loop (bench/peers/floor.py, as `python -m bench.digits`). What is left is "
-        "Flask, parsing, JSON, logging and metrics.",
+        "Flask, parsing, JSON, logging and metrics, and whatever a request costs more in a loaded server "
+        "than in a warm loop.",
         "",
         "| route | server CPU ms/req | `/health` | floor | own overhead | met |",
         "|---|---:|---:|---:|---:|:---:|",
