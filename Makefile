@@ -61,7 +61,7 @@ test-browser: system-deps install-dev
 
 ## The fast tests only (no TensorFlow, no browser, no servers).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -m "not tensorflow and not browser and not redis and not postgres and not slow"
+	$(BIN)/python -m pytest -n 2 -m "not tensorflow and not browser and not redis and not postgres and not slow and not cluster"
 
 ## Download the training data sets into data/ from their public sources, each checked against the
 ## SHA-256 of the copy the models were trained on (needs internet; says so without it).
