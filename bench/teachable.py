@@ -2,7 +2,7 @@
 
     python -m bench.teachable [--repeat 5] [--json]
 
-For every export in tests/data/teachable (and ../shared/fixtures/teachable where present), in
+For every export in tests/data/teachable, in
 every format it holds:
 - the largest absolute difference between the served probabilities (models.teachable's input,
   the converted ONNX model) and the reference probabilities that the format's own runtime gave on
@@ -34,15 +34,12 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "teachable"
-SHARED = ROOT.parent / "shared" / "fixtures" / "teachable"
 
 
 def export_path(key: str) -> Path | None:
-    """Return the file a reference key names ('folder/model file'), committed or shared, or None."""
-    for base in (DATA, SHARED):
-        if (base / key).is_file():
-            return base / key
-    return None
+    """Return the committed file a reference key names ('folder/model file'), or None."""
+    path = DATA / key
+    return path if path.is_file() else None
 
 
 def isolated(path: Path, into: Path) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.blueprints.test_classifier_upload import DATA, EXPORTS, export_zip
-from tests.models.test_converters import FLOAT_TOLERANCE, QUANTIZED_TOLERANCE, SHARED, bare
+from tests.models.test_converters import FLOAT_TOLERANCE, QUANTIZED_TOLERANCE, bare
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCES = json.loads((DATA / "reference_own_images.json").read_text())
@@ -40,7 +40,7 @@ class Blocked(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is blocked: serving must not import it")
 sys.meta_path.insert(0, Blocked())
 """
-# Every export, by (reference key, files); the shared ones are used where ../shared is present.
+# Every committed export, by (reference key, files).
 DROPPED = {
     "mug-h5": ("flask-mug/keras_model.h5", EXPORTS["keras_h5"][1]),
     "snacks-tfjs": ("snackbars-tfjs/model.json", EXPORTS["tfjs"][1]),
@@ -131,11 +131,7 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Path, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("no-tensorflow")
     dropped = {}
     for name, (key, files) in DROPPED.items():
-        source = next(
-            (b / key.split("/")[0] for b in (DATA, SHARED) if (b / key.split("/")[0]).is_dir()), None
-        )
-        if source is None:
-            continue  # a shared export, and ../shared is not here
+        source = DATA / key.split("/")[0]
         (tmp / "classifiers" / name).mkdir(parents=True)
         for file in files:
             shutil.copyfile(source / file, tmp / "classifiers" / name / file)

@@ -30,10 +30,8 @@ from models.runtime import ModelFileError, OnnxSession
 
 ROOT = Path(__file__).parents[2]
 DATA = ROOT / "tests" / "data" / "teachable"
-# Two more real exports (digits-tfjs, likes-tflite) are tested where ../shared is present.
-SHARED = ROOT.parent / "shared" / "fixtures" / "teachable"
 # Each reference comes from the format's own runtime: tf_keras 2.21, @tensorflow/tfjs 4.22 (node),
-# ai-edge-litert 2.3 (make_references.py; the shared file is the issue's own, on two of its images).
+# ai-edge-litert 2.3 (make_references.py; reference_tfjs_tflite.json is the issue's own, on two of its images).
 REFERENCES = [
     ("reference_own_images.json", key) for key in json.loads((DATA / "reference_own_images.json").read_text())
 ] + [
@@ -50,11 +48,8 @@ CONVERT_SECONDS = 3.0
 
 
 def export_folder(name: str) -> Path:
-    """Return a committed export folder, or the shared one, or skip."""
-    for base in (DATA, SHARED):
-        if (base / name).is_dir():
-            return base / name
-    pytest.skip(f"export {name} is not committed and ../shared is not here")
+    """Return a committed export folder."""
+    return DATA / name
 
 
 @functools.cache
