@@ -51,9 +51,11 @@ system-deps:
 	  fi; \
 	else echo "no apt-get: install $(APT_PACKAGES) yourself; tests that need them skip with a reason"; fi
 
-## Set up and run the whole test suite, real-browser tests included.
+## Set up and run the whole test suite, real-browser tests included, on every core (pytest-xdist:
+## tests take free ports and their own temporary folders, so any two can run side by side;
+## worksteal keeps the long training and server tests from ending up queued behind each other).
 test: system-deps install-dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 ## The real-browser tests alone: Playwright driving Debian's Chromium against a live server.
 test-browser: system-deps install-dev
@@ -61,7 +63,7 @@ test-browser: system-deps install-dev
 
 ## The fast tests only (no TensorFlow, no browser, no servers).
 test-fast: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2 -m "not tensorflow and not browser and not redis and not postgres and not slow and not cluster"
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not tensorflow and not browser and not redis and not postgres and not slow and not cluster"
 
 ## Download the training data sets into data/ from their public sources, each checked against the
 ## SHA-256 of the copy the models were trained on (needs internet; says so without it).

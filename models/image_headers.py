@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from models.runtime import ModelInputError
 
@@ -51,6 +51,9 @@ class Declared:
     width: int
     height: int
     frames: int = 1
+    # A PNG that libspng decodes exactly as OpenCV would, with nothing more to read first: 8-bit
+    # gray, RGB or RGBA, one frame, no tRNS. Such files skip Pillow's header parse (bench/peers).
+    plain_png: bool = field(default=False, compare=False)
 
 
 def sniff(data: bytes) -> str | None:
@@ -138,11 +141,14 @@ def _png(data: bytes, limit: int) -> Declared:
     if kind != b"IHDR" or length != 13:
         raise corrupt("PNG", "it does not start with its header chunk (IHDR)")
     check_pixels(width, height, limit)
-    walk, frames, pos = _Walk(), 0, 8
+    depth, color = data[24], data[25]
+    walk, frames, pos, transparency = _Walk(), 0, 8, False
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         walk.step()
-        if kind == b"acTL":
+        if kind == b"tRNS":
+            transparency = True
+        elif kind == b"acTL":
             _check_frames(struct.unpack_from(">I", data, pos + 8)[0])
         elif kind == b"fcTL":
             frames += 1
@@ -152,7 +158,8 @@ def _png(data: bytes, limit: int) -> Declared:
         elif kind == b"IEND":
             break
         pos += 12 + length
-    return Declared("PNG", width, height, max(frames, 1))
+    plain = depth == 8 and color in (0, 2, 6) and frames <= 1 and not transparency
+    return Declared("PNG", width, height, max(frames, 1), plain_png=plain)
 
 
 # --- JPEG ------------------------------------------------------------------------------------------

@@ -480,3 +480,54 @@ def test_base64_of_exactly_the_byte_limit_passes():
         assert decode(b64, max_bytes=size).width == 32
     with pytest.raises(ModelInputError, match="3000 byte limit"):
         decode(base64.b64encode(data + b"\x00").decode(), max_bytes=3000)
+
+
+def _png(mode: str, **save) -> bytes:
+    rng = np.random.default_rng(3)
+    bands = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "P": 1, "I;16": 1}[mode]
+    raw = rng.integers(0, 256, (9, 7, bands), dtype=np.uint8)
+    img = Image.fromarray(raw[..., 0] if bands == 1 else raw, "L" if bands == 1 else mode)
+    if mode in ("P", "I;16"):
+        img = img.convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG", **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "mode, save, plain",
+    [
+        ("L", {}, True),
+        ("RGB", {}, True),
+        ("RGBA", {}, True),
+        ("RGB", {"transparency": (0, 0, 0)}, False),
+        ("P", {}, False),
+        ("LA", {}, False),
+        ("I;16", {}, False),
+    ],
+)
+def test_plain_pngs_skip_pillow_and_decode_as_the_pillow_path_does(mode, save, plain, monkeypatch):
+    data = _png(mode, **save)
+    assert read_declared(data, max_pixels=10**6).plain_png is plain
+    fast = decode_bytes(data, source="raw", **LIMITS)
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or ORIGINAL_OPEN(*a, **k))
+    decode_bytes(data, source="raw", **LIMITS)
+    assert bool(opened) is not plain  # only what libspng cannot take alone costs a Pillow parse
+    # The same pixels as OpenCV's decoder gives the file (the path every other PNG takes).
+    reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if plain and reference.ndim == 3:
+        reference = cv2.cvtColor(reference, cv2.COLOR_BGR2RGB if reference.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    if plain:
+        assert np.array_equal(fast.pixels.reshape(reference.shape), reference)
+
+
+def test_a_plain_png_that_libspng_refuses_is_still_judged_by_the_other_decoders():
+    data = _png("RGB")[:60]  # cut inside the image data: libspng stops at the end of the stream
+    assert read_declared(data, max_pixels=10**6).plain_png
+    with pytest.raises(ModelInputError) as info:
+        decode_bytes(data, source="raw", **LIMITS)
+    assert (info.value.status, info.value.code) == (415, "not_an_image")
+
+
+ORIGINAL_OPEN = Image.open
