@@ -41,9 +41,13 @@ import numpy as np
 from models.ocr import GLYPH_SIZE, segment
 from training import cards, tf_setup
 from training.export import export_onnx, max_difference
+from training.ocr_distort import augment
 from training.ocr_eval import evaluate, heldout_sets
+from training.ocr_evalsets import evaluation_sets
+from training.ocr_fixtures import write_fixtures
 from training.ocr_render import (
     CHARSET,
+    CONTEXT_FONTS,
     HELDOUT_FONTS,
     TRAIN_FONTS,
     clean_style,
@@ -51,28 +55,47 @@ from training.ocr_render import (
     find_fonts,
     render,
     sample_block,
-    write_fixtures,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "ocr"
+# The class after the charset: glyph windows cut from other print (a document's text around the line).
+REJECT = len(CHARSET)
 
 
 # ---------------------------------------------------------------------------- glyphs
 
 
-def glyphs_from_image(image: np.ndarray, lines: list[str]) -> tuple[list[np.ndarray], list[int], int]:
+def glyphs_from_image(
+    image: np.ndarray, lines: list[str], rng: np.random.Generator | None = None
+) -> tuple[list[np.ndarray], list[int], int]:
     """Cut an image with the serving segmentation; label glyphs of lines that cut cleanly.
 
-    Returns glyph images, their class indices, and how many lines were cut right.
+    With `rng` the image may hold other print around the lines: the run of segmented lines whose
+    lengths match the text is labelled, and glyphs of lines outside it (other print) get the
+    REJECT label, one in two kept. Returns glyph images, their class indices, and how many lines
+    were cut right.
     """
     seg = segment(image)
     xs: list[np.ndarray] = []
     ys: list[int] = []
     good = 0
-    if len(seg.lines) != len(lines):
-        return xs, ys, 0
-    for glyphs, text in zip(seg.lines, lines, strict=True):
+    counts = [len(t.replace(" ", "")) for t in lines]
+    found = [len(g) for g in seg.lines]
+    start = 0
+    if found != counts:
+        if rng is None:
+            return xs, ys, 0
+        runs = [k for k in range(len(found) - len(counts) + 1) if found[k : k + len(counts)] == counts]
+        if not runs:
+            return xs, ys, 0
+        start = runs[0]
+        for k, glyphs in enumerate(seg.lines):
+            if k < start or k >= start + len(counts):
+                kept = [g.image for g in glyphs if rng.random() < 0.5]
+                xs.extend(kept)
+                ys.extend([REJECT] * len(kept))
+    for glyphs, text in zip(seg.lines[start : start + len(counts)], lines, strict=True):
         chars = text.replace(" ", "")
         if len(glyphs) != len(chars) or any(c not in CHARSET for c in chars):
             continue
@@ -93,6 +116,7 @@ def make_glyphs(
     names = list(TRAIN_FONTS)
     weights = np.array([TRAIN_FONTS[n] for n in names])
     weights /= weights.sum()
+    context_fonts = [fonts[n] for n in CONTEXT_FONTS]
     xs: list[np.ndarray] = []
     ys: list[int] = []
     lines_total = lines_good = 0
@@ -105,8 +129,9 @@ def make_glyphs(
             if rng.random() < clean_share
             else degraded_style(rng)
         )
+        style = augment(style, rng, context_fonts)
         image = render(block, font, style, rng)
-        gx, gy, good = glyphs_from_image(image, block)
+        gx, gy, good = glyphs_from_image(image, block, rng)
         xs.extend(gx)
         ys.extend(gy)
         lines_total += len(block)
@@ -114,7 +139,11 @@ def make_glyphs(
         if not quiet and (i + 1) % 500 == 0:
             rate = (i + 1) / (time.perf_counter() - start)
             print(f"  rendered {i + 1}/{n_images} images ({rate:.1f}/s), {len(xs)} glyphs", flush=True)
-    stats = {"lines": lines_total, "lines_cut_right": lines_good}
+    stats = {
+        "lines": lines_total,
+        "lines_cut_right": lines_good,
+        "rejects": int(sum(y == REJECT for y in ys)),
+    }
     x = np.stack(xs).astype(np.float32) if xs else np.zeros((0, GLYPH_SIZE, GLYPH_SIZE), np.float32)
     return x, np.asarray(ys, np.int64), stats
 
@@ -137,7 +166,7 @@ def _render_chunk(job: tuple[str, int, int, float]) -> tuple[np.ndarray, np.ndar
     """Worker: render and cut one chunk of training images (own seed, so runs are repeatable)."""
     cv2.setNumThreads(1)
     data, n, seed, clean_share = job
-    fonts = find_fonts(data, list(TRAIN_FONTS))
+    fonts = find_fonts(data, [*TRAIN_FONTS, *CONTEXT_FONTS])
     x, y, stats = make_glyphs(fonts, n, np.random.default_rng(seed), clean_share, quiet=True)
     return (x * 255).round().astype(np.uint8), y, stats
 
@@ -146,7 +175,7 @@ def build_dataset(data: str, n_images: int, seed: int, workers: int) -> tuple[np
     """Render n_images in chunks (in `workers` processes); return uint8 glyphs, labels, stats."""
     chunk = 250
     jobs = [(data, min(chunk, n_images - i), seed * 100003 + i, 0.2) for i in range(0, n_images, chunk)]
-    xs, ys, total = [], [], {"lines": 0, "lines_cut_right": 0}
+    xs, ys, total = [], [], {"lines": 0, "lines_cut_right": 0, "rejects": 0}
     start = time.perf_counter()
     if workers > 1:
         import multiprocessing as mp
@@ -183,11 +212,11 @@ def build_model(n_classes: int):
 
     inputs = keras.Input((GLYPH_SIZE, GLYPH_SIZE, 1), name="glyphs")
     x = inputs
-    for width in (16, 32, 64):
+    for width in (24, 48, 96):
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dense(192, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="chars")(x)
     return keras.Model(inputs, outputs, name="ocr_glyphs")
@@ -269,7 +298,7 @@ def train(args: argparse.Namespace) -> dict:
         warmup_target=args.lr,
         warmup_steps=len(batches) // 2,
     )
-    model = build_model(len(CHARSET))
+    model = build_model(len(CHARSET) + 1)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
@@ -287,11 +316,11 @@ def train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     keras_path, onnx_path = out / f"{NAME}.keras", out / f"{NAME}.onnx"
-    plain = build_model(len(CHARSET))
+    plain = build_model(len(CHARSET) + 1)
     plain.set_weights(model.get_weights())
     plain.save(keras_path)
     version = f"{dt.date.today().isoformat()}-{args.seed}"
-    export_onnx(model, onnx_path, {"charset": CHARSET, "version": version})
+    export_onnx(model, onnx_path, {"charset": CHARSET, "reject": "1", "version": version})
     (out / f"{NAME}_charset.txt").write_text(CHARSET + "\n", encoding="utf-8")
     onnx_diff = max_difference(model, onnx_path, x_val[:512, ..., None].astype(np.float32) / 255)
     val_accuracy = float(history["val_accuracy"][-1] * 100)
@@ -300,13 +329,17 @@ def train(args: argparse.Namespace) -> dict:
     print("evaluating on held-out renders", flush=True)
     sets = heldout_sets(args.data, n=args.heldout, seed=args.seed + 7919)
     heldout = evaluate(onnx_path, sets)
+    # Scored once, after export: nothing above reads these sets (see training/ocr_evalsets.py).
+    print("evaluating on the out-of-collection sets", flush=True)
+    collections = evaluate(onnx_path, evaluation_sets(args.data, n=args.heldout))
     bench = None
     if not args.no_bench:
         from training.ocr_eval import compare, tesseract_version
 
         if tesseract_version():
             print("running the Tesseract comparison", flush=True)
-            bench = compare(onnx_path, [s for s in sets if not s.name.startswith("multi")])
+            single = [s for s in sets if not s.name.startswith("multi")]
+            bench = compare(onnx_path, single + evaluation_sets(args.data, n=args.heldout))
         else:
             print("tesseract not installed: the card will have no peer comparison", flush=True)
     facts = {
@@ -333,6 +366,7 @@ def train(args: argparse.Namespace) -> dict:
         "val_accuracy": val_accuracy,
         "onnx_diff": onnx_diff,
         "heldout": heldout,
+        "collections": collections,
         "bench": bench,
         "version": version,
         "history": {k: [float(v) for v in vals] for k, vals in history.items()},
@@ -368,8 +402,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data", default="/usr/share/fonts", help="folder holding the fonts (searched recursively)"
     )
     parser.add_argument("--out", default=str(ROOT / "models"), help="folder for the model files and card")
-    parser.add_argument("--images", type=int, default=3000, help="training images to render")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--images", type=int, default=6000, help="training images to render")
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument("--heldout", type=int, default=200, help="lines per held-out set")

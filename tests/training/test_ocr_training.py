@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training import ocr as training
-from training import ocr_eval, ocr_render
+from training import ocr_eval, ocr_fixtures, ocr_render
 
 DATA = Path(__file__).parents[1] / "data" / "ocr"
 
@@ -32,8 +32,8 @@ def test_generated_lines_use_the_charset_and_the_54_glyph_layout():
     for _ in range(200):
         text = ocr_render.random_text(rng)
         assert set(text) <= set(ocr_render.CHARSET + " ")
-    assert len(ocr_render.EXAMPLE_54.replace(" ", "")) == 54
-    assert len(ocr_render.EXAMPLE_53.replace(" ", "")) == 53
+    assert len(ocr_fixtures.EXAMPLE_54.replace(" ", "")) == 54
+    assert len(ocr_fixtures.EXAMPLE_53.replace(" ", "")) == 53
     line = ocr_render.payment_line(rng)
     assert line.startswith("(253)") and line.endswith("*")
 
@@ -55,7 +55,7 @@ def test_render_with_installed_fonts():
         pytest.skip("fonts-ocr-b is not installed")
     rng = np.random.default_rng(1)
     image = ocr_render.render(
-        [ocr_render.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], ocr_render.degraded_style(rng), rng
+        [ocr_fixtures.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], ocr_render.degraded_style(rng), rng
     )
     assert image.dtype == np.uint8 and image.ndim == 2 and image.shape[1] > image.shape[0]
 

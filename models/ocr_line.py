@@ -1,0 +1,299 @@
+"""One text line: fit its cap band, cut its ink to that band, and cut one window per glyph.
+
+The band (cap top and baseline as low-order polynomials of x) is fitted to the components of cap
+height that lie on one row, so a line stays one line when it is tilted, curved or seen in
+perspective. Only ink inside the band (with room for brackets that rise or fall a little past it)
+is relabelled into glyphs: other print touching the line from above or below is cut off where it
+leaves the band, and pieces that lie wholly above the cap top or below the baseline are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Side of the square glyph image the classifier sees.
+GLYPH_SIZE = 32
+# Side of the window cut around each glyph, in cap heights: keeps size and vertical position
+# (a hyphen sits mid-line, an asterisk is raised), which a tight crop would lose.
+WINDOW = 1.6
+# How far past the cap top and the baseline a glyph may reach, in cap heights. OCR-B's brackets rise
+# 0.11 and fall 0.05; other fonts' up to 0.23 and 0.32 (Q's tail, brackets): those tips are trimmed
+# the same way in training and serving. Text touching the line from above keeps at most this stub.
+RISE, FALL = 0.15, 0.3
+
+
+@dataclass
+class Glyph:
+    """One segmented glyph: its box in the working (scaled, deskewed) frame and its input image."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    image: np.ndarray
+    spaces_before: int = 0
+
+    @property
+    def cx(self) -> float:
+        return (self.x0 + self.x1) / 2
+
+
+@dataclass
+class Band:
+    """A line's cap top and baseline as polynomials of x, over the columns its glyphs span."""
+
+    top: np.ndarray
+    base: np.ndarray
+    x0: float
+    x1: float
+
+    def at(self, x: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Return the cap top and baseline rows at column(s) x (held flat past the ends)."""
+        x = np.clip(x, self.x0, self.x1)
+        return np.polyval(self.top, x), np.polyval(self.base, x)
+
+
+@dataclass
+class _Piece:
+    """A candidate glyph: component labels, optionally limited to a column range."""
+
+    ids: list[int]
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    cut: tuple[int, int] | None = None
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def cx(self) -> float:
+        return (self.x0 + self.x1) / 2
+
+    def union(self, other: _Piece) -> _Piece:
+        return _Piece(
+            self.ids + other.ids,
+            min(self.x0, other.x0),
+            min(self.y0, other.y0),
+            max(self.x1, other.x1),
+            max(self.y1, other.y1),
+        )
+
+
+def _fit(cx: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+    return np.polyfit(cx, y, degree) if degree else np.array([float(np.median(y))])
+
+
+def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, cap: float) -> list[Band]:
+    """Find the rows of cap-high components in a group (its densest row first) and fit each a band."""
+    typical = np.flatnonzero((h >= 0.7 * cap) & (h <= 1.35 * cap))
+    cx, top, bottom = x + w / 2, y.astype(float), (y + h).astype(float)
+    bands: list[Band] = []
+    left = typical
+    while left.size >= 3 or (left.size and not bands):
+        mids = (top[left] + bottom[left]) / 2
+        # The densest row: the component with most others centred within a third of a cap of it.
+        near = (np.abs(mids[:, None] - mids[None, :]) < 0.35 * cap).sum(axis=1)
+        members = left[np.abs(mids - mids[int(near.argmax())]) < 0.35 * cap]
+        band = None
+        for _ in range(3):
+            span = cx[members].max() - cx[members].min()
+            degree = 0 if members.size < 4 else 1 if members.size < 10 or span < 12 * cap else 2
+            band = Band(
+                _fit(cx[members], top[members], degree),
+                _fit(cx[members], bottom[members], degree),
+                float(cx[members].min()),
+                float(cx[members].max()),
+            )
+            t, b = band.at(cx[left])
+            # Within half a cap in x of the row's ends, or the next glyph along it.
+            reach = (cx[left] > band.x0 - 3 * cap) & (cx[left] < band.x1 + 3 * cap)
+            fits = (np.abs(top[left] - t) + np.abs(bottom[left] - b) < 0.45 * cap) & reach
+            if not fits.any():
+                break
+            members = left[fits]
+        bands.append(band)
+        left = np.setdiff1d(left, members)
+    return bands
+
+
+def band_pieces(
+    binary: np.ndarray, band: Band, cap: float, edge: np.ndarray
+) -> tuple[list[_Piece], np.ndarray, tuple[int, int], float]:
+    """Relabel the ink inside a line's band; return its pieces, labels, their offset, share cut by the edge."""
+    rows, cols = binary.shape
+    sx0 = int(max(0, band.x0 - 2.5 * cap))
+    sx1 = int(min(cols, band.x1 + 2.5 * cap))
+    xs = np.arange(sx0, sx1)
+    t, b = band.at(xs)
+    c = np.maximum(b - t, 4.0)
+    lo, hi = t - RISE * c, b + FALL * c
+    sy0 = int(max(0, np.floor((t - 0.9 * c).min())))
+    sy1 = int(min(rows, np.ceil((b + 0.9 * c).max())))
+    if sx1 <= sx0 or sy1 <= sy0:
+        return [], np.zeros((1, 1), np.int32), (0, 0), 0.0
+    ys = np.arange(sy0, sy1)[:, None]
+    sub = binary[sy0:sy1, sx0:sx1] & ((ys >= lo[None, :]) & (ys < hi[None, :])).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
+    touching = set(np.unique(labels[edge[sy0:sy1, sx0:sx1] > 0]).tolist())
+    pieces, cut = [], 0
+    for i in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        pt, pb = band.at(sx0 + x + w / 2)
+        pt, pb = float(pt) - sy0, float(pb) - sy0
+        pc = max(4.0, pb - pt)
+        if area < 0.02 * pc**2 or max(w, h) < 0.2 * pc or h > 2 * pc:
+            continue  # specks, and blobs no glyph of the line can be
+        if (w > 4 * pc and h < 0.4 * pc) or y + h <= pt + 0.2 * pc or y >= pb - 0.2 * pc:
+            continue  # rules, and print wholly above the cap top or below the baseline
+        pieces.append(_Piece([i], x, y, x + w, y + h))
+        cut += i in touching
+    return pieces, labels, (sx0, sy0), cut / max(1, len(pieces))
+
+
+def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tuple[int, int]) -> list[Glyph]:
+    """Merge broken pieces, split touching glyphs, and cut one window per glyph."""
+    if not pieces:
+        return []
+    pieces.sort(key=lambda p: p.x0)
+    ox, oy = offset
+    heights = np.array([p.h for p in pieces], float)
+    cap = _cap_height(heights)
+    if cap < 4 or max(heights) < 0.55 * cap:
+        return []
+    # Stacked pieces (a glyph broken across its height) overlap in x.
+    merged: list[_Piece] = []
+    for p in pieces:
+        if merged:
+            last = merged[-1]
+            overlap = min(last.x1, p.x1) - max(last.x0, p.x0)
+            if overlap >= 0.5 * min(last.w, p.w):
+                merged[-1] = last.union(p)
+                continue
+        merged.append(p)
+    tall = [p for p in merged if p.h >= 0.6 * cap]
+    if not tall:
+        return []
+    char_w = float(np.median([p.w for p in tall]))
+    pitch = _pitch(tall, cap, char_w)
+    if char_w > 1.2 * pitch:  # most glyphs touch: widths say nothing about single glyphs
+        char_w = 0.7 * pitch
+    # Side-by-side fragments of one glyph fit within one glyph width together.
+    joined: list[_Piece] = []
+    for p in merged:
+        if joined:
+            last = joined[-1]
+            if (
+                p.x1 - last.x0 <= 1.05 * char_w
+                and p.x0 - last.x1 <= 0.2 * cap
+                and (last.h < 0.9 * cap or p.h < 0.9 * cap)
+            ):
+                joined[-1] = last.union(p)
+                continue
+        joined.append(p)
+    # The smallest glyph of the charset (a hyphen) is over a quarter of the cap height long.
+    joined = [p for p in joined if max(p.w, p.h) >= 0.25 * cap]
+    final: list[_Piece] = []
+    for p in joined:
+        if p.w > 1.3 * pitch:
+            final.extend(_split(p, labels, pitch, char_w))
+        else:
+            final.append(p)
+    glyphs = []
+    previous = None
+    for p in final:
+        t, b = band.at(ox + p.cx)
+        local_cap = max(4.0, float(b - t))
+        image = _glyph_image(p, labels, float(t + b) / 2 - oy, local_cap)
+        if image is None:
+            continue
+        g = Glyph(p.x0 + ox, p.y0 + oy, p.x1 + ox, p.y1 + oy, image)
+        if previous is not None:
+            # The pitch scales with the local cap height (perspective makes one end smaller).
+            step = (g.cx - previous.cx) * cap / local_cap
+            if step > 1.5 * pitch:
+                g.spaces_before = max(1, int(round(step / pitch)) - 1)
+        glyphs.append(g)
+        previous = g
+    return glyphs
+
+
+def _cap_height(heights: np.ndarray) -> float:
+    """Estimate the cap height from component heights, ignoring specks and the odd big blob."""
+    if heights.size == 0:
+        return 0.0
+    top = np.percentile(heights, 90)
+    return float(np.median(heights[heights >= 0.5 * top]))
+
+
+def _pitch(tall: list[_Piece], cap: float, char_w: float) -> float:
+    """Estimate the distance between neighbouring glyph centres (the font's advance)."""
+    steps = np.diff([p.cx for p in tall])
+    steps = steps[steps > 0.3 * cap]
+    if steps.size >= 2:
+        typical = float(np.median(steps))
+        close = steps[steps < 1.45 * typical]
+        if close.size:
+            return float(np.median(close))
+    return max(0.95 * cap, 1.3 * char_w)
+
+
+def _split(p: _Piece, labels: np.ndarray, pitch: float, char_w: float) -> list[_Piece]:
+    """Split touching glyphs at the columns with the least ink near each expected boundary."""
+    n = max(2, int(round((p.w + pitch - char_w) / pitch)))
+    region = np.isin(labels[p.y0 : p.y1, p.x0 : p.x1], p.ids)
+    profile = region.sum(axis=0).astype(float)
+    cuts = [0]
+    for k in range(1, n):
+        expect = k * p.w / n
+        lo = int(max(cuts[-1] + 1, expect - 0.3 * pitch))
+        hi = int(min(p.w - 1, expect + 0.3 * pitch))
+        if hi <= lo:
+            continue
+        window = profile[lo:hi]
+        # Least ink first; among equals, the column nearest the expected boundary.
+        order = np.lexsort((np.abs(np.arange(lo, hi) - expect), window))
+        cuts.append(lo + int(order[0]))
+    cuts.append(p.w)
+    out = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = np.flatnonzero(region[:, a:b].any(axis=1))
+        if rows.size == 0 or b - a < 2:
+            continue
+        out.append(
+            _Piece(
+                p.ids, p.x0 + a, p.y0 + int(rows[0]), p.x0 + b, p.y0 + int(rows[-1]) + 1, (p.x0 + a, p.x0 + b)
+            )
+        )
+    return out or [p]
+
+
+def _glyph_image(p: _Piece, labels: np.ndarray, mid: float, cap: float) -> np.ndarray | None:
+    """Cut a square window around a glyph (its own pixels only), resized to GLYPH_SIZE."""
+    side = int(round(max(WINDOW * cap, 1.1 * p.w, 1.1 * p.h)))
+    cx = int(round(p.cx))
+    cy = int(round(mid)) if abs(p.y0 + p.h / 2 - mid) < 0.6 * side - p.h / 2 else int(round(p.y0 + p.h / 2))
+    wx0, wy0 = cx - side // 2, cy - side // 2
+    canvas = np.zeros((side, side), np.float32)
+    sx0, sy0 = max(wx0, 0), max(wy0, 0)
+    sx1, sy1 = min(wx0 + side, labels.shape[1]), min(wy0 + side, labels.shape[0])
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    crop = np.isin(labels[sy0:sy1, sx0:sx1], p.ids)
+    if p.cut is not None:
+        a, b = p.cut
+        cols = np.arange(sx0, sx1)
+        crop &= ((cols >= a) & (cols < b))[None, :]
+    if not crop.any():
+        return None
+    canvas[sy0 - wy0 : sy1 - wy0, sx0 - wx0 : sx1 - wx0] = crop
+    return cv2.resize(canvas, (GLYPH_SIZE, GLYPH_SIZE), interpolation=cv2.INTER_AREA)
