@@ -177,11 +177,15 @@ def to_bitmap(gray: np.ndarray) -> np.ndarray:
     span = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 - width
     f = CENTRE_SPAN / max(span, 1.0)  # working px -> bitmap px
     strokes = restroke(mask, STROKE_WIDTH / f, skeleton=skeleton, width=width, grow=False)
-    pad = (strokes.shape[0] - mask.shape[0]) // 2
-    # Centre the centre lines' box in the oversampled bitmap, then area-average it down.
+    # Redrawn strokes span centre lines + pen; filled blobs at the edge can reach further (their
+    # depth reads as a wide pen), so the inked box is held to what Google's gives: 23.5 + 1.47 px.
+    ys, xs = np.nonzero(strokes >= 0.5)
+    inked = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+    f = min(f, (CENTRE_SPAN + STROKE_WIDTH) / inked)
+    # Centre the inked box in the oversampled bitmap, then area-average it down.
     k = f * OVERSAMPLE
     big = SIZE * OVERSAMPLE
-    cy, cx = (ys.min() + ys.max()) / 2 + pad, (xs.min() + xs.max()) / 2 + pad
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
     centre = (big - 1) / 2
     warp = np.float32([[k, 0, centre - k * cx], [0, k, centre - k * cy]])
     drawn = cv2.warpAffine(strokes, warp, (big, big), flags=cv2.INTER_LINEAR, borderValue=0.0)

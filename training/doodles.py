@@ -20,7 +20,13 @@ indices and `class_names`; or a folder of Google's official `numpy_bitmap` files
 so `--per-class` caps what is read; the shared npz holds the first 800-4500 rows of these same
 files). Outputs, in `--out` (default `models/`): doodles.keras,
 doodles.onnx, doodles_labels.txt, doodles_metrics.json, doodles.md (the model card, rendered from
-those metrics), doodles_confusion.png and doodles_curves.png. `--fixtures DIR` also writes held-out test doodles for the test suite.
+those metrics), doodles_confusion.png and doodles_curves.png. `--fixtures DIR` also writes held-out
+test doodles for the test suite. Half of the training samples each epoch are canvas simulations
+passed through the served preprocessing (`training/doodle_canvas.py`, `--canvas-fraction`). Then
+
+    python -m training.doodles_eval --data data/quickdraw/quickdraw_28.npz
+
+measures the model through /api/classifier (bitmaps and canvas files) and completes the card.
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="held-out canvas PNGs + labels.csv to score through DoodleModel (default: tests/data/doodles)",
     )
     p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--max-minutes", type=float, default=45.0, help="training time budget (wall minutes)")
+    p.add_argument("--max-minutes", type=float, default=33.0, help="training time budget (wall minutes)")
     return p.parse_args(argv)
 
 
@@ -276,7 +282,9 @@ def main(argv: list[str] | None = None) -> dict:
     data_arg = os.path.relpath(args.data)
     command = "python -m training.doodles --data " + (data_arg if " " not in data_arg else f'"{data_arg}"')
     for flag, value, default in (
-        ("--epochs", args.epochs, 12),
+        ("--epochs", args.epochs, 16),
+        ("--max-minutes", args.max_minutes, 33.0),
+        ("--canvas-fraction", args.canvas_fraction, 0.5),
         ("--limit", args.limit, None),
         ("--seed", args.seed, SEED),
         ("--out", str(args.out), "models"),
