@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for /ready")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL: where Python spends CPU, not where threads wait",
+    )
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     built, missing = payloads.build([args.endpoint])
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             "--rate",
             str(args.rate),
             "--nonblocking",
+            *(["--gil"] if args.gil else []),
         ]
         subprocess.run(
             [*record, "--format", "raw", "--output", str(collapsed)], check=True, capture_output=True
