@@ -158,15 +158,19 @@ def to_bitmap(gray: np.ndarray) -> np.ndarray:
     scale = work / max(crop.shape)
     size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    # A low threshold keeps pen lines thinner than one working pixel connected after downscaling.
+    # A low threshold keeps pen lines thinner than one working pixel connected after downscaling;
+    # relative to the darkest pixel, as a hairline on a large canvas keeps only a tenth of its ink.
     ink = cv2.resize(crop, size, interpolation=interpolation)
+    ink /= max(float(ink.max()), 1e-6)
     mask = ink >= 0.2
     skeleton = thin(mask)
     if not skeleton.any():  # a dot too small to thin: keep its centre
         skeleton[mask.shape[0] // 2, mask.shape[1] // 2] = True
     # Width and outline from the half-ink level, where the pen's edge is (the 0.2 mask is wider).
-    mask = ink >= 0.5
-    skeleton &= mask
+    # Hairlines on a large canvas never reach half ink after downscaling: keep the low threshold.
+    if (skeleton & (ink >= 0.5)).any():
+        mask = ink >= 0.5
+        skeleton &= mask
     # +1: the median depth reads an even width one short, and a width read too wide only erodes
     # outlines further, which the centre lines re-ink at the new pen (pen 40 on a 500-px circle:
     # 1.72 px instead of 1.47 without it).
