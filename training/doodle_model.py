@@ -12,6 +12,13 @@ PEAK_LR = 2e-3
 FINAL_LR = 4e-5
 
 
+def unwrap(model):
+    """Return the CNN inside a saved doodles model (the mirror-averaging wrapper holds it)."""
+    import keras
+
+    return next((layer for layer in model.layers if isinstance(layer, keras.Model)), model)
+
+
 def build_model(n_classes: int):
     """Build the CNN: three conv blocks with batch norm, then a small dense head."""
     import keras
@@ -39,13 +46,13 @@ def build_model(n_classes: int):
     return keras.Model(inputs, outputs, name="doodles")
 
 
-def budget_cosine(step_fraction: float, time_fraction: float) -> float:
+def budget_cosine(step_fraction: float, time_fraction: float, peak: float = PEAK_LR) -> float:
     """Return the learning rate after this fraction of the steps or of the time budget, whichever is further."""
     progress = min(1.0, max(step_fraction, time_fraction))
-    return FINAL_LR + 0.5 * (PEAK_LR - FINAL_LR) * (1.0 + math.cos(math.pi * progress))
+    return FINAL_LR + 0.5 * (peak - FINAL_LR) * (1.0 + math.cos(math.pi * progress))
 
 
-def BudgetCosine(total_steps: int, start: float, budget_s: float):  # noqa: N802 - builds a Keras class
+def BudgetCosine(total_steps: int, start: float, budget_s: float, peak: float = PEAK_LR):  # noqa: N802
     """Return a callback that decays the learning rate on a cosine and stops when the time is up.
 
     The decay follows the steps or the wall time, whichever is further along, so a run on a busy
@@ -60,7 +67,7 @@ def BudgetCosine(total_steps: int, start: float, budget_s: float):  # noqa: N802
 
         def on_train_batch_begin(self, batch, logs=None):
             elapsed = (time.time() - start) / budget_s
-            self.model.optimizer.learning_rate.assign(budget_cosine(self.step / total_steps, elapsed))
+            self.model.optimizer.learning_rate.assign(budget_cosine(self.step / total_steps, elapsed, peak))
             self.step += 1
             if elapsed >= 1.0 and not self.model.stop_training:
                 print(f"\nstopping: time budget of {budget_s / 60:.0f} min reached")

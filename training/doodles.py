@@ -43,7 +43,14 @@ import numpy as np
 
 from training import cards, tf_setup
 from training.doodle_canvas import canvas_accuracy, simulate_many, write_fixtures
-from training.doodle_model import PEAK_LR, BudgetCosine, build_model, make_dataset, with_flip_average
+from training.doodle_model import (
+    PEAK_LR,
+    BudgetCosine,
+    build_model,
+    make_dataset,
+    unwrap,
+    with_flip_average,
+)
 from training.export import export_onnx, max_difference
 from training.plots import confusion, plot_confusion, plot_curves
 
@@ -81,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="held-out canvas PNGs + labels.csv to score through DoodleModel (default: tests/data/doodles)",
     )
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--init", type=Path, default=None, help="start from this doodles.keras (continue a run)")
+    p.add_argument("--peak-lr", type=float, default=PEAK_LR, help="learning rate at the start of the cosine")
     p.add_argument("--max-minutes", type=float, default=33.0, help="training time budget (wall minutes)")
     return p.parse_args(argv)
 
@@ -214,8 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     w_train = np.array([weights[int(c)] for c in y_train], dtype=np.float32)
 
     model = build_model(n_classes)
+    if args.init:
+        model.set_weights(unwrap(keras.models.load_model(args.init)).get_weights())
     model.compile(
-        optimizer=keras.optimizers.Adam(PEAK_LR),
+        optimizer=keras.optimizers.Adam(args.peak_lr),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
         metrics=["accuracy"],
     )
@@ -238,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     val_ds = make_dataset(x[va], onehot[y[va]], None, 512, train=False, seed=args.seed)
 
     steps = int(np.ceil(len(y_train) / args.batch_size)) * args.epochs
-    schedule = BudgetCosine(steps, start, args.max_minutes * 60)
+    schedule = BudgetCosine(steps, start, args.max_minutes * 60, args.peak_lr)
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", patience=args.patience, restore_best_weights=True, verbose=1
     )
@@ -286,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
         ("--max-minutes", args.max_minutes, 33.0),
         ("--canvas-fraction", args.canvas_fraction, 0.5),
         ("--limit", args.limit, None),
+        ("--init", args.init, None),
+        ("--peak-lr", args.peak_lr, PEAK_LR),
         ("--seed", args.seed, SEED),
         ("--out", str(args.out), "models"),
     ):
@@ -326,6 +339,8 @@ def main(argv: list[str] | None = None) -> dict:
         "extra_note": extra_note,
         "batch": args.batch_size,
         "canvas_fraction": args.canvas_fraction,
+        "peak_lr": args.peak_lr,
+        "init": str(args.init) if args.init else None,
         "epochs": args.epochs,
         "patience": args.patience,
         "max_minutes": args.max_minutes,
