@@ -127,37 +127,48 @@ def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, cap: fl
 
 
 def band_pieces(
-    binary: np.ndarray, band: Band, cap: float, edge: np.ndarray
+    binary: np.ndarray, band: Band, cap: float, inverse: np.ndarray, size: tuple[int, int]
 ) -> tuple[list[_Piece], np.ndarray, tuple[int, int], float]:
-    """Relabel the ink inside a line's band; return its pieces, labels, their offset, share cut by the edge."""
+    """Relabel the ink inside a line's band; return its pieces, labels, their offset, share cut by the edge.
+
+    `inverse` maps the working frame to the input image of `size` (width, height): a piece whose box
+    reaches the input's edge was cut by the crop.
+    """
     rows, cols = binary.shape
     sx0 = int(max(0, band.x0 - 2.5 * cap))
     sx1 = int(min(cols, band.x1 + 2.5 * cap))
-    xs = np.arange(sx0, sx1)
-    t, b = band.at(xs)
+    t, b = band.at(np.arange(sx0, sx1))
     c = np.maximum(b - t, 4.0)
     lo, hi = t - RISE * c, b + FALL * c
-    sy0 = int(max(0, np.floor((t - 0.9 * c).min())))
-    sy1 = int(min(rows, np.ceil((b + 0.9 * c).max())))
+    sy0 = int(max(0, np.floor((t - 0.9 * c).min()))) if sx1 > sx0 else 0
+    sy1 = int(min(rows, np.ceil((b + 0.9 * c).max()))) if sx1 > sx0 else 0
     if sx1 <= sx0 or sy1 <= sy0:
         return [], np.zeros((1, 1), np.int32), (0, 0), 0.0
     ys = np.arange(sy0, sy1)[:, None]
     sub = binary[sy0:sy1, sx0:sx1] & ((ys >= lo[None, :]) & (ys < hi[None, :])).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(sub, connectivity=8)
-    touching = set(np.unique(labels[edge[sy0:sy1, sx0:sx1] > 0]).tolist())
-    pieces, cut = [], 0
-    for i in range(1, count):
-        x, y, w, h, area = (int(v) for v in stats[i])
-        pt, pb = band.at(sx0 + x + w / 2)
-        pt, pb = float(pt) - sy0, float(pb) - sy0
-        pc = max(4.0, pb - pt)
-        if area < 0.02 * pc**2 or max(w, h) < 0.2 * pc or h > 2 * pc:
-            continue  # specks, and blobs no glyph of the line can be
-        if (w > 4 * pc and h < 0.4 * pc) or y + h <= pt + 0.2 * pc or y >= pb - 0.2 * pc:
-            continue  # rules, and print wholly above the cap top or below the baseline
-        pieces.append(_Piece([i], x, y, x + w, y + h))
-        cut += i in touching
-    return pieces, labels, (sx0, sy0), cut / max(1, len(pieces))
+    if count <= 1:
+        return [], labels, (sx0, sy0), 0.0
+    x, y, w, h, area = (stats[1:, i] for i in range(5))
+    centre = np.clip(x + w // 2, 0, sx1 - sx0 - 1)
+    pt, pc = t[centre] - sy0, c[centre]
+    pb = pt + pc
+    keep = (area >= 0.02 * pc**2) & (np.maximum(w, h) >= 0.2 * pc) & (h <= 2 * pc)  # specks, blobs
+    keep &= ~((w > 4 * pc) & (h < 0.4 * pc))  # rules
+    keep &= (y + h > pt + 0.2 * pc) & (y < pb - 0.2 * pc)  # print wholly above the cap top or below the base
+    idx = np.flatnonzero(keep)
+    # Boxes back in input pixels: the ones that reach its edge were cut by the crop.
+    corners = np.stack([x + sx0, y + sy0, x + w + sx0, y + h + sy0], axis=1)[idx].astype(float)
+    xs = corners[:, [0, 2, 0, 2]] * inverse[0, 0] + corners[:, [1, 1, 3, 3]] * inverse[0, 1] + inverse[0, 2]
+    ys_in = (
+        corners[:, [0, 2, 0, 2]] * inverse[1, 0] + corners[:, [1, 1, 3, 3]] * inverse[1, 1] + inverse[1, 2]
+    )
+    width, height = size
+    margin = 1.5
+    cut = (xs.min(axis=1) < margin) | (xs.max(axis=1) > width - margin)
+    cut |= (ys_in.min(axis=1) < margin) | (ys_in.max(axis=1) > height - margin)
+    pieces = [_Piece([int(i) + 1], int(x[i]), int(y[i]), int(x[i] + w[i]), int(y[i] + h[i])) for i in idx]
+    return pieces, labels, (sx0, sy0), float(cut.mean()) if idx.size else 0.0
 
 
 def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tuple[int, int]) -> list[Glyph]:

@@ -224,17 +224,9 @@ def segment(image: np.ndarray) -> Segmentation:
     result.angle = round(angle, 2)
     result.scale = round(scale, 4)
     binary = _drop_rules(binary, cap_work)
-    valid = np.full(work.shape, 255, np.uint8)
-    if abs(angle) >= 0.2:
-        valid, _ = _rotate(valid, angle, 0)
-    valid = (valid > 127).astype(np.uint8)
-    # The image's own edge, in the working frame: print that touches it was cut by the crop.
-    edge = valid & (
-        1 - cv2.erode(valid, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    )
     lines = []
     for band, line_cap in _find_lines(binary):
-        pieces, labels, offset, cut = band_pieces(binary, band, line_cap, edge)
+        pieces, labels, offset, cut = band_pieces(binary, band, line_cap, result.inverse, result.size)
         glyphs = line_glyphs(pieces, labels, band, offset)
         if glyphs:
             lines.append((float(np.mean(band.at((band.x0 + band.x1) / 2))), cut, glyphs))

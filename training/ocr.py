@@ -61,6 +61,9 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "ocr"
 # The class after the charset: glyph windows cut from other print (a document's text around the line).
 REJECT = len(CHARSET)
+# Convolution widths and hidden units: 16/32/64 and 128 until 2026-11; wider for the added fonts and
+# distortions (5.5 M multiply-adds a glyph, about 3 ms of a 54-glyph line on one core).
+WIDTHS, DENSE = (24, 48, 96), 192
 
 
 # ---------------------------------------------------------------------------- glyphs
@@ -212,11 +215,11 @@ def build_model(n_classes: int):
 
     inputs = keras.Input((GLYPH_SIZE, GLYPH_SIZE, 1), name="glyphs")
     x = inputs
-    for width in (24, 48, 96):
+    for width in WIDTHS:
         x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(192, activation="relu")(x)
+    x = layers.Dense(DENSE, activation="relu")(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="chars")(x)
     return keras.Model(inputs, outputs, name="ocr_glyphs")
@@ -334,14 +337,12 @@ def train(args: argparse.Namespace) -> dict:
     collections = evaluate(onnx_path, evaluation_sets(args.data, n=args.heldout))
     bench = None
     if not args.no_bench:
-        from training.ocr_eval import compare, tesseract_version
+        from bench.ocr_vs_tesseract import PEER_SETS
+        from training.ocr_peers import compare
 
-        if tesseract_version():
-            print("running the Tesseract comparison", flush=True)
-            single = [s for s in sets if not s.name.startswith("multi")]
-            bench = compare(onnx_path, single + evaluation_sets(args.data, n=args.heldout))
-        else:
-            print("tesseract not installed: the card will have no peer comparison", flush=True)
+        print("reading the same lines with the peers (Tesseract, RapidOCR where installed)", flush=True)
+        chosen = [s for s in sets if s.name in PEER_SETS]
+        bench = compare(onnx_path, chosen + evaluation_sets(args.data, n=args.heldout))
     facts = {
         "date": dt.date.today().isoformat(),
         "command": "python -m training.ocr " + " ".join(sys.argv[1:]),
@@ -372,6 +373,10 @@ def train(args: argparse.Namespace) -> dict:
         "history": {k: [float(v) for v in vals] for k, vals in history.items()},
         "charset": CHARSET,
         "train_fonts": TRAIN_FONTS,
+        "context_fonts": list(CONTEXT_FONTS),
+        "reject": True,
+        "widths": "/".join(map(str, WIDTHS)),
+        "dense": DENSE,
     }
     cards.write_metrics(out / f"{NAME}_metrics.json", facts)
     (out / f"{NAME}.md").write_text(card_text(facts), encoding="utf-8")
@@ -383,14 +388,23 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def card_text(facts: dict) -> str:
-    """Return the model card for a run's metrics (older metrics lack charset and fonts: the code's are used)."""
+    """Return the model card for a run's metrics (what older metrics lack comes from the code)."""
     charset = facts.get("charset", CHARSET)
     lowest: dict[str, float] = {}
-    for row in facts["heldout"].values():
+    for row in [*facts["heldout"].values(), *facts.get("collections", {}).values()]:
         for char, accuracy in row["per_class"].items():
             lowest[char] = min(accuracy, lowest.get(char, accuracy))
     per_char = sorted(lowest.items(), key=lambda kv: charset.index(kv[0]))
-    return cards.render(NAME, {"charset": charset, "train_fonts": TRAIN_FONTS, **facts}, per_char=per_char)
+    defaults = {
+        "charset": charset,
+        "train_fonts": TRAIN_FONTS,
+        "context_fonts": list(CONTEXT_FONTS),
+        "reject": True,
+        "widths": "/".join(map(str, WIDTHS)),
+        "dense": DENSE,
+        "collections": {},
+    }
+    return cards.render(NAME, {**defaults, **facts}, per_char=per_char)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

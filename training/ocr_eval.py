@@ -1,20 +1,16 @@
-"""Score OCR on held-out renders: exact lines, characters, segmentation, and Tesseract as the peer.
+"""Score OCR on held-out renders: exact lines, characters, segmentation.
 
 The held-out sets are rendered with their own seed, partly in fonts never used in training, and
 read end to end by the served code (models.ocr.OcrModel). The training script puts these figures
-in the model card; bench/ocr_vs_tesseract.py runs the Tesseract comparison alone.
+in the model card; training/ocr_peers.py reads the same lines with Tesseract and RapidOCR.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from training.ocr_render import (
@@ -152,78 +148,3 @@ def evaluate(model_path: Path, sets: list[HeldOut]) -> dict:
             flush=True,
         )
     return out
-
-
-# ---------------------------------------------------------------------------- the peer: Tesseract
-
-WHITELIST = CHARSET + " "  # the space lets it keep word gaps
-
-
-def tesseract_version() -> str | None:
-    """Return 'tesseract X.Y.Z', or None when it is not installed."""
-    exe = shutil.which("tesseract")
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
-    first = (out.stdout or out.stderr).splitlines()
-    return first[0].strip() if first else "tesseract"
-
-
-def tesseract_read(image: np.ndarray) -> str:
-    """Read one line image with Tesseract (psm 7, whitelist) and return its text."""
-    ok, png = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError("cannot encode image")
-    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
-    cmd = [
-        "tesseract", "stdin", "stdout", "--psm", "7", "-l", "eng",
-        "-c", f"tessedit_char_whitelist={WHITELIST}",
-        "-c", "preserve_interword_spaces=1",
-    ]  # fmt: skip
-    out = subprocess.run(cmd, input=png.tobytes(), capture_output=True, env=env, check=False)
-    return out.stdout.decode("utf-8", "replace").strip()
-
-
-def score_peer(expected: list[str], read: list[str], seconds: float) -> dict:
-    """Score single lines read by one reader: exact, exact ignoring spaces, characters, time."""
-    scored = score_lines([[e] for e in expected], [[r] for r in read])
-    spaceless = sum(e.replace(" ", "") == r.replace(" ", "") for e, r in zip(expected, read, strict=True))
-    return {
-        **scored,
-        "line_accuracy_ignoring_spaces": 100 * spaceless / max(len(expected), 1),
-        "ms_per_image": 1000 * seconds / max(len(expected), 1),
-    }
-
-
-def compare(model_path: Path, sets: list[HeldOut]) -> dict:
-    """Read every single-line held-out set with both readers and score them."""
-    from models.ocr import OcrModel
-
-    model = OcrModel("ocr", Path(model_path))
-    result = {"tesseract": tesseract_version(), "whitelist": WHITELIST, "sets": {}}
-    for s in sets:
-        expected = [lines[0] for lines in s.lines]
-        start = time.perf_counter()
-        ours = ["\n".join(line["text"] for line in model(image)["lines"]) for image in s.images]
-        ours_s = time.perf_counter() - start
-        start = time.perf_counter()
-        theirs = [tesseract_read(image) for image in s.images]
-        theirs_s = time.perf_counter() - start
-        row = {
-            "description": s.description,
-            "ours": score_peer(expected, ours, ours_s),
-            "tesseract": score_peer(expected, theirs, theirs_s),
-            "examples": [
-                {"expected": e, "ours": o, "tesseract": t}
-                for e, o, t in zip(expected, ours, theirs, strict=True)
-                if e != o or e != t
-            ][:5],
-        }
-        result["sets"][s.name] = row
-        print(
-            f"{s.name:22s} exact lines: ours {row['ours']['line_accuracy']:5.1f}%  "
-            f"tesseract {row['tesseract']['line_accuracy']:5.1f}%   chars: ours "
-            f"{row['ours']['char_accuracy']:6.2f}%  tesseract {row['tesseract']['char_accuracy']:6.2f}%",
-            flush=True,
-        )
-    return result

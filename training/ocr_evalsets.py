@@ -15,6 +15,7 @@ training/ocr.py scores them once, after the model is exported, for the card.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -338,21 +339,28 @@ def evaluation_sets(data: str | Path, n: int = 200, seed: int = 770_001) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write the sets as image files with a labels.tsv each (to look at them, or to feed other readers)."""
+    """Write the sets as image files with a labels.tsv each (to look at them, or as test fixtures)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default="/usr/share/fonts")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="folder: one subfolder per set")
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=770_001, help="another seed gives other lines")
+    parser.add_argument("--only", choices=list(SPECS), help="write this set only")
+    parser.add_argument("--jpeg", type=int, default=0, help="save as JPEG of this quality (default PNG)")
     args = parser.parse_args(argv)
-    for s in evaluation_sets(args.data, args.n):
+    suffix, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, args.jpeg]) if args.jpeg else (".png", [])
+    for s in evaluation_sets(args.data, args.n, args.seed):
+        if args.only and s.name != args.only:
+            continue
         folder = Path(args.out) / s.name
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "labels.tsv", "w", encoding="utf-8") as fh:
+            fh.write(f"# file\ttext; python -m training.ocr_evalsets {' '.join(argv or sys.argv[1:])}\n")
             for i, (image, lines) in enumerate(zip(s.images, s.lines, strict=True)):
-                cv2.imwrite(str(folder / f"{i:04d}.png"), image)
-                fh.write(f"{i:04d}.png\t{lines[0]}\n")
+                cv2.imwrite(str(folder / f"{i:03d}{suffix}"), image, params)
+                fh.write(f"{i:03d}{suffix}\t{lines[0]}\n")
         print(f"{s.name}: {len(s.images)} images in {folder}")
 
 

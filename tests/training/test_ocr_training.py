@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench import ocr_vs_tesseract
 from training import ocr as training
-from training import ocr_eval, ocr_fixtures, ocr_render
+from training import ocr_distort, ocr_eval, ocr_evalsets, ocr_fixtures, ocr_peers, ocr_render
 
 DATA = Path(__file__).parents[1] / "data" / "ocr"
 
@@ -136,8 +138,66 @@ def test_parse_args_defaults():
 
 def test_bench_runs_tesseract_on_a_line():
     """The peer comparison's Tesseract call (psm 7, whitelist) reads a clean committed line."""
-    if ocr_eval.tesseract_version() is None:
+    if ocr_peers.tesseract_version() is None:
         pytest.skip("tesseract-ocr is not installed")
     image, lines = training.load_lines_dir(DATA / "lines")[0]
-    read = ocr_eval.tesseract_read(image)
+    read = ocr_peers.tesseract_read(image)
     assert ocr_eval.edit_distance(read.replace(" ", ""), lines[0].replace(" ", "")) <= 5
+
+
+def test_peer_answers_are_folded_and_joined():
+    """RapidOCR's full-width brackets and asterisks fold to ours; boxes join into lines, left to right."""
+    from bench.ocr_rapidocr_worker import join_boxes
+
+    assert ocr_peers.fold("（253）36＊11＊") == "(253)36*11*"
+    box = lambda x, y: [[x, y], [x + 50, y], [x + 50, y + 20], [x, y + 20]]  # noqa: E731
+    assert join_boxes([box(100, 2), box(0, 0), box(0, 40)], ["B", "A", "C"]) == "A B\nC"
+
+
+def test_bench_table_has_every_reader():
+    row = {"line_accuracy": 50.0, "char_accuracy": 90.0, "ms_per_image": 12.0}
+    result = {
+        "peers": ["tesseract", "rapidocr"],
+        "tesseract": "tesseract 5.3.0",
+        "rapidocr": "rapidocr 3.10.0",
+        "sets": {"photo-ocrb": {"lines": 3, "ours": row, "tesseract": row, "rapidocr": row}},
+    }
+    table = ocr_vs_tesseract.to_markdown(result)
+    assert "RapidOCR: exact" in table and "| photo-ocrb | 3 |" in table
+
+
+def test_evaluation_sets_keep_their_fonts_out_of_training():
+    assert not set(ocr_evalsets.EVAL_FONTS) & set(ocr_render.TRAIN_FONTS)
+    assert not set(ocr_evalsets.NEIGHBOUR_FONTS) & {*ocr_render.TRAIN_FONTS, *ocr_render.CONTEXT_FONTS}
+
+
+def test_evaluation_lines_are_valid_gs1():
+    """The evaluation generator's own check digits agree with models.gs1."""
+    from models import gs1
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        line = ocr_evalsets.document_line(rng)
+        fields = gs1.parse(line)
+        assert fields["253"]["check_digit"]["valid"] is True, line
+        assert set(ocr_evalsets.element_string(rng)) <= set(ocr_render.CHARSET)
+
+
+def test_evaluation_sets_and_context_renders(tmp_path):
+    try:
+        ocr_render.find_fonts("/usr/share/fonts", [*ocr_evalsets.EVAL_FONTS, *ocr_evalsets.NEIGHBOUR_FONTS])
+        fonts = ocr_render.find_fonts("/usr/share/fonts", [ocr_render.MAIN_FONT, *ocr_render.CONTEXT_FONTS])
+    except SystemExit:
+        pytest.skip("the evaluation fonts are not installed")
+    sets = ocr_evalsets.evaluation_sets("/usr/share/fonts", n=2, seed=5)
+    assert [s.name for s in sets] == list(ocr_evalsets.SPECS)
+    assert all(len(s.images) == 2 and s.images[0].dtype == np.uint8 for s in sets)
+    rng = np.random.default_rng(2)
+    style = ocr_distort.augment(
+        ocr_render.degraded_style(rng), rng, [fonts[n] for n in ocr_render.CONTEXT_FONTS]
+    )
+    style = replace(style, context=(0.0, 0.5, 0.1, 0.5), curve=0.3, keystone=1.1, shear=0.05)
+    style = replace(style, context_font=str(fonts[ocr_render.CONTEXT_FONTS[0]]))
+    image = ocr_render.render([ocr_fixtures.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], style, rng)
+    plain = ocr_render.render([ocr_fixtures.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], ocr_render.Style(), rng)
+    assert image.shape[0] > plain.shape[0]  # the other print above and below makes the band taller
