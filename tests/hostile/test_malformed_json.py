@@ -15,6 +15,8 @@ import pytest
 
 from tests.hostile import bombs, routes
 
+# CPU seconds of the thread that serves the request (the test client runs it on this one), so a
+# loaded machine does not count: what is bounded is what a hostile body costs a worker.
 FAST_SECONDS = 1.0
 # What one hostile body may cost in Python allocations (the body itself is a few MB).
 MEMORY_BYTES = 64 * 1024 * 1024
@@ -80,11 +82,11 @@ def test_every_json_route_answers_malformed_json_with_400(app, client, image_id)
     wrong = []
     for name, body in hostile_bodies().items():
         for route in targets:
-            started = time.perf_counter()
+            started = time.thread_time()
             response = client.open(
                 route.path, method=route.method, data=body, content_type="application/json"
             )
-            elapsed = time.perf_counter() - started
+            elapsed = time.thread_time() - started
             answer = response.get_json(silent=True) or {}
             shaped = isinstance(answer.get("error"), str) and isinstance(answer.get("code"), str)
             if response.status_code != 400 or not shaped or elapsed > FAST_SECONDS:
