@@ -133,12 +133,16 @@ def evaluate_split(client, model, x: np.ndarray, y: np.ndarray, names: list[str]
 
     rng = np.random.default_rng(RENDER_SEED)
     bitmap_hits, bitmap_top3, canvas_rows, canvas_top3, seconds, served = [], [], [], [], [], []
+    restroked_hits: list[bool] = []
     for i, (bitmap, label) in enumerate(zip(x, y, strict=True)):
         name = names[int(label)]
         body, _ = post(client, png(bitmap), "image/png")
         bitmap_hits.append(body["label"] == name)
         bitmap_top3.append(name in [t["label"] for t in body["top"]])
         r = render(bitmap, rng)
+        # The re-stroked drawing as Google would have rendered it: what the canvas should score.
+        body, _ = post(client, png(r.bitmap), "image/png")
+        restroked_hits.append(body["label"] == name)
         body, s = post(client, r.data, r.mime, r.transport)
         seconds.append(s)
         if len(served) < GEOMETRY_N:
@@ -160,6 +164,7 @@ def evaluate_split(client, model, x: np.ndarray, y: np.ndarray, names: list[str]
     canvas["by"] = {k: by_key(canvas_rows, k) for k in ("pen", "format", "background", "transport", "colour")}
     return {
         "bitmap": score(bitmap_hits, bitmap_top3),
+        "restroked": {"n": len(restroked_hits), "top1": float(np.mean(restroked_hits))},
         "canvas": canvas,
         "route_ms": 1000 * float(np.median(seconds)),
         "geometry": {"dataset": geometry(x[:GEOMETRY_N]), "served": geometry(np.stack(served))},
