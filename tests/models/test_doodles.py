@@ -12,6 +12,7 @@ from PIL import Image
 
 from models.classifier import read_labels
 from models.doodles import (
+    CENTRE_SPAN,
     LONG_SIDE,
     STROKE_WIDTH,
     DoodleModel,
@@ -150,9 +151,33 @@ def test_crop_keeps_aspect_ratio() -> None:
 def test_stroke_width_is_normalised_to_the_dataset(pen: int) -> None:
     bitmap = to_bitmap(drawn_circle(600, 250, pen))
     reference = to_bitmap(drawn_circle(600, 250, 12))
-    width = (bitmap / 255.0).sum() / (np.pi * 2 * 12.2)  # ink mass / circumference at 28x28
-    assert abs(width - STROKE_WIDTH) < 0.35
+    # The circle's centre line becomes 23.5 px across: ink mass / circumference is the pen width.
+    width = (bitmap / 255.0).sum() / (np.pi * CENTRE_SPAN)
+    assert abs(width - STROKE_WIDTH) < 0.15, width
     assert correlation(bitmap, reference) > 0.97
+
+
+def edge_level(bitmap: np.ndarray) -> float:
+    """Return the mean level (0..1) of the outermost ink pixels on a bitmap's long side."""
+    rows, cols = bitmap.max(axis=1) / 255.0, bitmap.max(axis=0) / 255.0
+    profile = rows if np.ptp(np.flatnonzero(rows)) >= np.ptp(np.flatnonzero(cols)) else cols
+    ink = np.flatnonzero(profile > 0)
+    return float(profile[ink[0]] + profile[ink[-1]]) / 2
+
+
+def test_canvas_drawings_are_drawn_as_the_dataset_is(held_out: dict) -> None:
+    # Google's rendering (a 1.47-px pen around centre lines 23.5 px long) leaves the outermost
+    # pixels of the long side partly inked: 0.38 on average in the dataset. Scaling the inked box
+    # to 26 px instead (the previous preprocessing) gave 0.82 and 18% more ink.
+    with open(FIXTURES / "labels.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[::4]
+    served = np.stack([to_bitmap(canvas_gray(FIXTURES / r["file"])) for r in rows])
+    raw = held_out["x"][[int(r["file"][7:10]) for r in rows]]
+    assert abs(np.mean([edge_level(b) for b in served]) - np.mean([edge_level(b) for b in raw])) < 0.1
+    assert abs(served.sum() / raw.sum() - 1) < 0.08
+    # The ink spans 26 px on the long side (pixels 1-26), as in 99.9% of the dataset's bitmaps.
+    spans = [28 - min(top + bottom, left + right) for top, bottom, left, right in map(ink_box, served)]
+    assert np.mean(np.asarray(spans) == 26) > 0.95
 
 
 def test_dataset_bitmaps_keep_their_look(held_out: dict) -> None:
@@ -170,7 +195,8 @@ def test_canvas_drawings_come_out_like_their_dataset_bitmaps(held_out: dict) -> 
         correlation(to_bitmap(canvas_gray(FIXTURES / r["file"])), held_out["x"][int(r["file"][7:10])])
         for r in rows
     ]
-    assert np.median(scores) > 0.7
+    # 0.88 with the previous preprocessing (inked box scaled to 26 px, outlines grown to the pen).
+    assert np.median(scores) > 0.95
 
 
 def test_restroke_sets_line_width_and_keeps_fills() -> None:
@@ -255,8 +281,9 @@ def test_accuracy_floor_on_held_out_bitmaps(model: DoodleModel, held_out: dict) 
     top3 = np.mean(
         [y in row for y, row in zip(held_out["y"], np.argsort(-probs, axis=1)[:, :3], strict=True)]
     )
-    assert top1 >= 0.85, f"held-out top-1 {top1:.3f}"
-    assert top3 >= 0.94, f"held-out top-3 {top3:.3f}"
+    # Measured with doodles.onnx of 2026-12-04: top-1 0.903, top-3 0.967.
+    assert top1 >= 0.89, f"held-out top-1 {top1:.3f}"
+    assert top3 >= 0.955, f"held-out top-3 {top3:.3f}"
 
 
 def test_accuracy_floor_on_canvas_drawings(model: DoodleModel) -> None:
@@ -264,7 +291,13 @@ def test_accuracy_floor_on_canvas_drawings(model: DoodleModel) -> None:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 360
     correct = sum(model(canvas_gray(FIXTURES / r["file"]))["label"] == r["label"] for r in rows)
-    assert correct / len(rows) >= 0.83, f"canvas top-1 {correct / len(rows):.3f}"
+    # Measured with doodles.onnx of 2026-12-04: 0.900 (the previous model and preprocessing: 0.889).
+    assert correct / len(rows) >= 0.885, f"canvas top-1 {correct / len(rows):.3f}"
+
+
+def test_served_graph_averages_a_drawing_and_its_mirror(model: DoodleModel, held_out: dict) -> None:
+    x = held_out["x"][:32].astype(np.float32)[..., None]
+    np.testing.assert_allclose(model.predict(x), model.predict(x[:, :, ::-1]), atol=1e-6)
 
 
 @pytest.mark.tensorflow

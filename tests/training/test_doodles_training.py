@@ -66,9 +66,30 @@ def test_training_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eager_k
     assert results["canvas"]["n"] == 3 and "on 3 canvas-like renderings" in card
     assert doodles.card_text(json.loads((out / "doodles_metrics.json").read_text())) == card
 
+    # Half the training samples came through a canvas simulation and the served preprocessing.
+    assert results["canvas_fraction"] == 0.5 and "replaced by a canvas simulation" in card
+
     model = DoodleModel("doodles", out / "doodles.onnx", labels=out / "doodles_labels.txt")
     result = model(np.asarray(drawing))
     assert result["label"] in names and len(result["top"]) == 3
+    # The exported graph averages each drawing with its mirror image.
+    with np.load(FIXTURES / "doodles_28.npz") as d:
+        x = d["x"][:8].astype(np.float32)[..., None]
+    np.testing.assert_allclose(model.predict(x), model.predict(x[:, :, ::-1]), atol=1e-6)
+
+
+def test_canvas_simulation_goes_through_the_served_preprocessing() -> None:
+    from training.doodle_canvas import simulate_many
+
+    with np.load(FIXTURES / "doodles_28.npz") as d:
+        x = d["x"][::30]
+    sims = simulate_many(x, seed=5, processes=1)
+    assert sims.shape == x.shape and sims.dtype == np.uint8
+    np.testing.assert_array_equal(sims, simulate_many(x, seed=5, processes=1))
+    # Served bitmaps: ink on the long side spans pixels 1-26 as in the dataset, never the border.
+    assert sims[:, 0, :].max() == sims[:, -1, :].max() == sims[:, :, 0].max() == 0
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(x.astype(float), sims, strict=True)]
+    assert np.median(corr) > 0.8
 
 
 def test_split_is_stratified_and_disjoint() -> None:
