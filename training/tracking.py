@@ -30,7 +30,8 @@ training crops as stored. Output: (N, K, 2) keypoints (x, y) in 96x96 pixel coor
 (0-based pixel centres); keypoint 0 is the nose tip (landmark 30), K = 68 or 10 (`--points`).
 
 Here: the command line and the training stages. The data, split and augmentation are in
-tracking_data.py, the network in tracking_model.py, the measurements in tracking_eval.py; the
+tracking_data.py, the network in tracking_model.py, the measurements in tracking_eval.py, the
+held-out report and card in tracking_report.py; the
 card is training/cards/tracking.md.j2 filled from tracking_metrics.json.
 """
 
@@ -38,16 +39,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from training import cards, tf_setup
-from training.export import export_onnx, onnx_metadata, stamp_metadata
+from training import tf_setup
+from training.export import export_onnx
 from training.tracking_data import (
     ALL_POINTS,
     KEYPOINTS,
@@ -61,26 +60,20 @@ from training.tracking_data import (
 )
 from training.tracking_eval import (
     calibrate_detector,
-    compare_view_sets,
     crop_metadata,
-    current_detector_name,
     error_table,
-    evaluate_served,
     member_records,
     previous_history,
-    served_crop_points,
 )
 from training.tracking_model import (
     build_ensemble,
     build_model,
     point_offset,
     predict_keras,
-    predict_onnx,
-    with_flip,
 )
+from training.tracking_report import card_text, evaluate_only, report  # noqa: F401 (card_text: cards.py)
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ROOT / "bench" / "tracking_peers.json"
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -119,7 +112,16 @@ def train(args: argparse.Namespace) -> dict:
         return tf.reduce_sum(tf.abs(y_true - y_pred) * w, axis=[1, 2]) / 2.0
 
     def run_stage(
-        model, history: list, *, epochs: int, lr: float, strength: float, warmup: bool, seed: int, first: int
+        model,
+        history: list,
+        *,
+        epochs: int,
+        lr: float,
+        strength: float,
+        warmup: bool,
+        seed: int,
+        first: int,
+        wild: bool,
     ):
         """Train `epochs` epochs with fresh augmentation each, cosine-decayed learning rate."""
         if epochs <= 0:
@@ -136,9 +138,7 @@ def train(args: argparse.Namespace) -> dict:
         for epoch in range(first, first + epochs):
             t0 = time.time()
             shuffled = rng.permutation(train_idx)
-            x, y = augment(
-                images[shuffled], points[shuffled], rng, strength=strength, order=order, wild=args.wild
-            )
+            x, y = augment(images[shuffled], points[shuffled], rng, strength=strength, order=order, wild=wild)
             hist = model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
             pred = predict_keras(model, x_val)[:, NOSE]
             table = error_table(pred, data, split["val"])["all"]
@@ -188,6 +188,7 @@ def train(args: argparse.Namespace) -> dict:
                 warmup=True,
                 seed=seed,
                 first=0,
+                wild=args.wild == "all",
             )
         # Stage 2: milder augmentation at a low learning rate, closer to clean held-out crops.
         run_stage(
@@ -199,6 +200,7 @@ def train(args: argparse.Namespace) -> dict:
             warmup=False,
             seed=seed + 1000,
             first=args.epochs,
+            wild=args.wild in ("fine", "all"),
         )
         record["minutes"] = round((time.time() - t0) / 60, 1)
         members.append(model)
@@ -235,7 +237,7 @@ def train(args: argparse.Namespace) -> dict:
                 "epochs": args.epochs,
                 "fine_epochs": args.fine_epochs,
                 "assembled": bool(args.assemble),
-                "wild": bool(args.wild),
+                "wild": args.wild,
                 "train_on": args.train_on,
             },
         },
@@ -243,102 +245,6 @@ def train(args: argparse.Namespace) -> dict:
     if args.no_report:
         # Experiments compare recipes on validation; the held-out split is measured for the final model only.
         return {}
-    return report(args, data, split, model, calib)
-
-
-def report(args, data: dict, split: dict, model, calib: dict) -> dict:
-    """Measure the held-out error (Keras, ONNX, served pipeline) and write the model card."""
-    onnx_path = args.out_dir / "tracking.onnx"
-    test_idx = split["test"]
-    x_test = data["images"][test_idx]
-    keras_pred = predict_keras(model, x_test)
-    onnx_pred = predict_onnx(onnx_path, x_test)
-    meta = onnx_metadata(onnx_path)
-    flip_pred = with_flip(lambda a: predict_onnx(onnx_path, a), x_test, json.loads(meta["flip_order"]))
-    offset = np.array(json.loads(meta.get("point_offset", "0")), np.float32)
-    results = {
-        "keypoints": json.loads(meta["keypoints"]),
-        "keras": error_table(keras_pred[:, NOSE], data, test_idx),
-        "onnx": error_table(onnx_pred[:, NOSE], data, test_idx),
-        "onnx_flip_raw": error_table(flip_pred[:, NOSE], data, test_idx),
-        "onnx_flip": error_table((flip_pred - offset)[:, NOSE], data, test_idx),
-        # The served crop regression: flip and 2-px shift views averaged, offset subtracted.
-        "served_crops": error_table(served_crop_points(onnx_path, x_test), data, test_idx),
-        # Candidate sets of shifted views, on validation only (which chooses).
-        "view_sets": compare_view_sets(onnx_path, data, split),
-        "point_offset_nose": [round(float(v), 3) for v in np.broadcast_to(offset, flip_pred.shape[1:])[NOSE]],
-        "max_onnx_keras_px": float(np.abs(keras_pred - onnx_pred).max()),
-        "served": evaluate_served(onnx_path, data, test_idx),
-    }
-    print(json.dumps(results, indent=1), flush=True)
-    if args.card:
-        from models.tracking import DEFAULT_CROP, SHIFTS
-
-        facts = {
-            "date": dt.date.today().isoformat(),
-            "threads": args.threads,
-            "recipe": {
-                "epochs": args.epochs,
-                "fine_epochs": args.fine_epochs,
-                "lr": args.lr,
-                "fine_lr": args.fine_lr,
-                "assembled": bool(args.assemble),
-                "wild": bool(args.wild),
-            },
-            "sizes": {k: len(v) for k, v in split.items()},
-            "params": model.count_params(),
-            "calibration": calib,
-            "members": member_records(onnx_path, args.card),
-            # What serving did when these figures were measured (models/tracking.py).
-            "served_shifts": SHIFTS,
-            "default_crop": DEFAULT_CROP,
-            "results": results,
-            # Out-of-collection faces and MediaPipe, measured by python -m bench.tracking_peers.
-            "peers": json.loads(PEERS.read_text()) if PEERS.is_file() else None,
-        }
-        cards.write_metrics(args.card.with_name(f"{args.card.stem}_metrics.json"), facts)
-        args.card.write_text(card_text(facts), encoding="utf-8")
-    print(f"done: {onnx_path}, card {args.card}", flush=True)
-    return results
-
-
-def card_text(facts: dict) -> str:
-    """Return the model card for a run's metrics."""
-    return cards.render("tracking", facts)
-
-
-def evaluate_only(args: argparse.Namespace) -> dict:
-    """Re-measure the exported model and rewrite its card, keeping the card's training log."""
-    import keras
-
-    tf_setup.configure(args.threads, args.seed)
-    data = load_data(args.data)
-    split = split_indices(data["names"], data["source"])
-    model = keras.saving.load_model(args.out_dir / "tracking.keras", compile=False)
-    onnx_path = args.out_dir / "tracking.onnx"
-    meta = onnx_metadata(onnx_path)
-    calib = json.loads(meta.get("calibration", "{}"))
-    detector = current_detector_name()
-    if meta.get("crop_detector") != detector or calib.get("detector") != detector:
-        # Calibrated for another face detector (or not at all): the crop is deterministic and
-        # needs no training, so measure it for the served detector and store it in the model.
-        print(
-            f"crop calibrated for {meta.get('crop_detector', 'an older detector')}; recalibrating", flush=True
-        )
-        calib = calibrate_detector(data["images"][split["train"]])
-        print(f"detector calibration: {calib}", flush=True)
-        stamp_metadata(onnx_path, crop_metadata(calib))
-    # The card describes the run that trained the model, not this command's defaults.
-    if "recipe" in meta:
-        recipe = json.loads(meta["recipe"])
-        args.epochs, args.fine_epochs = recipe["epochs"], recipe["fine_epochs"]
-        args.wild = recipe.get("wild", False)
-        args.assemble = [Path("member.keras")] if recipe.get("assembled") else []
-    else:  # exported before the recipe was stored: its card has it
-        previous = args.card.read_text() if args.card and args.card.is_file() else ""
-        epochs = re.search(r"(\d+) \+ (\d+) epochs", previous)
-        if epochs:
-            args.epochs, args.fine_epochs = int(epochs.group(1)), int(epochs.group(2))
     return report(args, data, split, model, calib)
 
 
@@ -383,10 +289,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--wild",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="in-the-wild augmentation (occluders, uneven light, stronger pose, motion blur); "
-        "--no-wild is the recipe before it",
+        choices=("none", "fine", "all"),
+        default="fine",
+        help="in-the-wild augmentation (occluders, uneven light, stronger pose, motion blur): in stage 2 "
+        "only (fine), in both stages (all) or none (the recipe before it)",
     )
     p.add_argument(
         "--train-on",

@@ -133,6 +133,25 @@ def compare_view_sets(onnx_path: Path, data: dict, split: dict) -> list[dict]:
     return rows
 
 
+def perturbed_validation(onnx_path: Path, data: dict, split: dict, seed: int = 5) -> dict:
+    """Served error on validation crops put through the full in-the-wild augmentation (fixed seed).
+
+    Validation is in-distribution; warped, occluded, unevenly lit and blurred copies of it say how
+    a model copes with what in-the-wild photos add, without touching any evaluation set.
+    """
+    from training.tracking_data import augment, flip_order
+
+    idx = split["val"]
+    rng = np.random.default_rng(seed)
+    order = flip_order(tuple(range(68)))
+    x, y = augment(
+        data["images"][idx], data["landmarks68"][idx].astype(np.float32), rng, order=order, wild=True
+    )
+    points = served_crop_points(onnx_path, np.clip(np.rint(x[..., 0]), 0, 255).astype(np.uint8))
+    norm = np.linalg.norm(points - y[:, 30], axis=1) / interocular(y)
+    return {"n": len(idx), "mean_norm": float(norm.mean()), "p90_norm": float(np.percentile(norm, 90))}
+
+
 def evaluate_served(onnx_path: Path, data: dict, idx: np.ndarray, seed: int = 3) -> dict:
     """Run the served pipeline (models/tracking.py) on held-out crops, alone and pasted into frames."""
     from models.tracking import NoseModel
