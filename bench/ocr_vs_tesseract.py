@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--setup", action="store_true", help="install RapidOCR's venv and stop")
     parser.add_argument(
+        "--peer-cache", help="JSON file keeping the peers' answers (default: in --out)", default=None
+    )
+    parser.add_argument(
         "--card", action="store_true", help="write the result into models/ocr_metrics.json and ocr.md"
     )
     args = parser.parse_args(argv)
@@ -87,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("RapidOCR is not installed: python -m bench.ocr_vs_tesseract --setup")
     cv2.setNumThreads(1)
     sets = [s for s in heldout_sets(args.data, n=args.n, seed=args.seed + 7919) if s.name in PEER_SETS]
-    result = compare(Path(args.model), sets + evaluation_sets(args.data, n=args.n))
+    cache = Path(args.peer_cache) if args.peer_cache else Path(args.out) / "ocr_peer_answers.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    result = compare(Path(args.model), sets + evaluation_sets(args.data, n=args.n), cache=cache)
     result["command"] = "python -m bench.ocr_vs_tesseract " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from models import gs1
+from models.ocr_decode import decode_line
 from models.ocr_line import GLYPH_SIZE, WINDOW, Glyph
 from models.ocr_segment import TARGET_CAP, Segmentation, segment
 from models.runtime import ModelFileError, ModelInputError, ServedModel
@@ -88,23 +89,20 @@ class OcrModel(ServedModel):
         lines, characters, digit_probs = [], [], []
         i = 0
         for glyphs in seg.lines:
-            picks = best[i : i + len(glyphs)]
             first = i
             i += len(glyphs)
-            rejected = picks == len(self.charset)
-            if rejected.mean() >= 0.5:
+            if self.reject and (best[first:i] == len(self.charset)).mean() >= 0.5:
                 continue  # other print: most of its glyphs are not in the charset
+            gaps = [g.spaces_before for g in glyphs] + [0]
             text, chars, spaces = [], [], 0
-            for k, g in enumerate(glyphs):
-                spaces += g.spaces_before
-                if rejected[k]:
-                    continue
-                char, p = self.charset[picks[k]], probs[first + k]
-                text.append(" " * spaces * bool(text) + char)
-                spaces = 0
-                chars.append({"char": char, "confidence": round(float(p[picks[k]]), 4), "box": seg.box(g)})
+            previous = -1
+            for k, char, confidence in decode_line(probs[first:i], self.charset, self.reject):
+                spaces = sum(gaps[previous + 1 : k + 1]) if text else 0
+                previous = k
+                text.append(" " * spaces + char)
+                chars.append({"char": char, "confidence": round(confidence, 4), "box": seg.box(glyphs[k])})
                 if char in DIGITS:
-                    d = p[self.digit_index]
+                    d = probs[first + k, self.digit_index]
                     digit_probs.append([round(float(v), 6) for v in d / max(float(d.sum()), 1e-9)])
             if not chars:
                 continue

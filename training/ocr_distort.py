@@ -50,7 +50,10 @@ def augment(style: Style, rng: np.random.Generator, context_fonts: list[Path]) -
 
 
 def add_context(ink: np.ndarray, style: Style, cap: float, rng: np.random.Generator) -> np.ndarray:
-    """Put cut-off print above and/or below the block, `gap` cap heights from its ink (< 0: touching)."""
+    """Put cut-off print above and/or below the block, `gap` cap heights from its ink (< 0: touching).
+
+    One time in seven a printed rule is drawn over the block too.
+    """
     rows = np.flatnonzero(ink.max(axis=1) > 0.5)
     if rows.size == 0:
         return ink
@@ -78,6 +81,12 @@ def add_context(ink: np.ndarray, style: Style, cap: float, rng: np.random.Genera
             else int(round(rows[-1] + 1 + gap * cap))
         )
         parts.append((other, y, x))
+    if rng.random() < 0.15:  # a printed rule over the block, touching it or not
+        thick = max(2, int(cap * rng.uniform(0.03, 0.1)))
+        length = int(ink.shape[1] * rng.uniform(0.3, 1.0))
+        parts.append(
+            (np.ones((thick, length), np.float32), int(rows[0] - cap * rng.uniform(0.0, 0.3)) - thick, 0)
+        )
     if not parts:
         return ink
     top = min(0, *(y for _, y, _ in parts))

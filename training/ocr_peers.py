@@ -10,6 +10,7 @@ RapidOCR worker, children's rusage for Tesseract), so other load on the machine 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -118,9 +119,17 @@ def score_peer(expected: list[str], read: list[str], cpu_ms: list[float]) -> dic
 
 
 def compare(
-    model_path: Path, sets: list[HeldOut], peers: tuple[str, ...] = ("tesseract", "rapidocr")
+    model_path: Path,
+    sets: list[HeldOut],
+    peers: tuple[str, ...] = ("tesseract", "rapidocr"),
+    cache: Path | None = None,
 ) -> dict:
-    """Read every single-line set with ours and each installed peer; score them on the same lines."""
+    """Read every single-line set with ours and each installed peer; score them on the same lines.
+
+    `cache` (a JSON file) keeps the peers' answers by set and image bytes, so a rerun with another
+    model of ours reads only with ours.
+    """
+    saved = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     from models.ocr import OcrModel
 
     model = OcrModel("ocr", Path(model_path))
@@ -133,24 +142,28 @@ def compare(
     if "rapidocr" in peers and rapidocr_available():
         rapid = RapidOcr()
         result["rapidocr"] = f"rapidocr {rapid.version}"
-        result["peers"].append("rapidocr")
+        result["peers"].append("rapidocr")  # started even with a cache: its version is in the result
     try:
         for s in sets:
             expected = [lines[0] for lines in s.lines]
             answers: dict[str, list[str]] = {name: [] for name in ["ours", *result["peers"]]}
             cpu: dict[str, list[float]] = {name: [] for name in answers}
             for image in s.images:
+                key = f"{s.name}/{hashlib.sha1(image.tobytes()).hexdigest()}"
                 start = time.process_time()
                 answers["ours"].append("\n".join(line["text"] for line in model(image)["lines"]))
                 cpu["ours"].append(1000 * (time.process_time() - start))
-                if "tesseract" in answers:
-                    start = _children_cpu()
-                    answers["tesseract"].append(tesseract_read(image))
-                    cpu["tesseract"].append(1000 * (_children_cpu() - start))
-                if rapid is not None:
-                    text, ms = rapid.read(image)
-                    answers["rapidocr"].append(text)
-                    cpu["rapidocr"].append(ms)
+                for name in result["peers"]:
+                    if f"{name}/{key}" not in saved:
+                        if name == "tesseract":
+                            start = _children_cpu()
+                            text = tesseract_read(image)
+                            saved[f"{name}/{key}"] = [text, 1000 * (_children_cpu() - start)]
+                        else:
+                            saved[f"{name}/{key}"] = list(rapid.read(image))
+                    text, ms = saved[f"{name}/{key}"]
+                    answers[name].append(text)
+                    cpu[name].append(ms)
             row = {"description": s.description, "lines": len(expected)}
             row.update({name: score_peer(expected, answers[name], cpu[name]) for name in answers})
             row["examples"] = [
@@ -169,4 +182,6 @@ def compare(
     finally:
         if rapid is not None:
             rapid.close()
+        if cache is not None:
+            cache.write_text(json.dumps(saved))
     return result

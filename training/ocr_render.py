@@ -67,14 +67,18 @@ TRAIN_FONTS: dict[str, float] = {
 # Never used in training: the held-out set measures reading a font the model has not seen.
 HELDOUT_FONTS = ("JetBrainsMono-Regular.ttf", "Courier Prime Sans.otf")
 MAIN_FONT = "OCRB.otf"
-# Faces of the other print that training draws around some lines (sans only: the out-of-collection
-# sets of training/ocr_evalsets.py use serif faces there).
+# Faces of the other print that training draws around some lines: sans, and serif families that the
+# out-of-collection sets of training/ocr_evalsets.py do not use (they draw DejaVu/Liberation/Free
+# Serif and Tinos there).
 CONTEXT_FONTS = (
     "Lato-Regular.ttf",
     "Cantarell-Regular.otf",
     "FreeSans.ttf",
     "Arimo-Bold.ttf",
     "DejaVuSans-Bold.ttf",
+    "Caladea-Regular.ttf",
+    "Caladea-Bold.ttf",
+    "EBGaramond12-Regular.otf",
 )
 
 
