@@ -8,8 +8,16 @@ PORT ?= 5000
 # Debian packages the tests and training need (Redis for the Celery path, Chromium for browser
 # tests, fonts for OCR renders, Tesseract for the OCR peer comparison, PostgreSQL for the store,
 # nginx to check the example proxy configuration).
+# Fonts the OCR training renders (training/ocr_render.py, training/ocr_distort.py) and the ones its
+# out-of-collection sets keep out of training (training/ocr_evalsets.py).
+OCR_FONTS := fonts-noto-mono fonts-croscore fonts-go fonts-hack fonts-inconsolata fonts-jetbrains-mono \
+	fonts-courier-prime fonts-firacode fonts-mononoki fonts-league-mono fonts-fantasque-sans fonts-hermit \
+	fonts-anonymous-pro fonts-b612 fonts-open-sans fonts-roboto-unhinted fonts-3270 fonts-agave \
+	fonts-dejavu-extra fonts-crosextra-carlito fonts-crosextra-caladea fonts-ebgaramond fonts-cantarell \
+	fonts-lato
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
-	fonts-liberation fonts-freefont-ttf tesseract-ocr wrk nginx-light
+	fonts-liberation fonts-freefont-ttf tesseract-ocr tesseract-ocr-eng wrk nginx-light \
+	$(OCR_FONTS)
 
 .PHONY: run test test-browser test-fast install install-dev system-deps lint bench bench-peers cluster serve gunicorn clean data
 
