@@ -26,14 +26,18 @@ def test_errors_are_normalised_by_the_outer_eye_corners_and_skip_unanswered():
 
 
 def test_loco_models_are_named_by_the_collection_they_were_trained_on():
-    args = tracking_peers.parse_args(["--data", "x.npz", "--loco", "udacity=a.onnx", "helen=b.onnx", "--out", ""])
+    args = tracking_peers.parse_args(
+        ["--data", "x.npz", "--loco", "udacity=a.onnx", "helen=b.onnx", "--out", ""]
+    )
     assert args.loco == {"udacity": Path("a.onnx"), "helen": Path("b.onnx")} and not args.out
     with pytest.raises(SystemExit):
         tracking_peers.parse_args(["--data", "x.npz", "--loco", "flickr=a.onnx"])
 
 
 def test_mediapipe_is_pinned_to_the_last_wheel_with_face_mesh():
-    pins = [line for line in tracking_peers.PINS.read_text().splitlines() if line and not line.startswith("#")]
+    pins = [
+        line for line in tracking_peers.PINS.read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert "mediapipe==0.10.21" in pins
     assert all("==" in line for line in pins)  # every package pinned (installed with --no-deps)
 
