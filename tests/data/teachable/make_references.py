@@ -2,8 +2,8 @@
 
 Each runtime gets the same float32 input, prepared here as Teachable Machine's Python snippet does
 (Pillow ImageOps.fit to 224x224 with LANCZOS, then x / 127.5 - 1). A quantized TFLite input is
-rounded to the model's own input grid, q = clip(round(x / scale + zero_point)), as in
-../shared/fixtures/teachable/ref_tfjs_tflite.py.
+rounded to the model's own input grid, q = clip(round(x / scale + zero_point)), as the script that
+wrote reference_tfjs_tflite.json did.
 
     python tests/data/teachable/make_references.py EXPORTS_DIR [EXPORTS_DIR ...] \
         --node-modules DIR      # holds @tensorflow/tfjs 4.22.0 (npm install @tensorflow/tfjs@4.22.0)
