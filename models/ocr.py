@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from models import gs1
-from models.ocr_decode import decode_line
+from models.ocr_decode import DIGITS, decode_line
 from models.ocr_line import GLYPH_SIZE, WINDOW, Glyph
 from models.ocr_segment import TARGET_CAP, Segmentation, segment
 from models.runtime import ModelFileError, ModelInputError, ServedModel
@@ -30,7 +30,6 @@ __all__ = [
 ]
 
 DEFAULT_CHARSET = "0123456789()*<>+-/ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-DIGITS = "0123456789"
 MAX_GLYPHS = 4000
 
 

@@ -4,9 +4,9 @@ A glyph the classifier calls "other print" (the reject class) is dropped. (Keepi
 when they sat between two glyphs at the line's pitch, as glyphs with a stub of the print above,
 lost more lines than it saved on a development set from the training renderer: 45 vs 46 of 50.)
 In a GS1 element string, application identifiers, numeric fields (dates, amounts, counts, keys'
-  check-digit parts; models.gs1.TABLE) and the control key between asterisks hold digits only:
-  there a glyph read as a letter (`O` for `0`, `I` for `1`) takes its best digit. Digits are never
-  changed, so a wrong check digit is still read as printed.
+check-digit parts; models.gs1.TABLE) and the control key between asterisks hold digits only:
+there a glyph read as a letter (`O` for `0`, `I` for `1`) takes its best digit. Digits are never
+changed, so a wrong check digit is still read as printed.
 """
 
 from __future__ import annotations

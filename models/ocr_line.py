@@ -178,7 +178,7 @@ def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tu
     pieces.sort(key=lambda p: p.x0)
     ox, oy = offset
     heights = np.array([p.h for p in pieces], float)
-    cap = _cap_height(heights)
+    cap = cap_height(heights)
     if cap < 4 or max(heights) < 0.55 * cap:
         return []
     # Stacked pieces (a glyph broken across its height) overlap in x.
@@ -238,7 +238,7 @@ def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tu
     return glyphs
 
 
-def _cap_height(heights: np.ndarray) -> float:
+def cap_height(heights: np.ndarray) -> float:
     """Estimate the cap height from component heights, ignoring specks and the odd big blob."""
     if heights.size == 0:
         return 0.0

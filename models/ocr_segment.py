@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from models.image import to_gray
-from models.ocr_line import GLYPH_SIZE, Band, Glyph, band_pieces, fit_rows, line_glyphs
+from models.ocr_line import GLYPH_SIZE, Band, Glyph, band_pieces, cap_height, fit_rows, line_glyphs
 from models.runtime import ModelInputError
 
 # Cap height, in pixels, every image is rescaled to before segmentation.
@@ -92,14 +92,6 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
     if scale >= 1:
         return gray
     return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-
-
-def _cap_height(heights: np.ndarray) -> float:
-    """Estimate the cap height from component heights, ignoring specks and the odd big blob."""
-    if heights.size == 0:
-        return 0.0
-    top = np.percentile(heights, 90)
-    return float(np.median(heights[heights >= 0.5 * top]))
 
 
 def estimate_cap(gray: np.ndarray) -> float:
@@ -257,7 +249,7 @@ def _find_lines(binary: np.ndarray) -> list[tuple[Band, float]]:
         return []
     s = stats[1:]
     x, y, w, h, area = s[:, 0], s[:, 1], s[:, 2], s[:, 3], s[:, 4]
-    rough = _cap_height(h[(area >= 20) & (h >= 6)].astype(float)) or TARGET_CAP
+    rough = cap_height(h[(area >= 20) & (h >= 6)].astype(float)) or TARGET_CAP
     # Specks, rules and borders are not glyphs.
     keep = (area >= 0.02 * rough**2) & (np.maximum(w, h) >= 0.2 * rough)
     keep &= h <= 3.5 * rough
@@ -265,7 +257,7 @@ def _find_lines(binary: np.ndarray) -> list[tuple[Band, float]]:
     x, y, w, h = x[keep], y[keep], w[keep], h[keep]
     if x.size == 0:
         return []
-    cap = _cap_height(h.astype(float))
+    cap = cap_height(h.astype(float))
     tall = h >= 0.55 * cap
     cover = np.zeros(binary.shape[0] + 1, np.int32)
     for yy, hh in zip(y[tall], h[tall], strict=True):
@@ -278,6 +270,6 @@ def _find_lines(binary: np.ndarray) -> list[tuple[Band, float]]:
         idx = np.flatnonzero((y + h / 2 >= top) & (y + h / 2 < bottom))
         if idx.size == 0:
             continue
-        group_cap = _cap_height(h[idx].astype(float))
+        group_cap = cap_height(h[idx].astype(float))
         out.extend((band, group_cap) for band in fit_rows(x[idx], y[idx], w[idx], h[idx], group_cap))
     return out
