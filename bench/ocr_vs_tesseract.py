@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,12 +31,10 @@ NAMES = {"ours": "ours", "tesseract": "Tesseract", "rapidocr": "RapidOCR"}
 
 def setup() -> None:
     """Create RapidOCR's venv and install its pinned requirements."""
+    from bench import venvs
     from training.ocr_peers import RAPIDOCR_VENV
 
-    python = RAPIDOCR_VENV / "bin" / "python"
-    if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(RAPIDOCR_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True)
+    venvs.ensure(RAPIDOCR_VENV, REQUIREMENTS, label="RapidOCR")
     print(f"RapidOCR installed in {RAPIDOCR_VENV.relative_to(ROOT)}")
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import venvs
 from training.tracking_data import COLLECTIONS, interocular, load_data, split_indices
 from training.tracking_external import load_external
 
@@ -49,17 +50,8 @@ TIMED = 300  # crops timed per configuration (CPU ms per face)
 
 def ensure_mediapipe() -> Path:
     """Create bench/peers/.venv-mediapipe from the pins (once); return its python."""
-    python = VENV / "bin" / "python"
-    stamp = hashlib.sha256(PINS.read_bytes()).hexdigest()
-    marker = VENV / ".installed"
-    if python.is_file() and marker.is_file() and marker.read_text().strip() == stamp:
-        return python
-    print(f"installing MediaPipe into {VENV.relative_to(ROOT)} ...", flush=True)
-    if not python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-r", str(PINS)], check=True)
-    marker.write_text(stamp + "\n")
-    return python
+    # --no-deps: the pins list every package; mediapipe's own metadata would pull in extras.
+    return venvs.ensure(VENV, PINS, label="MediaPipe", pip_args=("--no-deps",))
 
 
 def mediapipe_points(images: np.ndarray) -> dict:

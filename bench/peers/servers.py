@@ -8,12 +8,10 @@ bench, with this project installed without extras (`pip install -e .`) and the p
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import venvs
 from bench.payloads import ROOT
 from bench.server import GunicornServer, free_port, http
 
@@ -87,34 +86,20 @@ PEERS = {
 }
 
 
-def stamp(peer: Peer) -> str:
-    """The hash of what the peer's environment is installed from."""
-    digest = hashlib.sha256()
-    for path in (peer.requirements, ROOT / "pyproject.toml"):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def installed(peer: Peer) -> bool:
     """Say whether the peer's environment is installed from the current pins."""
-    marker = peer.venv / ".installed"
-    return peer.python.is_file() and marker.is_file() and marker.read_text().strip() == stamp(peer)
+    return venvs.installed(peer.venv, peer.requirements, (ROOT / "pyproject.toml",))
 
 
 def ensure_venv(peer: Peer) -> None:
     """Create or update the peer's virtual environment (this project without extras, and the peer)."""
-    if installed(peer):
-        return
-    print(f"installing {peer.label} {peer.version()} into {peer.venv.relative_to(ROOT)} ...", flush=True)
-    if not peer.python.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(peer.venv)], check=True)
-        subprocess.run([str(peer.python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [str(peer.python), "-m", "pip", "install", "--quiet", "-e", ".", "-r", str(peer.requirements)],
-        cwd=ROOT,
-        check=True,
+    venvs.ensure(
+        peer.venv,
+        peer.requirements,
+        label=f"{peer.label} {peer.version()}",
+        pip_args=("-e", "."),
+        also=(ROOT / "pyproject.toml",),
     )
-    (peer.venv / ".installed").write_text(stamp(peer) + "\n")
 
 
 def tree(pid: int) -> list[psutil.Process]:
