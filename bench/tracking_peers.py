@@ -3,7 +3,7 @@
 Reproduce (MediaPipe installs itself into bench/peers/.venv-mediapipe from bench/peers/mediapipe.txt
 on the first run; everything runs offline):
 
-    python -m bench.tracking_peers --data ../shared/data/faces/faces_96.npz \\
+    python -m bench.tracking_peers --data data/faces/faces_96.npz \\
         --loco udacity=build/tracking/loco-udacity/tracking.onnx \\
         --loco helen=build/tracking/loco-helen/tracking.onnx
 

@@ -2,7 +2,7 @@ r"""Train the doodle classifier (a small CNN) on Quick, Draw! 28x28 bitmaps and 
 
 Run from the repository root:
 
-    python -m training.doodles --data ../shared/data/quickdraw/quickdraw_28.npz
+    python -m training.doodles --data data/quickdraw/quickdraw_28.npz
 
 `--data` is an .npz with `x` (N, 28, 28) uint8 (white strokes on black), `y` (N,) class
 indices and `class_names`; or a folder of Google's official `numpy_bitmap` files

