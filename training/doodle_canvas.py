@@ -2,12 +2,14 @@
 
 Two pen models, kept apart on purpose so that no evaluation set shares a generator with training:
 
-- `simulate` (training): a pen that grows or shrinks the drawing's outline (a level set of the
-  upscaled bitmap, moved by a signed distance), fed through the served preprocessing
+- `simulate` (training): a pen that follows the upscaled bitmap's Zhang-Suen skeleton with a
+  distance-transform round pen, or one that grows or shrinks the drawing's outline (a level set of
+  the upscaled bitmap, moved by a signed distance), fed through the served preprocessing
   (`models.doodles.to_bitmap`), so training sees what the service will.
 - `write_fixtures` (tests/data/doodles/canvas): strokes re-inked along their thinned centre lines
-  (`models.doodles.restroke`). The out-of-collection set of `training.doodle_render` draws
-  vector polylines instead.
+  while filled areas stay filled (`models.doodles.restroke`). The out-of-collection set of
+  `training.doodle_render` traces contours into simplified vector polylines and draws them with
+  OpenCV's anti-aliased pen on canvases, colours and file formats training never sees.
 """
 
 from __future__ import annotations
@@ -18,15 +20,60 @@ from pathlib import Path
 import numpy as np
 
 
-def simulate(bitmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw a 28x28 bitmap as a canvas (dilation pen), then preprocess it as serving does."""
-    import cv2
+def simulate(bitmap: np.ndarray, rng: np.random.Generator, centre_line: float = 0.5) -> np.ndarray:
+    """Draw a 28x28 bitmap as a canvas, then preprocess it as serving does.
 
-    from models.doodles import to_bitmap
+    With probability `centre_line` the pen follows the drawing's centre lines (a skeleton of the
+    upscaled bitmap, redrawn with a round pen of any width): what a user's strokes are, and where
+    the bitmap's own detail is lost (close strokes merge, filled areas become lines, dots go).
+    Otherwise the pen grows or shrinks the drawing's outline, which keeps filled areas.
+    """
+    import cv2
 
     side = int(rng.integers(84, 200))
     interpolation = cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR
     up = cv2.resize(bitmap, (side, side), interpolation=interpolation)
+    if rng.random() < centre_line:
+        return _centre_line_pen(bitmap, up, side, rng)
+    return _outline_pen(bitmap, up, side, rng)
+
+
+def _served(bitmap: np.ndarray, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Put ink (0..1) on a light canvas as a dark pen and preprocess it as the route does."""
+    from models.doodles import to_bitmap
+
+    # Dark pen on a light canvas, as the route sees it after compositing on white.
+    gray = 255.0 - ink * rng.uniform(170.0, 255.0)
+    try:
+        return to_bitmap(np.clip(np.rint(gray), 0, 255).astype(np.uint8))
+    except ValueError:  # a drawing the pen erased entirely: keep the bitmap as it is
+        return bitmap
+
+
+def _centre_line_pen(bitmap: np.ndarray, up: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """Redraw the upscaled bitmap's skeleton (at a random ink level) with a round pen."""
+    import cv2
+
+    from models.doodles import thin
+
+    mask = up >= rng.uniform(70.0, 160.0)
+    if not mask.any():
+        mask = up >= up.max() / 2
+    skeleton = thin(mask)
+    if not skeleton.any():
+        return bitmap
+    # Pen 0.6-3.5 bitmap px wide, plus a margin so a wide pen is not clipped at the canvas edge.
+    diameter = rng.uniform(0.6, 3.5) * side / 28.0
+    pad = int(np.ceil(diameter)) + 4
+    skeleton = np.pad(skeleton, pad)
+    to_centre = cv2.distanceTransform((~skeleton).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return _served(bitmap, np.clip(diameter / 2 + 0.5 - to_centre, 0.0, 1.0), rng)
+
+
+def _outline_pen(bitmap: np.ndarray, up: np.ndarray, side: int, rng: np.random.Generator) -> np.ndarray:
+    """Move the upscaled bitmap's outline (at a random ink level) out or in by a few bitmap px."""
+    import cv2
+
     # The outline at a random ink level, then moved out or in by up to a few bitmap pixels.
     mask = (up >= rng.uniform(50.0, 200.0)).astype(np.uint8)
     if not mask.any():
@@ -37,25 +84,21 @@ def simulate(bitmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grow = rng.uniform(-0.4, 2.5) * side / 28.0
     ink = np.clip(signed + grow + 0.5, 0.0, 1.0)
     pad = int(np.ceil(max(grow, 0.0))) + 4
-    ink = np.pad(ink, pad) if grow > 0 else ink
-    # Dark pen on a light canvas, as the route sees it after compositing on white.
-    gray = 255.0 - ink * rng.uniform(170.0, 255.0)
-    try:
-        return to_bitmap(np.clip(np.rint(gray), 0, 255).astype(np.uint8))
-    except ValueError:  # a drawing the pen erased entirely: keep the bitmap as it is
-        return bitmap
+    return _served(bitmap, np.pad(ink, pad) if grow > 0 else ink, rng)
 
 
-def _simulate_chunk(args: tuple[np.ndarray, int]) -> np.ndarray:
+def _simulate_chunk(args: tuple[np.ndarray, int, float]) -> np.ndarray:
     """Simulate one chunk of bitmaps with its own seed (a worker process's share)."""
-    x, seed = args
+    x, seed, centre_line = args
     rng = np.random.default_rng(seed)
-    return np.stack([simulate(b, rng) for b in x]) if len(x) else np.zeros((0, 28, 28), np.uint8)
+    return np.stack([simulate(b, rng, centre_line) for b in x]) if len(x) else np.zeros((0, 28, 28), np.uint8)
 
 
-def simulate_many(x: np.ndarray, seed: int, processes: int = 2, chunk: int = 2000) -> np.ndarray:
+def simulate_many(
+    x: np.ndarray, seed: int, processes: int = 2, chunk: int = 2000, centre_line: float = 0.5
+) -> np.ndarray:
     """Return one served-preprocessing simulation of every bitmap (deterministic for a seed)."""
-    jobs = [(x[i : i + chunk], seed + i) for i in range(0, len(x), chunk)]
+    jobs = [(x[i : i + chunk], seed + i, centre_line) for i in range(0, len(x), chunk)]
     if processes <= 1 or len(jobs) <= 1:
         parts = [_simulate_chunk(job) for job in jobs]
     else:

@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of training samples drawn as a simulated canvas through the served preprocessing",
     )
     p.add_argument(
+        "--centre-line",
+        type=float,
+        default=0.5,
+        help="share of canvas simulations drawn along the centre lines (the rest move the outline)",
+    )
+    p.add_argument(
         "--canvas-check",
         type=Path,
         default=Path("tests/data/doodles") if Path("tests/data/doodles/labels.csv").is_file() else None,
@@ -234,7 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     canvas = None
     if args.canvas_fraction > 0:
         t0 = time.time()
-        canvas = simulate_many(x_train, args.seed + 7, processes=min(2, args.threads))
+        canvas = simulate_many(
+            x_train, args.seed + 7, processes=min(2, args.threads), centre_line=args.centre_line
+        )
         print(f"canvas simulation: {len(canvas)} training drawings in {time.time() - t0:.0f} s")
     train_ds = make_dataset(
         x_train,
@@ -296,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         ("--epochs", args.epochs, 16),
         ("--max-minutes", args.max_minutes, 33.0),
         ("--canvas-fraction", args.canvas_fraction, 0.5),
+        ("--centre-line", args.centre_line, 0.5),
         ("--limit", args.limit, None),
         ("--init", args.init, None),
         ("--peak-lr", args.peak_lr, PEAK_LR),
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
         "extra_note": extra_note,
         "batch": args.batch_size,
         "canvas_fraction": args.canvas_fraction,
+        "centre_line": args.centre_line,
         "peak_lr": args.peak_lr,
         "init": str(args.init) if args.init else None,
         "epochs": args.epochs,
