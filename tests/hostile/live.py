@@ -37,20 +37,21 @@ class Server:
     port: int
     log: Path
     folder: Path
+    pid: int = 0  # the gunicorn master
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
 @contextmanager
-def gunicorn(folder: Path, **settings: str) -> Iterator[Server]:
+def gunicorn(folder: Path, workers: int = 1, **settings: str) -> Iterator[Server]:
     """Run gunicorn -c gunicorn.conf.py with only the digits model and its own store in `folder`."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISION_")}
     env.update(
         {
             "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "GUNICORN_WORKERS": "1",
+            "GUNICORN_WORKERS": str(workers),
             "GUNICORN_THREADS": "2",
             "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics"),
             "DATABASE_URL": f"sqlite:///{folder / 'images.db'}",
@@ -73,7 +74,7 @@ def gunicorn(folder: Path, **settings: str) -> Iterator[Server]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(port, log, folder)
+    server = Server(port, log, folder, proc.pid)
     try:
         deadline = time.monotonic() + START_SECONDS
         while True:
