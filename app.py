@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,25 @@ from models import registry
 from models.runtime import limit_heap_retention, set_opencv_ipp, single_threaded_opencv
 
 __all__ = ["ConfigError", "create_app"]
+
+
+class VisionApp(Flask):
+    """Flask, asking once per function rather than per request whether a hook or view is async."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_callables: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the callable Flask runs for `func`, worked out on first use and then remembered.
+
+        Flask checks every before/after-request hook and the view with inspect on every request
+        (8 checks for a model route here); the answer never changes for a function.
+        """
+        made = self._sync_callables.get(func)
+        if made is None:
+            made = self._sync_callables[func] = super().ensure_sync(func)
+        return made
 
 
 class RequestIdFilter(logging.Filter):
@@ -70,7 +89,7 @@ def configure_logging(config: Mapping[str, Any]) -> None:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app; `config` overrides every other source (tests use it)."""
     settings = load_config(config)
-    app = Flask(__name__, instance_relative_config=True)
+    app = VisionApp(__name__, instance_relative_config=True)
     app.config.update(settings)
     app.json.sort_keys = False
     configure_logging(app.config)

@@ -34,3 +34,25 @@ def test_every_answer_carries_the_security_headers(client, path):
     assert policy["script-src"] == "'self'"  # no inline scripts, no CDN
     assert "'unsafe-inline'" not in headers["Content-Security-Policy"]
     assert policy["frame-ancestors"] == "'none'"
+
+
+def test_invented_methods_share_one_metrics_series(client):
+    # Each new label set is a time series kept for the life of the process (and a file entry per
+    # worker): a client must not be able to add one per request by inventing method names.
+    for i in range(5):
+        assert client.open("/health", method=f"BREW{i}").status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "BREW" not in text
+    assert 'http_requests_total{endpoint="unmatched",method="other",status="405"}' in text
+
+
+def test_hooks_and_views_are_checked_for_async_once(app, client, monkeypatch):
+    from flask import Flask
+
+    client.get("/health")  # every hook and the view seen once
+    checked = []
+    original = Flask.ensure_sync
+    monkeypatch.setattr(Flask, "ensure_sync", lambda self, func: checked.append(func) or original(self, func))
+    for _ in range(3):
+        assert client.get("/health").status_code == 200
+    assert checked == []
