@@ -285,3 +285,18 @@ def test_a_tiny_peer_run_measures_ours_and_both_peers(tmp_path):
     assert results["floor_ms"][payloads.PREDICT_PAGE]["total"] > 0
     assert all(len(s["rss_after_mb"]["workers"]) >= 2 for s in results["servers"].values())
     assert "### Tails at 8 clients" in done.stdout  # the tables are printed even with no 8-client point
+
+
+@pytest.mark.slow
+def test_the_batch_bench_runs_and_prints_both_tables(capsys):
+    from bench import batch
+
+    batch.main(["--reps", "1"])
+    out = capsys.readouterr().out
+    for title, counts in (("OCR: lines", batch.OCR_COUNTS), ("tracking: faces", batch.FACE_COUNTS)):
+        section = out[out.index(title) :].split("\n\n")[0].splitlines()
+        rows = [r for r in section[2:] if r.startswith("|")]
+        assert [int(r.split("|")[1]) for r in rows] == list(counts)
+        # The stacked lines and tiled faces are read (one miss allowed): the timing is of real answers.
+        right = [r.split("|")[-2].strip() for r in rows]
+        assert all(got in {f"{n}/{n}", f"{n - 1}/{n}"} for got, n in zip(right, counts, strict=True)), right
