@@ -1,13 +1,15 @@
 """The image store: every kept image is one file under IMAGE_DIR plus one database row.
 
 - Files are named by id (`<id[:2]>/<id>.<ext>`), never by a user-supplied name (store.records).
-- A write is all or nothing: the bytes go to a temporary name and are fsync'ed, the row is
-  inserted, the file is renamed into place, and the transaction commits; any failure removes
-  the file and rolls the row back.
+- A write is all or nothing (store.saving): the bytes go to a temporary name and are fsync'ed,
+  the row is inserted, the file is renamed into place, and the transaction commits; any failure
+  removes the file and rolls the row back.
 - `save()` writes synchronously (uploads); `submit()` hands the write to the background writer
   (store.writer), so a prediction never waits for the database: its image is journalled on disk
   first (store.journal), so an answered request's image is kept even if the process dies next.
-  Once a row is committed, its thumbnail is scheduled on the thumbnail runner (store.thumbnails).
+  The writer keeps what is queued with one commit, and makes a canvas's thumbnail from its
+  request's pixels on the way (store.render); any other thumbnail is scheduled on the thumbnail
+  runner once its row is committed (store.thumbnails).
 - The database is opened at its first use (`ensure_schema`): then the journals of processes that
   died are kept, pending thumbnails resumed and retention started (`on_open`).
 """
@@ -15,7 +17,6 @@
 from __future__ import annotations
 
 import atexit
-import hashlib
 import logging
 import os
 import threading
@@ -24,32 +25,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from store.exif import finite, read_exif
 from store.export import export_zip
 from store.journal import Entry, Journal
-from store.metrics import SAVED, THUMBNAILS
+from store.metrics import THUMBNAILS
 from store.queries import StoreQueries
 from store.records import (
     DONE,
     FAILED,
-    MAX_NAME_CHARS,
-    PENDING,
     THUMB_STATUSES,
     InvalidImageId,
-    NewImage,
     StoredImage,
     StoreError,
-    as_utc,
     clean_label,
     extension_for,
-    mime_for,
-    new_id,
     validate_id,
 )
+from store.saving import StoreWrites, remove_file
 from store.schema import images, make_engine, migrate, write_transaction
 from store.thumbnails import Thumbnails
 from store.writer import Writer
@@ -66,7 +61,7 @@ def resolve_image_dir(root: str | os.PathLike, value: str | os.PathLike) -> Path
     return path if path.is_absolute() else Path(root) / path
 
 
-class ImageStore(StoreQueries):
+class ImageStore(StoreWrites, StoreQueries):
     """Files under `image_dir` plus rows in `database_url`; thread-safe."""
 
     def __init__(
@@ -88,7 +83,7 @@ class ImageStore(StoreQueries):
         # Schedules the thumbnail of every committed row once start_thumbnails() has run.
         self.thumbnails: Thumbnails | None = None
         self.journal = Journal(self.image_dir / ".journal")
-        self.writer = Writer(self.save_entry, self.journal, queue_size=queue_size, queue_wait=queue_wait)
+        self.writer = Writer(self.save_entries, self.journal, queue_size=queue_size, queue_wait=queue_wait)
         # Started when the database is first opened (store.retention), when init_app sets it.
         self.retention: Retention | None = None
         self._schema_ok = False
@@ -167,100 +162,6 @@ class ImageStore(StoreQueries):
         return self.image_dir / "thumbs" / image_id[:2] / f"{image_id}.jpg"
 
     # writing
-
-    def save(self, new: NewImage, *, image_id: str | None = None, created_at: datetime | None = None) -> str:
-        """Write file and row together, or neither; return the id or raise StoreError."""
-        image_id = validate_id(image_id) if image_id else new_id()
-        self.ensure_schema()
-        fmt = str(new.format or "UNKNOWN").upper()[:16]
-        relative = self.relative_path(image_id, fmt)
-        final = self.image_dir / relative
-        now = datetime.now(UTC)
-        exif = read_exif(new.data)
-        row = {
-            "id": image_id,
-            "created_at": as_utc(created_at) if created_at else now,
-            "endpoint": _short(new.endpoint) or "unknown",
-            "model": _short(new.model),
-            # A model's text may hold line breaks; only a NUL, which PostgreSQL refuses, goes.
-            "prediction": None
-            if new.prediction is None
-            else str(new.prediction).replace("\x00", "")[:10_000],
-            "confidence": fraction(new.confidence),
-            "label": clean_label(new.label),
-            "labelled_at": now if new.label is not None else None,
-            "original_name": (new.original_name or None) and _printable(new.original_name, 255),
-            "file_name": relative,
-            "byte_size": len(new.data),
-            "sha256": hashlib.sha256(new.data).hexdigest(),
-            "format": fmt,
-            "mime": mime_for(fmt),
-            "width": int(new.width),
-            "height": int(new.height),
-            "exif": exif,
-            "thumb_status": PENDING,
-            "thumb_error": None,
-            "thumb_attempts": 0,
-            "thumb_updated_at": now,
-        }
-        temp = None
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.journal.temp_path(image_id)  # this process's folder: swept if it dies
-            self._write_file(temp, new.data)
-        except OSError as exc:
-            _unlink(temp)
-            raise StoreError("disk", f"cannot write image file: {exc}") from exc
-        try:
-            with write_transaction(self.engine) as conn:
-                # Parameters apart from the statement: SQLAlchemy compiles it once and reuses it.
-                conn.execute(insert(images), row)
-                os.replace(temp, final)  # inside the transaction: a failed commit removes it
-        except OSError as exc:
-            _unlink(temp)
-            raise StoreError("disk", f"cannot move image file into place: {exc}") from exc
-        except SQLAlchemyError as exc:
-            _unlink(temp)
-            _unlink(final)
-            raise StoreError("database", f"cannot record image: {exc}") from exc
-        except BaseException:
-            _unlink(temp)
-            _unlink(final)
-            raise
-        SAVED.labels(row["endpoint"]).inc()
-        if self.thumbnails is not None:
-            try:
-                self.thumbnails.schedule(image_id)
-            except Exception:  # the image is kept; the retry sweep makes the thumbnail later
-                log.exception("could not schedule the thumbnail of %s", image_id)
-        return image_id
-
-    def save_entry(self, entry: Entry) -> str:
-        """Save a journalled image under its id and time; return the id or raise StoreError."""
-        new = NewImage(
-            data=entry.encoded(),
-            format=entry.format,
-            width=entry.width,
-            height=entry.height,
-            endpoint=entry.endpoint,
-            model=entry.model,
-            prediction=entry.prediction,
-            confidence=entry.confidence,
-        )
-        return self.save(new, image_id=entry.image_id, created_at=datetime.fromtimestamp(entry.created, UTC))
-
-    @staticmethod
-    def _write_file(path: Path, data: bytes) -> None:
-        """Write bytes to a new file and flush them to disk."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def submit(
         self,
@@ -343,8 +244,8 @@ class ImageStore(StoreQueries):
         with write_transaction(self.engine) as conn:
             result = conn.execute(delete(images).where(images.c.id == image_id))
         # The row goes first: a file whose row is gone is invisible, a row without its file is not.
-        _unlink(self.file_path(record))
-        _unlink(self.thumbnail_path(image_id))
+        remove_file(self.file_path(record))
+        remove_file(self.thumbnail_path(image_id))
         return bool(result.rowcount)
 
     def mark_thumbnail(self, image_id: str, status: str, error: str | None = None) -> None:
@@ -371,33 +272,3 @@ class ImageStore(StoreQueries):
     def export_zip(self, out: IO[bytes], *, model: str | None = None) -> int:
         """Write the labelled images (of one model, or all) as a zip; return how many (store.export)."""
         return export_zip(self, out, model=model)
-
-
-def fraction(confidence: float | None) -> float | None:
-    """Return a confidence as kept: a fraction from 0 to 1 (a percentage is a caller's bug)."""
-    value = finite(confidence) if confidence is not None else None
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise ValueError(f"confidence must be a fraction from 0 to 1, got {value!r}")
-    return value
-
-
-def _printable(value: Any, limit: int) -> str | None:
-    # Text from a client or a model, without control characters (PostgreSQL refuses a NUL), cut.
-    return "".join(c for c in str(value) if c.isprintable() or c == " ")[:limit] or None
-
-
-def _short(value: Any) -> str | None:
-    # Names that code passes (endpoint, model) are kept, cut to the column's size.
-    if value is None:
-        return None
-    value = "".join(c for c in str(value).strip() if c.isprintable())
-    return value[:MAX_NAME_CHARS] or None
-
-
-def _unlink(path: Path | None) -> None:
-    if path is None:
-        return
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("could not remove %s: %s", path, exc)

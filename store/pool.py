@@ -1,7 +1,9 @@
 """The store's one thread pool: daemon threads draining a bounded queue, started on first use.
 
 The background writer (one thread) and the thumbnail runners (THUMBNAIL_WORKERS threads, plus
-one that publishes to Celery) are all this pool with a different `handle`.
+one that publishes to Celery) are all this pool with a different `handle`. With `batch` > 1,
+`handle` gets a list: what is queued when a thread wakes up, up to `batch` items, so that the
+writer commits many images at once when it is behind and one at a time when it is not.
 """
 
 from __future__ import annotations
@@ -10,18 +12,27 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class WorkerPool(Generic[T]):
-    """Call `handle(item)` on `workers` daemon threads for every item put on a bounded queue."""
+    """Call `handle(item)` (or `handle(items)`, batched) on `workers` daemon threads for what is queued."""
 
-    def __init__(self, name: str, handle: Callable[[T], None], *, workers: int = 1, queue_size: int):
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[Any], None],
+        *,
+        workers: int = 1,
+        queue_size: int,
+        batch: int = 1,
+    ):
         self.name = name
         self.handle = handle
         self.count = workers
+        self.batch = batch
         self.queue: queue.Queue[T | None] = queue.Queue(maxsize=queue_size)
         self.threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -51,13 +62,21 @@ class WorkerPool(Generic[T]):
 
     def _loop(self) -> None:
         while True:
-            item = self.queue.get()
+            items = [self.queue.get()]
+            while items[-1] is not None and len(items) < self.batch:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            work = [item for item in items if item is not None]
             try:
-                if item is None:
-                    return
-                self.handle(item)
+                if work:
+                    self.handle(work if self.batch > 1 else work[0])
             finally:
-                self.queue.task_done()
+                for _ in items:
+                    self.queue.task_done()
+            if len(work) < len(items):  # this thread's stop mark (one per thread)
+                return
 
     @property
     def pending(self) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 
 from PIL import Image
 
+from store.exif import finite
+
 ID_PATTERN = re.compile(r"\A[0-9a-f]{32}\Z")
 MAX_NAME_CHARS = 64
 MAX_LABEL_CHARS = 64
@@ -176,3 +178,62 @@ def clean_label(value: Any) -> str | None:
     if len(value) > MAX_LABEL_CHARS or FORBIDDEN.search(value):
         raise ValueError(f"label must be at most {MAX_LABEL_CHARS} characters, with no control characters")
     return value
+
+
+def new_row(
+    new: NewImage,
+    *,
+    image_id: str,
+    file_name: str,
+    fmt: str,
+    sha256: str,
+    exif: dict[str, Any] | None,
+    created_at: datetime | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Return the row that records a new image (its thumbnail pending)."""
+    return {
+        "id": image_id,
+        "created_at": as_utc(created_at) if created_at else now,
+        "endpoint": short_name(new.endpoint) or "unknown",
+        "model": short_name(new.model),
+        # A model's text may hold line breaks; only a NUL, which PostgreSQL refuses, goes.
+        "prediction": None if new.prediction is None else str(new.prediction).replace("\x00", "")[:10_000],
+        "confidence": fraction(new.confidence),
+        "label": clean_label(new.label),
+        "labelled_at": now if new.label is not None else None,
+        "original_name": (new.original_name or None) and printable(new.original_name, 255),
+        "file_name": file_name,
+        "byte_size": len(new.data),
+        "sha256": sha256,
+        "format": fmt,
+        "mime": mime_for(fmt),
+        "width": int(new.width),
+        "height": int(new.height),
+        "exif": exif,
+        "thumb_status": PENDING,
+        "thumb_error": None,
+        "thumb_attempts": 0,
+        "thumb_updated_at": now,
+    }
+
+
+def fraction(confidence: float | None) -> float | None:
+    """Return a confidence as kept: a fraction from 0 to 1 (a percentage is a caller's bug)."""
+    value = finite(confidence) if confidence is not None else None
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"confidence must be a fraction from 0 to 1, got {value!r}")
+    return value
+
+
+def printable(value: Any, limit: int) -> str | None:
+    """Return text from a client or a model without control characters (PostgreSQL refuses a NUL), cut."""
+    return "".join(c for c in str(value) if c.isprintable() or c == " ")[:limit] or None
+
+
+def short_name(value: Any) -> str | None:
+    """Return a name that code passes (endpoint, model) as kept: printable, cut to the column's size."""
+    if value is None:
+        return None
+    value = "".join(c for c in str(value).strip() if c.isprintable())
+    return value[:MAX_NAME_CHARS] or None

@@ -39,3 +39,24 @@ def test_a_full_queue_refuses_at_once_or_after_the_wait():
     gate.set()
     assert pool.drain(10)
     pool.close()
+
+
+def test_a_batched_pool_hands_over_what_is_queued_at_once():
+    batches: list[list[int]] = []
+    gate, busy = threading.Event(), threading.Event()
+
+    def handle(items: list[int]) -> None:
+        batches.append(list(items))
+        busy.set()
+        gate.wait(10)
+
+    pool = WorkerPool("batched", handle, queue_size=100, batch=8)
+    assert pool.put(0) and busy.wait(10)  # the thread holds the first item alone
+    assert all(pool.put(n) for n in range(1, 21))  # these wait while it is busy
+    gate.set()
+    assert pool.drain(10)
+    assert batches[0] == [0]
+    assert [len(b) for b in batches[1:]] == [8, 8, 4]  # three handovers, not twenty
+    assert [n for b in batches for n in b] == list(range(21))
+    pool.close()
+    assert not any(t.is_alive() for t in pool.threads)
