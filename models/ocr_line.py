@@ -23,6 +23,8 @@ WINDOW = 1.6
 # 0.11 and fall 0.05; other fonts' up to 0.23 and 0.32 (Q's tail, brackets): those tips are trimmed
 # the same way in training and serving. Text touching the line from above keeps at most this stub.
 RISE, FALL = 0.15, 0.3
+# Ink kept past the cap top and baseline in a glyph's tight window, in cap heights.
+TIGHT = 0.03
 # Widest gap, in cap heights, between pieces of one line past its band's ends (two spaces of OCR-B
 # are 2.2 caps from glyph to glyph).
 REACH = 2.5
@@ -38,6 +40,9 @@ class Glyph:
     y1: int
     image: np.ndarray
     spaces_before: int = 0
+    # The same window with the ink past the cap top and baseline removed, for a glyph that has some:
+    # read when the full window is called other print (a stub of touching print can make it so).
+    tight: np.ndarray | None = None
 
     @property
     def cx(self) -> float:
@@ -290,10 +295,14 @@ def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tu
     for p in final:
         t, b = band.at(ox + p.cx)
         local_cap = max(4.0, float(b - t))
-        image = _glyph_image(p, labels, float(t + b) / 2 - oy, local_cap)
+        mid = float(t + b) / 2 - oy
+        image = _glyph_image(p, labels, mid, local_cap)
         if image is None:
             continue
         g = Glyph(p.x0 + ox, p.y0 + oy, p.x1 + ox, p.y1 + oy, image)
+        rows = (float(t) - oy - TIGHT * local_cap, float(b) - oy + TIGHT * local_cap)
+        if p.y0 < rows[0] or p.y1 > rows[1]:
+            g.tight = _glyph_image(p, labels, mid, local_cap, rows)
         if previous is not None:
             # The pitch scales with the local cap height (perspective makes one end smaller).
             step = (g.cx - previous.cx) * cap / local_cap
@@ -354,8 +363,10 @@ def _split(p: _Piece, labels: np.ndarray, pitch: float, char_w: float) -> list[_
     return out or [p]
 
 
-def _glyph_image(p: _Piece, labels: np.ndarray, mid: float, cap: float) -> np.ndarray | None:
-    """Cut a square window around a glyph (its own pixels only), resized to GLYPH_SIZE."""
+def _glyph_image(
+    p: _Piece, labels: np.ndarray, mid: float, cap: float, rows: tuple[float, float] | None = None
+) -> np.ndarray | None:
+    """Cut a square window around a glyph (its own pixels only, within `rows` if given), resized to GLYPH_SIZE."""
     side = int(round(max(WINDOW * cap, 1.1 * p.w, 1.1 * p.h)))
     cx = int(round(p.cx))
     cy = int(round(mid)) if abs(p.y0 + p.h / 2 - mid) < 0.6 * side - p.h / 2 else int(round(p.y0 + p.h / 2))
@@ -370,6 +381,9 @@ def _glyph_image(p: _Piece, labels: np.ndarray, mid: float, cap: float) -> np.nd
         a, b = p.cut
         cols = np.arange(sx0, sx1)
         crop &= ((cols >= a) & (cols < b))[None, :]
+    if rows is not None:
+        ys = np.arange(sy0, sy1)
+        crop &= ((ys >= rows[0]) & (ys < rows[1]))[:, None]
     if not crop.any():
         return None
     canvas[sy0 - wy0 : sy1 - wy0, sx0 - wx0 : sx1 - wx0] = crop

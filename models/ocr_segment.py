@@ -40,8 +40,9 @@ class Segmentation:
         return [g for line in self.lines for g in line]
 
     def tensor(self) -> np.ndarray:
-        """Stack every glyph image into one (N, 32, 32, 1) float32 batch."""
-        images = [g.image for g in self.glyphs]
+        """Stack every glyph image, then the tight windows of those that have one, into one float32 batch."""
+        glyphs = self.glyphs
+        images = [g.image for g in glyphs] + [g.tight for g in glyphs if g.tight is not None]
         if not images:
             return np.zeros((0, GLYPH_SIZE, GLYPH_SIZE, 1), np.float32)
         return np.stack(images)[..., None].astype(np.float32)
