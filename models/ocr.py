@@ -99,7 +99,7 @@ class OcrModel(ServedModel):
             gaps = [g.spaces_before for g in glyphs] + [0]
             text, chars, spaces = [], [], 0
             previous = -1
-            for k, char, confidence in decode_line(probs[first:i], self.charset, self.reject):
+            for k, char, confidence in decode_line(probs[first:i], self.charset, self.reject, gaps[:-1]):
                 spaces = sum(gaps[previous + 1 : k + 1]) if text else 0
                 previous = k
                 text.append(" " * spaces + char)

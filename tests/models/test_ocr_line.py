@@ -75,3 +75,55 @@ def test_class_count_must_match_the_charset(tmp_path, reject):
     model = OcrModel("ocr", Path(__file__).parents[2] / "models" / "ocr.onnx")
     classes = model.onnx.session.get_outputs()[0].shape[-1]
     assert classes == len(model.charset) + model.reject
+
+
+def test_a_row_broken_by_glyphs_that_print_touches_is_one_band():
+    """Glyphs merged with print above are not cap-high: the cap-high ones on either side are one row."""
+    cap = 32.0
+    xs = np.arange(30) * 24.0
+    h = np.full(30, int(cap))
+    h[8:13] = int(2 * cap)  # five glyphs merged with the print above: 3 caps without a cap-high one
+    y = np.where(h > cap, 100 - int(cap), 100)
+    bands = fit_rows(xs.astype(int), y, np.full(30, 18), h, cap)
+    assert len(bands) == 1
+    assert bands[0].x0 < 24 and bands[0].x1 > 24 * 28
+    # Two rows side by side at different heights stay two.
+    y2 = np.where(np.arange(30) < 10, 100, 160)
+    assert len(fit_rows(xs.astype(int), y2, np.full(30, 18), np.full(30, int(cap)), cap)) == 2
+
+
+def test_band_pieces_follow_glyphs_past_the_band_end_but_not_far_print():
+    binary = np.zeros((200, 900), np.uint8)
+    for k in range(10):
+        binary[80:112, 20 + 36 * k : 40 + 36 * k] = 1
+    # Past the band's end: a key two pitches on (kept), and print 4 caps past that (dropped).
+    for x in (20 + 36 * 11, 20 + 36 * 12, 20 + 36 * 12 + 30 + 4 * 32):
+        binary[80:112, x : x + 20] = 1
+    band = Band(np.array([80.0]), np.array([112.0]), 30.0, 30.0 + 36 * 9)
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    pieces, *_ = band_pieces(binary, band, 32.0, identity, (900, 200))
+    assert len(pieces) == 12
+
+
+def test_a_rejected_glyph_is_read_from_its_tight_window():
+    """A glyph called other print (a stub of touching print) takes its tight window's reading."""
+    model = OcrModel.__new__(OcrModel)
+    model.charset, model.reject = DEFAULT_CHARSET, True
+    model.digit_index = np.arange(10)
+    image = np.zeros((32, 32), np.float32)
+    seg = Segmentation(size=(400, 100))
+    seg.lines = [
+        [Glyph(10 * i, 40, 10 * i + 8, 50, image) for i in range(3)],
+        [Glyph(10 * i, 0, 10 * i + 8, 10, image) for i in range(3)],  # other print
+    ]
+    seg.lines[0][1].tight = image
+    for g in seg.lines[1]:
+        g.tight = image
+    assert seg.tensor().shape[0] == 6 + 4
+    reject = len(DEFAULT_CHARSET)
+    # Full windows: 1 ? 3, then three rejects; tight windows: 2, then 7 7 7.
+    picks = [1, reject, 3, reject, reject, reject, 2, 7, 7, 7]
+    probs = np.eye(len(DEFAULT_CHARSET) + 1, dtype=np.float32)[picks]
+    result = model.postprocess(probs, seg)
+    # The other print stays dropped: whether a line is print is decided on its full windows.
+    assert [line["text"] for line in result["lines"]] == ["123"]
