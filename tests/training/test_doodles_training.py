@@ -88,8 +88,12 @@ def test_canvas_simulation_goes_through_the_served_preprocessing() -> None:
     np.testing.assert_array_equal(sims, simulate_many(x, seed=5, processes=1))
     # Served bitmaps: ink on the long side spans pixels 1-26 as in the dataset, never the border.
     assert sims[:, 0, :].max() == sims[:, -1, :].max() == sims[:, :, 0].max() == 0
-    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(x.astype(float), sims, strict=True)]
-    assert np.median(corr) > 0.8
+    # Each pen still draws the same drawing: the outline pen keeps its pixels closest, the pen that
+    # follows centre lines loses detail (merged strokes, filled areas drawn as lines) by design.
+    for centre_line, least in ((0.0, 0.8), (1.0, 0.75)):
+        pen = simulate_many(x, seed=5, processes=1, centre_line=centre_line)
+        corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(x.astype(float), pen, strict=True)]
+        assert np.median(corr) > least, centre_line
 
 
 def test_split_is_stratified_and_disjoint() -> None:
