@@ -20,6 +20,7 @@ def table(monkeypatch):
     """A fresh table for each test, as the master makes before the first fork."""
     monkeypatch.setattr(gthread_balanced, "_table", gthread_balanced.multiprocessing.RawArray("q", 8))
     monkeypatch.setattr(gthread_balanced, "SLOTS", 4)
+    monkeypatch.setattr(gthread_balanced, "_used", gthread_balanced.multiprocessing.RawValue("i", 0))
     return gthread_balanced._table
 
 
