@@ -174,6 +174,10 @@ def train(args: argparse.Namespace) -> dict:
         warmup_steps=len(batches) // 2,
     )
     model = build_model(len(CHARSET) + 1)
+    if args.init:
+        # Fine-tuning: start from a trained model's weights (same architecture and charset).
+        model.set_weights(keras.models.load_model(args.init, compile=False).get_weights())
+        print(f"starting from the weights of {args.init}", flush=True)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
@@ -201,14 +205,17 @@ def train(args: argparse.Namespace) -> dict:
     val_accuracy = float(history["val_accuracy"][-1] * 100)
     print(f"validation glyph accuracy {val_accuracy:.2f}%, ONNX vs Keras {onnx_diff:.1e}", flush=True)
 
-    print("evaluating on held-out renders", flush=True)
-    sets = heldout_sets(args.data, n=args.heldout, seed=args.seed + 7919)
-    heldout = evaluate(onnx_path, sets)
-    # Scored once, after export: nothing above reads these sets (see training/ocr_evalsets.py).
-    print("evaluating on the out-of-collection sets", flush=True)
-    collections = evaluate(onnx_path, evaluation_sets(args.data, n=args.heldout))
+    heldout: dict = {}
+    collections: dict = {}
+    if not args.no_eval:
+        print("evaluating on held-out renders", flush=True)
+        sets = heldout_sets(args.data, n=args.heldout, seed=args.seed + 7919)
+        heldout = evaluate(onnx_path, sets)
+        # Scored once, after export: nothing above reads these sets (see training/ocr_evalsets.py).
+        print("evaluating on the out-of-collection sets", flush=True)
+        collections = evaluate(onnx_path, evaluation_sets(args.data, n=args.heldout))
     bench = None
-    if not args.no_bench:
+    if not args.no_bench and not args.no_eval:
         from bench.ocr_vs_tesseract import PEER_SETS
         from training.ocr_peers import compare
 
@@ -223,6 +230,7 @@ def train(args: argparse.Namespace) -> dict:
             n: str(p) for n, p in find_fonts(args.data, list(TRAIN_FONTS) + list(HELDOUT_FONTS)).items()
         },
         "images": args.images,
+        "init": args.init,
         "glyphs": len(x),
         "n_real": n_real,
         "cut_stats": stats,
@@ -301,6 +309,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="render processes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-bench", action="store_true", help="skip the Tesseract comparison")
+    parser.add_argument("--init", metavar="KERAS", help="start from this model's weights (fine-tuning)")
+    parser.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="skip the held-out and out-of-collection scoring (compare on training.ocr_eval's dev sets "
+        "first, then score the chosen model once with --rescore)",
+    )
     parser.add_argument(
         "--cache", metavar="NPZ", help="keep the rendered glyphs here and reuse them on the next run"
     )

@@ -35,13 +35,16 @@ def augment(style: Style, rng: np.random.Generator, context_fonts: list[Path]) -
     """Add context print (45% of images) and photo geometry (35%) to a print/scan style."""
     extra: dict = {}
     if rng.random() < 0.45:
-        above = (float(rng.uniform(-0.08, 0.4)), float(rng.uniform(0.15, 0.85)))
-        below = (float(rng.uniform(0.0, 0.4)), float(rng.uniform(0.15, 0.7)))
+        # Down to -0.17 cap (2026-12, was -0.08): stubs of the other print that reach inside the cap band,
+        # which the dev sets showed rejected as other print.
+        above = (float(rng.uniform(-0.17, 0.4)), float(rng.uniform(0.15, 0.85)))
+        below = (float(rng.uniform(-0.1, 0.4)), float(rng.uniform(0.15, 0.7)))
         where = rng.random()
         extra["context"] = (
             above if where < 0.6 else (np.nan, np.nan) + below if where < 0.8 else above + below
         )
         extra["context_font"] = str(context_fonts[int(rng.integers(len(context_fonts)))])
+        extra["rules"] = "any"
     if rng.random() < 0.35:
         extra["curve"] = float(rng.uniform(-0.5, 0.5))
         extra["keystone"] = float(np.exp(rng.uniform(-0.25, 0.25)))
@@ -52,7 +55,8 @@ def augment(style: Style, rng: np.random.Generator, context_fonts: list[Path]) -
 def add_context(ink: np.ndarray, style: Style, cap: float, rng: np.random.Generator) -> np.ndarray:
     """Put cut-off print above and/or below the block, `gap` cap heights from its ink (< 0: touching).
 
-    One time in seven a printed rule is drawn over the block too.
+    With `style.rules == "any"` (training), three times in ten a printed rule is drawn over or under the
+    block too (see `_rule`); otherwise one time in seven a level rule over it, touching it or not.
     """
     rows = np.flatnonzero(ink.max(axis=1) > 0.5)
     if rows.size == 0:
@@ -81,7 +85,10 @@ def add_context(ink: np.ndarray, style: Style, cap: float, rng: np.random.Genera
             else int(round(rows[-1] + 1 + gap * cap))
         )
         parts.append((other, y, x))
-    if rng.random() < 0.15:  # a printed rule over the block, touching it or not
+    if style.rules == "any":
+        if rng.random() < 0.3:
+            parts.append(_rule(ink.shape[1], rows, cap, rng))
+    elif rng.random() < 0.15:  # the rules before 2026-12, which the dev sets keep: level, over the block
         thick = max(2, int(cap * rng.uniform(0.03, 0.1)))
         length = int(ink.shape[1] * rng.uniform(0.3, 1.0))
         parts.append(
@@ -99,6 +106,25 @@ def add_context(ink: np.ndarray, style: Style, cap: float, rng: np.random.Genera
             region = canvas[y - top : y - top + other.shape[0], x0:x1]
             np.maximum(region, other[:, x0 - x : x1 - x], out=region)
     return canvas
+
+
+def _rule(width: int, rows: np.ndarray, cap: float, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """A printed rule (image, top row, left column): over the block, touching it, crossing the glyph tops
+    by up to 0.15 cap, or under it; level or slanted by up to 1.4 degrees (2026-12: the dev sets' rules
+    across the glyph tops turned 1 into T).
+    """
+    thick = max(2, int(cap * rng.uniform(0.03, 0.1)))
+    length = max(2, int(width * rng.uniform(0.3, 1.0)))
+    slope = float(rng.uniform(-0.025, 0.025)) if rng.random() < 0.5 else 0.0
+    drop = int(round(abs(slope) * length))
+    image = np.zeros((thick + drop + 2, length), np.float32)
+    y0, y1 = (1, 1 + drop) if slope >= 0 else (1 + drop, 1)
+    cv2.line(image, (0, y0 + thick // 2), (length - 1, y1 + thick // 2), 1.0, thick)
+    if rng.random() < 0.75:
+        top = int(rows[0] - cap * rng.uniform(-0.15, 0.3)) - thick - drop // 2
+    else:
+        top = int(rows[-1] + 1 + cap * rng.uniform(-0.1, 0.3)) - drop // 2
+    return image, top, int(rng.integers(0, max(1, width - length + 1)))
 
 
 def warp(ink: np.ndarray, style: Style, cap: float) -> np.ndarray:
