@@ -201,3 +201,61 @@ def test_evaluation_sets_and_context_renders(tmp_path):
     image = ocr_render.render([ocr_fixtures.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], style, rng)
     plain = ocr_render.render([ocr_fixtures.EXAMPLE_54], fonts[ocr_render.MAIN_FONT], ocr_render.Style(), rng)
     assert image.shape[0] > plain.shape[0]  # the other print above and below makes the band taller
+
+
+RESERVED_FAMILIES = ("JetBrainsMono", "Courier Prime", "FiraCode", "mononoki")
+NEIGHBOUR_FAMILIES = ("DejaVuSerif", "LiberationSerif", "FreeSerif", "Tinos")
+
+
+def test_no_weight_of_a_reserved_family_is_trained_on():
+    """Other weights of the unseen and out-of-collection families would leak their shapes into training."""
+    for name in ocr_render.TRAIN_FONTS:
+        assert not name.startswith(RESERVED_FAMILIES + NEIGHBOUR_FAMILIES), name
+    for name in ocr_render.CONTEXT_FONTS:
+        assert not name.startswith(RESERVED_FAMILIES + NEIGHBOUR_FAMILIES), name
+    for held in ocr_render.HELDOUT_FONTS:
+        assert held.startswith(RESERVED_FAMILIES)
+
+
+def test_dev_sets_draw_training_fonts_only():
+    assert set(ocr_eval.DEV_FONTS) <= set(ocr_render.TRAIN_FONTS) - {ocr_render.MAIN_FONT}
+    assert set(ocr_eval.DEV_CONTEXT_FONTS) <= set(ocr_render.CONTEXT_FONTS)
+
+
+def test_lookalike_lines_put_letters_among_digits():
+    rng = np.random.default_rng(4)
+    lines = [ocr_render.lookalike_line(rng) for _ in range(100)]
+    assert all(set(line) <= set(ocr_render.CHARSET + " ") for line in lines)
+    groups = [g for line in lines for g in line.split(" ")]
+    mixed = [g for g in groups if any(c.isdigit() for c in g) and any(c.isalpha() for c in g)]
+    assert len(mixed) > len(groups) / 2
+    assert sum(line.count("O") for line in lines) > sum(line.count("A") for line in lines)
+
+
+def test_rules_are_slanted_or_level_and_reach_the_glyph_tops():
+    rng = np.random.default_rng(5)
+    rows, cap = np.arange(100, 140), 40.0
+    tops, slanted = [], 0
+    for _ in range(200):
+        image, top, left = ocr_distort._rule(600, rows, cap, rng)
+        assert image.max() == 1.0 and 0 <= left <= 600 - image.shape[1]
+        ink_rows = np.flatnonzero(image.max(axis=1) > 0)
+        slanted += ink_rows.size > int(cap * 0.1) + 1
+        tops.append(top + ink_rows[-1])
+    assert slanted > 40  # about half are slanted
+    assert any(bottom > rows[0] for bottom in tops)  # some cross into the glyphs' tops
+    assert any(t > rows[-1] for t in tops)  # some lie under the block
+
+
+def test_training_augmentation_draws_the_new_rules_and_dev_sets_the_old():
+    rng = np.random.default_rng(6)
+    styles = [ocr_distort.augment(ocr_render.Style(), rng, [Path("font.ttf")]) for _ in range(50)]
+    assert {s.rules for s in styles if s.context} == {"any"}
+    assert {s.rules for s in styles if not s.context} == {"level"}
+    assert ocr_render.Style().rules == "level"
+
+
+def test_fine_tuning_and_no_eval_flags():
+    args = training.parse_args(["--init", "models/ocr.keras", "--no-eval"])
+    assert args.init == "models/ocr.keras" and args.no_eval
+    assert training.parse_args([]).init is None
