@@ -83,7 +83,13 @@ class ImageStore(StoreWrites, StoreQueries):
         # Schedules the thumbnail of every committed row once start_thumbnails() has run.
         self.thumbnails: Thumbnails | None = None
         self.journal = Journal(self.image_dir / ".journal")
-        self.writer = Writer(self.save_entries, self.journal, queue_size=queue_size, queue_wait=queue_wait)
+        self.writer = Writer(
+            self.save_entries,
+            self.journal,
+            queue_size=queue_size,
+            queue_wait=queue_wait,
+            thumbnail_size=thumbnail_size,
+        )
         # Started when the database is first opened (store.retention), when init_app sets it.
         self.retention: Retention | None = None
         self._schema_ok = False

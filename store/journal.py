@@ -19,6 +19,7 @@ whose owner is gone, keeps each image recorded there whose row is not in the dat
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -199,6 +200,7 @@ class Journal:
         self.segment_bytes = segment_bytes
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
+        self._temp_numbers = itertools.count()
         self._segment = 0  # the segment records are appended to (0: none yet)
         self._fd: int | None = None
         self._size = 0
@@ -223,7 +225,8 @@ class Journal:
         """Return a fresh temporary name in this process's folder (same file system as the store)."""
         with self._lock:
             folder = self._ready()
-        return folder / f".tmp-{hint}-{secrets.token_hex(6)}"
+            number = next(self._temp_numbers)  # the folder is this process's alone: a count is unique
+        return folder / f".tmp-{hint}-{number}"
 
     def _segment_path(self, segment: int) -> Path:
         return self.folder / f"{segment:06d}.log"

@@ -2,12 +2,14 @@
 
 The background writer (one thread) and the thumbnail runners (THUMBNAIL_WORKERS threads, plus
 one that publishes to Celery) are all this pool with a different `handle`. With `batch` > 1,
-`handle` gets a list: what is queued when a thread wakes up, up to `batch` items, so that the
-writer commits many images at once when it is behind and one at a time when it is not.
+`handle` gets a list: what is queued, up to `batch` items, after waiting up to `linger` seconds
+for more to come when fewer are there (`drain` cuts the wait short), so that the writer commits
+several images at once even when it keeps up.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -15,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class WorkerPool(Generic[T]):
@@ -28,11 +32,14 @@ class WorkerPool(Generic[T]):
         workers: int = 1,
         queue_size: int,
         batch: int = 1,
+        linger: float = 0.0,
     ):
         self.name = name
         self.handle = handle
         self.count = workers
         self.batch = batch
+        self.linger = linger
+        self._hurry = threading.Event()  # set by drain(): no lingering while someone waits
         self.queue: queue.Queue[T | None] = queue.Queue(maxsize=queue_size)
         self.threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -63,6 +70,10 @@ class WorkerPool(Generic[T]):
     def _loop(self) -> None:
         while True:
             items = [self.queue.get()]
+            if self.linger and items[0] is not None and self.queue.qsize() < self.batch - 1:
+                # One wake-up per batch: more items gather while this thread sleeps.
+                self._hurry.wait(self.linger)
+                self._hurry.clear()
             while items[-1] is not None and len(items) < self.batch:
                 try:
                     items.append(self.queue.get_nowait())
@@ -72,6 +83,8 @@ class WorkerPool(Generic[T]):
             try:
                 if work:
                     self.handle(work if self.batch > 1 else work[0])
+            except Exception:  # a thread that died here would leave its queue unread for good
+                log.exception("%s: an item could not be handled", self.name)
             finally:
                 for _ in items:
                     self.queue.task_done()
@@ -89,6 +102,7 @@ class WorkerPool(Generic[T]):
         while self.queue.unfinished_tasks:
             if time.monotonic() > deadline:
                 return False
+            self._hurry.set()
             time.sleep(0.005)
         return True
 

@@ -228,12 +228,17 @@ def fraction(confidence: float | None) -> float | None:
 
 def printable(value: Any, limit: int) -> str | None:
     """Return text from a client or a model without control characters (PostgreSQL refuses a NUL), cut."""
-    return "".join(c for c in str(value) if c.isprintable() or c == " ")[:limit] or None
+    value = str(value)
+    if not value.isprintable():  # most are: one C call instead of one per character
+        value = "".join(c for c in value if c.isprintable())
+    return value[:limit] or None
 
 
 def short_name(value: Any) -> str | None:
     """Return a name that code passes (endpoint, model) as kept: printable, cut to the column's size."""
     if value is None:
         return None
-    value = "".join(c for c in str(value).strip() if c.isprintable())
+    value = str(value).strip()
+    if not value.isprintable():
+        value = "".join(c for c in value if c.isprintable())
     return value[:MAX_NAME_CHARS] or None

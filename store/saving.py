@@ -64,10 +64,10 @@ class _Staged:
 
     def place(self) -> None:
         """Move the file (and thumbnail) into place."""
-        os.replace(self.temp, self.final)
+        _move(self.temp, self.final)
         self.placed = True
         if self.thumb_temp is not None:
-            os.replace(self.thumb_temp, self.thumb_final)
+            _move(self.thumb_temp, self.thumb_final)
 
     def discard(self) -> None:
         """Remove what was written: temporaries, and the files placed by this write only."""
@@ -194,7 +194,6 @@ class StoreWrites:
         )
         staged = _Staged(image_id, row, self.journal.temp_path(image_id), self.image_dir / relative)
         try:
-            staged.final.parent.mkdir(parents=True, exist_ok=True)
             staged.fd = self._write_file(staged.temp, new.data)  # in this process's folder: swept if it dies
         except OSError as exc:
             staged.discard()
@@ -209,7 +208,6 @@ class StoreWrites:
         try:
             jpeg = thumbnail_jpeg(decoded.pixels, decoded.order, self.thumbnail_size)
             staged.thumb_final = self.thumbnail_path(image_id)
-            staged.thumb_final.parent.mkdir(parents=True, exist_ok=True)
             staged.thumb_temp = self.journal.temp_path(image_id)
             # Not fsync'ed, as in store.thumbnails: a thumbnail can always be made again.
             staged.thumb_temp.write_bytes(jpeg)
@@ -285,6 +283,15 @@ def _new_image(entry: Entry) -> NewImage:
 
 def _created(entry: Entry) -> datetime:
     return datetime.fromtimestamp(entry.created, UTC)
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename a file into its folder, made when missing (asked only then: one system call saved)."""
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
 
 def _discard(batch: list[_Staged]) -> None:

@@ -6,9 +6,11 @@ images) to the store's `save_entries()`, which keeps them with one commit, and m
 done once its image is kept. So an answered request's image survives its process: what a
 process that dies had journalled is kept by the next one to start.
 
-A canvas's decoded pixels wait with it (up to HOLD_BYTES in all), so that its thumbnail is made
-from them rather than decoded again from the file; past that budget an image waits with its
-bytes alone, and its thumbnail is made later (store.thumbnails).
+A canvas's decoded pixels wait with it (up to HOLD_BYTES in all), so that the writer makes its
+thumbnail from them rather than decoding the file again later (store.render). Past that budget
+(the writer is behind) the request shrinks them to the thumbnail's size itself (0.1-0.2 ms, at
+most 48 KB each) rather than leave the thumbnail to the slow path (1.7-3.7 ms: decode, Pillow,
+two row updates).
 
 A failed save (database or disk down) is logged and counted in `image_store_failures_total`,
 never raised to the request; its record stays and is tried again (`retry_failed`, every
@@ -26,20 +28,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
+
 from store.journal import Entry, Journal, Ticket
 from store.metrics import DROPPED, FAILURES
 from store.pool import WorkerPool
 from store.records import StoreError, new_id
-from store.render import Decoded, from_pixels
+from store.render import Decoded, from_pixels, thumbnail_bgr
 
 log = logging.getLogger(__name__)
 
 # Images kept with one commit at most: enough to spread a commit thin, few enough that one bad
 # image (each then tried alone) or a slow disk delays little.
 BATCH = 32
-# Decoded pixels held by queued images, for their thumbnails: 50 400x400 RGBA canvases, 400 of the
+# How long the writer waits for more images when fewer than BATCH are queued: at 200-400 images/s
+# a worker then commits 5-10 at once (a commit alone cost 0.35-0.5 ms of CPU here, `python -m
+# bench.store`). Only the row waits: the image is journalled before its request is answered.
+LINGER_SECONDS = 0.025
+# Decoded pixels held by queued images, for their thumbnails: 25 400x400 RGBA canvases, 200 of the
 # digit page's 140x140 exports. A queue of 256 uploads' pixels could be 160 MB otherwise.
-HOLD_BYTES = 32 * 1024 * 1024
+HOLD_BYTES = 16 * 1024 * 1024
 
 SaveEntries = Callable[[list[tuple[Entry, Decoded | None]]], list[str | Exception]]
 
@@ -63,7 +71,9 @@ class Writer:
         queue_size: int = 256,
         queue_wait: float = 2.0,
         batch: int = BATCH,
+        linger: float = LINGER_SECONDS,
         hold_bytes: int = HOLD_BYTES,
+        thumbnail_size: int = 128,
     ):
         self.save = save
         self.journal = journal
@@ -71,9 +81,10 @@ class Writer:
         # worker gives its writer thread little CPU) before the image is dropped and counted.
         self.queue_wait = queue_wait
         self.pool: WorkerPool[_Job] = WorkerPool(
-            "image-store-writer", self._write, queue_size=queue_size, batch=batch
+            "image-store-writer", self._write, queue_size=queue_size, batch=batch, linger=linger
         )
         self.hold_bytes = hold_bytes
+        self.thumbnail_size = thumbnail_size
         self._held = 0  # bytes of decoded pixels the queued jobs hold
         self._held_lock = threading.Lock()
         self._failed: list[Ticket] = []
@@ -133,19 +144,24 @@ class Writer:
         return entry.image_id
 
     def _hold(self, image: Any) -> Decoded | None:
-        """Return the pixels to make the thumbnail from, when it may be and the budget has room."""
+        """Return the pixels to make the thumbnail from: the request's while the budget has room,
+        else shrunk to the thumbnail's size here; None when it must be made from the file."""
         pixels = getattr(image, "pixels", None)
         if pixels is None or not from_pixels(image.data, image.format):
             return None
         size = 0 if image.data is None else pixels.nbytes  # a legacy array is held by its entry anyway
         with self._held_lock:
-            if self._held + size > self.hold_bytes:
-                return None
-            self._held += size
-        return Decoded(pixels, image.order)
+            if self._held + size <= self.hold_bytes:
+                self._held += size
+                return Decoded(pixels, image.order)
+        try:
+            return Decoded(thumbnail_bgr(pixels, image.order, self.thumbnail_size), "BGR", small=True)
+        except (ValueError, cv2.error) as exc:
+            log.warning("thumbnail of an image from %s left for later: %s", image.source, exc)
+            return None
 
     def _release(self, job: _Job) -> None:
-        if job.decoded is not None and job.entry.data is not None:
+        if job.decoded is not None and not job.decoded.small and job.entry.data is not None:
             with self._held_lock:
                 self._held -= job.decoded.pixels.nbytes
         job.decoded = None

@@ -60,3 +60,18 @@ def test_a_batched_pool_hands_over_what_is_queued_at_once():
     assert [n for b in batches for n in b] == list(range(21))
     pool.close()
     assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_a_handler_that_raises_does_not_stop_the_thread():
+    seen: list[int] = []
+
+    def handle(item: int) -> None:
+        if item == 1:
+            raise RuntimeError("a bug in the handler")
+        seen.append(item)
+
+    pool = WorkerPool("raising", handle, queue_size=10)
+    assert all(pool.put(n) for n in range(4))
+    assert pool.drain(10)
+    assert seen == [0, 2, 3]
+    pool.close()
