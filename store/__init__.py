@@ -6,11 +6,13 @@ routes reach it through `get_store()`. The modules, each one concern:
     records.py     ids, names, formats, NewImage / StoredImage, StoreError
     schema.py      the table, versioned migrations, engines (SQLite WAL, PostgreSQL)
     exif.py        EXIF to JSON (capped), GPS in decimal degrees
-    images.py      ImageStore: file layout, atomic save, labels, thumbnail state, opening
+    images.py      ImageStore: file layout, labels, thumbnail state, opening
+    saving.py      its writes: file and row together or neither, many with one commit
     queries.py     its reads: a record, a page (never the EXIF), the size, models, pending thumbnails
     export.py      the labelled images as a zip for retraining (formula-safe CSV)
     journal.py     queued images on disk before the answer; what a dead process left is kept at start
-    writer.py      the background writer behind `submit()`
+    writer.py      the background writer behind `submit()` (group commit)
+    render.py      a canvas's thumbnail from its request's decoded pixels (OpenCV)
     retention.py   unlabelled images deleted by age, count and bytes; the store's size in /metrics
     pool.py        the one thread pool the writer and the thumbnail runners share
     thumbnails.py  thumbnails on local threads or Celery, and the retry sweeper
