@@ -128,6 +128,10 @@ def test_card_is_written():
     }
     text = training.card_text(facts)
     assert "clean-300dpi-ocrb" in text and "python -m training.ocr" in text and "2025-01-01" in text
+    assert "Not kept" not in text
+    tried = {"what": "a run.", "kept": [1, 2], "runs": [{"name": "run B", "dev": [2, 0]}], "note": "n."}
+    text = training.card_text({**facts, "tried": tried})
+    assert "Not kept (2026-12): a run." in text and "this model\n1 / 2 (3); run B 2 / 0 (2)." in text
 
 
 def test_parse_args_defaults():
