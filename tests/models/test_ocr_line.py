@@ -47,11 +47,17 @@ def test_band_pieces_cut_touching_print_above_and_drop_print_outside():
     assert band_pieces(binary, band, 32.0, np.array([[1.0, 0, 0], [0, 1.0, -80]]), (400, 120))[3] == 1.0
 
 
-def test_rejected_glyphs_and_lines_are_left_out():
-    """A line the classifier calls other print is dropped; a rejected glyph inside a line too."""
+def rejecting_model() -> OcrModel:
+    """An OcrModel with the default charset and a reject class, without an ONNX file (postprocess only)."""
     model = OcrModel.__new__(OcrModel)
     model.charset, model.reject = DEFAULT_CHARSET, True
     model.digit_index = np.arange(10)
+    return model
+
+
+def test_rejected_glyphs_and_lines_are_left_out():
+    """A line the classifier calls other print is dropped; a rejected glyph inside a line too."""
+    model = rejecting_model()
     image = np.zeros((32, 32), np.float32)
     seg = Segmentation(size=(400, 100))
     seg.lines = [
@@ -107,9 +113,7 @@ def test_band_pieces_follow_glyphs_past_the_band_end_but_not_far_print():
 
 def test_a_rejected_glyph_is_read_from_its_tight_window():
     """A glyph called other print (a stub of touching print) takes its tight window's reading."""
-    model = OcrModel.__new__(OcrModel)
-    model.charset, model.reject = DEFAULT_CHARSET, True
-    model.digit_index = np.arange(10)
+    model = rejecting_model()
     image = np.zeros((32, 32), np.float32)
     seg = Segmentation(size=(400, 100))
     seg.lines = [
