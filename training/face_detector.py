@@ -53,6 +53,7 @@ from training.face_detector_convert import (
     metadata,
     sha256,
 )
+from training.haar_baseline import HaarBaseline
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "tracking"
@@ -60,39 +61,6 @@ SIZE = 96  # the nose tracker's crops
 
 SCALES = (0.75, 1.0, 1.5, 2.5, 4.0)
 SWEEP = (0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 1.0)
-
-
-# --- the Haar baseline (the detector served before; same settings) ----------------------------
-
-
-class HaarBaseline:
-    """The OpenCV Haar cascade detection the nose tracker served before BlazeFace."""
-
-    def __init__(self):
-        folder = Path(cv2.data.haarcascades)
-        self.cascade = cv2.CascadeClassifier(str(folder / "haarcascade_frontalface_default.xml"))
-        self.cascade_alt = cv2.CascadeClassifier(str(folder / "haarcascade_frontalface_alt2.xml"))
-
-    @staticmethod
-    def _image(gray: np.ndarray) -> tuple[np.ndarray, float]:
-        h, w = gray.shape
-        scale = 1.0
-        if max(h, w) > 640:
-            scale = 640 / max(h, w)
-        elif min(h, w) < 240:
-            scale = min(240 / min(h, w), 1280 / max(h, w))
-        if scale != 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        return cv2.equalizeHist(gray), scale
-
-    def detect(self, gray: np.ndarray) -> list[tuple[float, ...]]:
-        """Return boxes (x, y, w, h), largest first (the strict first look)."""
-        small, scale = self._image(gray)
-        m = max(24, int(0.06 * min(small.shape)))
-        found = self.cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(m, m))
-        boxes = [tuple(float(v) / scale for v in b) for b in found]
-        return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)[:10]
 
 
 # --- measurements on the fixtures --------------------------------------------------------------
