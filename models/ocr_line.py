@@ -1,10 +1,8 @@
-"""One text line: fit its cap band, cut its ink to that band, and cut one window per glyph.
+"""One text line: cut its ink to its cap band (models.ocr_band), and cut one window per glyph.
 
-The band (cap top and baseline as low-order polynomials of x) is fitted to the components of cap
-height that lie on one row, so a line stays one line when it is tilted, curved or seen in
-perspective. Only ink inside the band (with room for brackets that rise or fall a little past it)
-is relabelled into glyphs: other print touching the line from above or below is cut off where it
-leaves the band, and pieces that lie wholly above the cap top or below the baseline are dropped.
+Only ink inside the band (with room for brackets that rise or fall a little past it) is relabelled
+into glyphs: other print touching the line from above or below is cut off where it leaves the band,
+and pieces that lie wholly above the cap top or below the baseline are dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +11,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from models.ocr_band import Band, fit_rows
+
+__all__ = ["Band", "Glyph", "band_pieces", "cap_height", "fit_rows", "line_glyphs"]
 
 # Side of the square glyph image the classifier sees.
 GLYPH_SIZE = 32
@@ -50,21 +52,6 @@ class Glyph:
 
 
 @dataclass
-class Band:
-    """A line's cap top and baseline as polynomials of x, over the columns its glyphs span."""
-
-    top: np.ndarray
-    base: np.ndarray
-    x0: float
-    x1: float
-
-    def at(self, x: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Return the cap top and baseline rows at column(s) x (held flat past the ends)."""
-        x = np.clip(x, self.x0, self.x1)
-        return np.polyval(self.top, x), np.polyval(self.base, x)
-
-
-@dataclass
 class _Piece:
     """A candidate glyph: component labels, optionally limited to a column range."""
 
@@ -95,82 +82,6 @@ class _Piece:
             max(self.x1, other.x1),
             max(self.y1, other.y1),
         )
-
-
-def _fit(cx: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
-    return np.polyfit(cx, y, degree) if degree else np.array([float(np.median(y))])
-
-
-def _band(cx: np.ndarray, top: np.ndarray, bottom: np.ndarray, members: np.ndarray, cap: float) -> Band:
-    span = cx[members].max() - cx[members].min()
-    degree = 0 if members.size < 4 else 1 if members.size < 10 or span < 12 * cap else 2
-    return Band(
-        _fit(cx[members], top[members], degree),
-        _fit(cx[members], bottom[members], degree),
-        float(cx[members].min()),
-        float(cx[members].max()),
-    )
-
-
-def _fits(band: Band, cx: np.ndarray, top: np.ndarray, bottom: np.ndarray, cap: float) -> np.ndarray:
-    t, b = band.at(cx)
-    return np.abs(top - t) + np.abs(bottom - b) < 0.45 * cap
-
-
-def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, cap: float) -> list[Band]:
-    """Find the rows of cap-high components in a group (its densest row first) and fit each a band."""
-    typical = np.flatnonzero((h >= 0.7 * cap) & (h <= 1.35 * cap))
-    cx, top, bottom = x + w / 2, y.astype(float), (y + h).astype(float)
-    rows: list[tuple[Band, np.ndarray]] = []
-    left = typical
-    while left.size >= 3 or (left.size and not rows):
-        mids = (top[left] + bottom[left]) / 2
-        # The densest row: the component with most others centred within a third of a cap of it.
-        near = (np.abs(mids[:, None] - mids[None, :]) < 0.35 * cap).sum(axis=1)
-        members = left[np.abs(mids - mids[int(near.argmax())]) < 0.35 * cap]
-        band = _band(cx, top, bottom, members, cap)
-        for _ in range(3):
-            # Within three caps in x of the row's ends, or the next glyph along it.
-            reach = (cx[left] > band.x0 - 3 * cap) & (cx[left] < band.x1 + 3 * cap)
-            fits = _fits(band, cx[left], top[left], bottom[left], cap) & reach
-            if not fits.any():
-                break
-            members = left[fits]
-            band = _band(cx, top, bottom, members, cap)
-        rows.append((band, members))
-        left = np.setdiff1d(left, members)
-    return [band for band, _ in _join_rows(rows, cx, top, bottom, cap)]
-
-
-def _join_rows(
-    rows: list[tuple[Band, np.ndarray]], cx: np.ndarray, top: np.ndarray, bottom: np.ndarray, cap: float
-) -> list[tuple[Band, np.ndarray]]:
-    """Join rows that are pieces of one line: side by side, a few caps apart, and one band fits both.
-
-    Glyphs merged with other print that touches them are not cap-high, so a run of them breaks the
-    chain of cap-high components a row grows along (three caps per step): the line came out as two
-    rows, and the shorter was read as a line of its own (on the development set, 2 of 200 lines).
-    """
-    joined = True
-    while joined and len(rows) > 1:
-        joined = False
-        for i in range(len(rows)):
-            for j in range(i + 1, len(rows)):
-                (a, ma), (b, mb) = rows[i], rows[j]
-                gap = max(b.x0 - a.x1, a.x0 - b.x1)
-                if not 0 < gap < 6 * cap or max(ma.size, mb.size) < 3:
-                    continue
-                both = np.union1d(ma, mb)
-                band = _band(cx, top, bottom, both, cap)
-                fits = [_fits(band, cx[m], top[m], bottom[m], cap).mean() for m in (ma, mb)]
-                if min(fits) >= 0.9:
-                    rows[i] = (band, both)
-                    del rows[j]
-                    joined = True
-                    break
-            if joined:
-                break
-    return rows
 
 
 def band_pieces(
