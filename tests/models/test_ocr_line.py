@@ -131,3 +131,21 @@ def test_a_rejected_glyph_is_read_from_its_tight_window():
     result = model.postprocess(probs, seg)
     # The other print stays dropped: whether a line is print is decided on its full windows.
     assert [line["text"] for line in result["lines"]] == ["123"]
+
+
+def test_a_glyph_broken_into_specks_is_one_piece():
+    """A thin asterisk that binarizes into dots too small for a glyph each is kept as one piece."""
+    binary = np.zeros((200, 600), np.uint8)
+    for k in range(10):
+        binary[80:112, 20 + 36 * k : 40 + 36 * k] = 1
+    # Five 3x3 dots on a ring of radius 6 around (x 400, y 90): each 9 pixels, under a glyph's least.
+    for a in np.linspace(0, 2 * np.pi, 5, endpoint=False):
+        cx, cy = int(400 + 6 * np.sin(a)), int(90 - 6 * np.cos(a))
+        binary[cy - 1 : cy + 2, cx - 1 : cx + 2] = 1
+    binary[100:103, 500:503] = 1  # a lone speck stays out
+    band = Band(np.array([80.0]), np.array([112.0]), 30.0, 354.0)
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    pieces, *_ = band_pieces(binary, band, 32.0, identity, (600, 200))
+    assert len(pieces) == 11
+    star = max(pieces, key=lambda p: p.x0)
+    assert len(star.ids) == 5 and star.x0 >= 392 and star.x1 <= 408
