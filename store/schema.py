@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
 from store.records import MAX_LABEL_CHARS, StoreError
+from store.write_lock import write_lock
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,20 @@ def _sqlite_begin(conn: Connection) -> None:
 
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """Open a connection and a write transaction, committed on success, rolled back on error."""
-    with engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
-        yield conn
+    """Open a connection and a write transaction, committed on success, rolled back on error.
+
+    On a SQLite file the transaction first waits its turn on the file's write lock
+    (store.write_lock), so that writers hand over promptly instead of in SQLite's busy sleeps.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if database in (None, "", ":memory:"):
+        with engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
+            yield conn
+        return
+    # Connected first: opening the database makes its folder, where the lock file goes.
+    with engine.connect().execution_options(sqlite_write=True) as conn:  # noqa: SIM117 - in this order
+        with write_lock(database).held(), conn.begin():
+            yield conn
 
 
 def schema_version_of(engine: Engine) -> int:
