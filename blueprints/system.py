@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,7 +64,51 @@ class Readiness(BaseModel):
 
 SCHEMAS = (SystemInfo, Health, Readiness)
 
-_process = psutil.Process(os.getpid())
+SAMPLE_SECONDS = 0.5  # machine readings at most this often; the CPU figure spans at least this long
+
+
+class SystemSampler:
+    """The machine's CPU and memory and this process's RSS, read at most every `period` seconds.
+
+    psutil's CPU figure is the use since its previous reading. Read on every request, at a few
+    thousand requests a second it spanned a fraction of a millisecond and swung between 0 and
+    100%; and reading /proc for every request cost more than the rest of the route. The requests
+    in between share the last reading.
+    """
+
+    def __init__(self, period: float = SAMPLE_SECONDS, clock: Callable[[], float] = time.monotonic):
+        self.period = period
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._read_at = -math.inf
+        self._reading: dict[str, Any] | None = None
+        self._process = psutil.Process()  # made in the worker (create_app runs after the fork)
+        psutil.cpu_percent(interval=None)  # primed: the first reading then spans the start-up
+
+    def read(self) -> dict[str, Any]:
+        """Return the last reading, taking a new one when it is `period` seconds old."""
+        reading = self._reading
+        if reading is not None and self.clock() - self._read_at < self.period:
+            return reading
+        with self._lock:
+            if self._reading is None or self.clock() - self._read_at >= self.period:
+                self._reading = self._take()
+                self._read_at = self.clock()
+            return self._reading
+
+    def _take(self) -> dict[str, Any]:
+        memory = psutil.virtual_memory()
+        cpu = psutil.cpu_percent(interval=None)  # since the previous reading
+        return SystemInfo(
+            memory=f"{memory.percent:.0f}%",
+            cpu=f"{cpu:.0f}%",
+            memory_percent=memory.percent,
+            cpu_percent=cpu,
+            memory_total_bytes=memory.total,
+            memory_available_bytes=memory.available,
+            process_rss_bytes=self._process.memory_info().rss,
+            pid=os.getpid(),
+        ).model_dump()
 
 
 @bp.get("/api/system_info")
@@ -69,6 +117,8 @@ def system_info():
     ---
     get:
       summary: CPU and memory use
+      description: Read at most every 0.5 s per worker; "cpu" is the machine's use since the
+        worker's previous reading (at least 0.5 s before, or since it started).
       responses:
         200:
           description: '"memory" and "cpu" keep the original string format, e.g. "65%".'
@@ -76,20 +126,7 @@ def system_info():
             application/json:
               schema: {$ref: '#/components/schemas/SystemInfo'}
     """
-    memory = psutil.virtual_memory()
-    # Non-blocking: the percentage since the previous call (primed at start-up).
-    cpu = psutil.cpu_percent(interval=None)
-    info = SystemInfo(
-        memory=f"{memory.percent:.0f}%",
-        cpu=f"{cpu:.0f}%",
-        memory_percent=memory.percent,
-        cpu_percent=cpu,
-        memory_total_bytes=memory.total,
-        memory_available_bytes=memory.available,
-        process_rss_bytes=_process.memory_info().rss,
-        pid=os.getpid(),
-    )
-    return jsonify(info.model_dump())
+    return jsonify(current_app.extensions["system_sampler"].read())
 
 
 @bp.get("/health")
@@ -217,5 +254,5 @@ def model_card(name: str, card: str):
 
 
 def init_app(app) -> None:
-    """Prime the CPU counter so the first /api/system_info reading is meaningful."""
-    psutil.cpu_percent(interval=None)
+    """Give the app its system sampler (which primes the CPU counter for the first reading)."""
+    app.extensions["system_sampler"] = SystemSampler()

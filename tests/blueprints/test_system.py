@@ -17,6 +17,28 @@ def test_system_info_keeps_the_original_format(client):
     assert body["pid"] == os.getpid() and body["process_rss_bytes"] > 10_000_000
 
 
+def test_system_info_is_read_at_most_every_half_second_and_shared_in_between(monkeypatch):
+    from blueprints import system
+
+    now = [100.0]
+    reads = []
+
+    def cpu_percent(interval=None):
+        reads.append(now[0])
+        return 10.0 * len(reads)  # a new figure at every reading
+
+    monkeypatch.setattr(system.psutil, "cpu_percent", cpu_percent)
+    sampler = system.SystemSampler(period=0.5, clock=lambda: now[0])
+    reads.clear()  # the priming call
+    first = sampler.read()
+    now[0] += 0.4
+    assert sampler.read() is first and len(reads) == 1  # 0.4 s later: the same reading
+    now[0] += 0.1
+    second = sampler.read()
+    assert len(reads) == 2 and second["cpu_percent"] == 20.0 and second["cpu"] == "20%"
+    assert first["cpu_percent"] == 10.0
+
+
 def test_health(client):
     r = client.get("/health")
     assert r.status_code == 200 and r.get_json() == {"status": "ok"}
