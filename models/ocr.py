@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models import gs1
+from models import gs1, ocr_rescue
 from models.ocr_decode import DIGITS, decode_line
 from models.ocr_line import GLYPH_SIZE, WINDOW, Glyph
 from models.ocr_segment import TARGET_CAP, Segmentation, segment
@@ -142,25 +142,14 @@ class OcrModel(ServedModel):
         return result
 
     def _second_chance(self, probs: np.ndarray, seg: Segmentation) -> np.ndarray:
-        """One row per glyph: a glyph called other print takes its tight window's reading, if that is a character.
-
-        A glyph that print from above or below touches keeps a stub of it inside the band's allowance
-        for brackets, and the classifier may then call the whole glyph other print; the same window
-        without ink past the cap top and baseline often reads it (training.ocr_eval's development
-        sets, 200 lines each: 2 more lines exact with context print, none lost elsewhere).
-        """
+        """One row per glyph: glyphs called other print read again (models.ocr_rescue)."""
         glyphs = seg.glyphs
-        n = len(glyphs)
-        main = probs[:n].copy()
-        if not self.reject or len(probs) <= n:
-            return main
-        rows = iter(range(n, len(probs)))
-        for k, g in enumerate(glyphs):
-            if g.tight is None:
-                continue
-            row = next(rows)
-            if main[k].argmax() == len(self.charset) and probs[row].argmax() != len(self.charset):
-                main[k] = probs[row]
+        if not self.reject:
+            return probs[: len(glyphs)].copy()
+        reject = len(self.charset)
+        main = ocr_rescue.second_chance(probs, glyphs, reject)
+        if ocr_rescue.LEAST:
+            main = ocr_rescue.on_pitch(main, probs, seg.lines, reject)
         return main
 
     def warmup_input(self) -> np.ndarray:

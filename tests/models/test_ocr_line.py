@@ -149,3 +149,24 @@ def test_a_glyph_broken_into_specks_is_one_piece():
     assert len(pieces) == 11
     star = max(pieces, key=lambda p: p.x0)
     assert len(star.ids) == 5 and star.x0 >= 392 and star.x1 <= 408
+
+
+def test_a_rejected_glyph_on_the_pitch_is_kept_and_one_off_it_dropped():
+    """A glyph called other print that sits a pitch from its neighbours is read as its likely character."""
+    model = rejecting_model()
+    image = np.zeros((32, 32), np.float32)
+    seg = Segmentation(size=(400, 100))
+    # Glyphs every 20 px; one more 5 px past the fourth (other print squeezed between glyphs).
+    xs = [0, 20, 40, 60, 65, 80]
+    seg.lines = [[Glyph(x, 40, x + 12, 60, image) for x in xs]]
+    reject = len(DEFAULT_CHARSET)
+    probs = np.eye(len(DEFAULT_CHARSET) + 1, dtype=np.float32)[[1, 2, reject, 4, reject, 5]]
+    for k in (2, 4):  # both: other print 0.6, then "7" at 0.35
+        probs[k] = 0.0
+        probs[k, reject], probs[k, 7] = 0.6, 0.35
+    result = model.postprocess(probs, seg)
+    assert result["lines"][0]["text"] == "12745"
+    assert result["characters"][2]["confidence"] == pytest.approx(0.35)
+    # A glyph whose best character is unlikely stays out.
+    probs[2, reject], probs[2, 7] = 0.9, 0.05
+    assert model.postprocess(probs, seg)["lines"][0]["text"] == "1245"
