@@ -137,6 +137,30 @@ def our_cost(onnx: Path, images: np.ndarray, detect: bool) -> float:
     return 1000 * (time.process_time() - t0) / len(crops)
 
 
+def detector_points(images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Nose tips from the served face detector's own keypoint (BlazeFace's nose_tip) and its CPU ms per crop.
+
+    Each crop is padded with black to twice its side, so the face has the size it has in a frame
+    (as the crop calibration does, training.tracking_eval.calibrate_crop); the largest face's
+    keypoint is taken. The detector is trained by Google on its own faces: a peer, not ours.
+    """
+    import cv2
+
+    from models.face_detector import KEYPOINTS, FaceDetector
+    from models.tracking import DETECTOR
+
+    detector = FaceDetector(DETECTOR, threads=1)
+    nose = KEYPOINTS.index("nose_tip")
+    pad = images.shape[1] // 2
+    out = np.full((len(images), 2), np.nan)
+    t0 = time.process_time()
+    for i, crop in enumerate(images):
+        faces = detector.detect(cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0))
+        if faces:
+            out[i] = faces[0].keypoints[nose] - pad - 0.5  # edges -> pixel centres, crop coordinates
+    return out, 1000 * (time.process_time() - t0) / max(len(images), 1)
+
+
 def errors_of(points: np.ndarray, faces: dict, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalised error of each face (NaN when unanswered) and the answered mask."""
     lm = faces["landmarks68"][idx]
@@ -157,6 +181,8 @@ def measure(args: argparse.Namespace) -> dict:
         answer = mp["sizes"][str(size)]
         points = np.array([p if p is not None else (np.nan, np.nan) for p in answer["points"]], float)
         systems[f"mediapipe_{size}"] = {"points": points, "cpu_ms": answer["cpu_ms"], "trained_on": "other"}
+    points, cpu_ms = detector_points(images)
+    systems["blazeface_nose"] = {"points": points, "cpu_ms": cpu_ms, "trained_on": "other"}
     ours = {"served": (args.ours, "all")} | {k: (v, k) for k, v in args.loco.items()}
     for name, (onnx, trained_on) in ours.items():
         todo = ["heldout", "external"] if trained_on == "all" else [c for c in COLLECTIONS if c != trained_on]
@@ -239,6 +265,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="models trained on one collection only (training.tracking --train-on COLLECTION)",
     )
     p.add_argument("--out", default=str(RESULTS), help="results JSON ('' to skip)")
+    p.add_argument(
+        "--card",
+        action="store_true",
+        help="also put the results into models/tracking_metrics.json and render models/tracking.md again",
+    )
     args = p.parse_args(argv)
     args.loco = dict(item.split("=", 1) for item in args.loco)
     args.loco = {k: Path(v) for k, v in args.loco.items()}
@@ -256,6 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if args.card:
+        from training import cards
+
+        metrics_path = ROOT / "models" / "tracking_metrics.json"
+        metrics = json.loads(metrics_path.read_text())
+        metrics["peers"] = results
+        metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
+        cards.main([str(metrics_path)])
     return 0
 
 

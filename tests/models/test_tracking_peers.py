@@ -53,3 +53,21 @@ def test_committed_results_render_in_the_card():
     text = cards.environment().get_template("tracking_peers.md.j2").render(peers=results)
     assert "MediaPipe Face Mesh" in text and results["command"] in text
     assert text.count("\n| ") >= len(results["rows"]) + 1
+
+
+def test_the_detectors_nose_keypoint_lands_on_the_nose_of_annotated_faces():
+    from training.tracking_data import interocular
+    from training.tracking_external import load_external
+
+    faces = load_external()
+    points, cpu_ms = tracking_peers.detector_points(faces["images"])
+    assert points.shape == (len(faces["images"]), 2) and cpu_ms > 0
+    lm = faces["landmarks68"]
+    err = np.linalg.norm(points - lm[:, 30], axis=1) / interocular(lm)
+    # In crop pixels (not the padded canvas): each keypoint within a third of the eyes' distance.
+    assert np.isfinite(err).all() and (err < 0.33).all()
+
+
+def test_card_option_is_off_unless_asked():
+    assert not tracking_peers.parse_args(["--data", "x.npz"]).card
+    assert tracking_peers.parse_args(["--data", "x.npz", "--card"]).card
