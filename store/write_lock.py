@@ -46,7 +46,8 @@ class WriteLock:
         """Return this process's descriptor of the lock file (under the mutex), opening it when needed."""
         if self._fd is None or self._pid != os.getpid():
             # After a fork the inherited descriptor is the parent's open file: leave it, open ours.
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Read-only: flock needs no write access, so a lock file another user made still works.
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             self._pid = os.getpid()
         return self._fd
 

@@ -92,3 +92,9 @@ def test_threads_of_one_process_take_turns_and_time_out_as_sqlite_would(tmp_path
 def test_one_lock_per_database_file(tmp_path):
     assert write_lock(tmp_path / "a.db") is write_lock(tmp_path / "a.db")
     assert write_lock(tmp_path / "a.db") is not write_lock(tmp_path / "b.db")
+
+
+def test_the_lock_file_is_opened_read_only_so_one_made_by_another_user_still_works(tmp_path):
+    lock = write_lock(tmp_path / "images.db")
+    with lock.held():  # flock needs no write access; the tests run as root, so ask the descriptor
+        assert fcntl.fcntl(lock._descriptor(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
