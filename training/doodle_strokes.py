@@ -1,0 +1,400 @@
+"""Check the doodle preprocessing against Google's own strokes: how the Quick, Draw! bitmaps were made.
+
+The fixture `tests/data/doodles/strokes` holds 48 of Google's simplified drawings (0-255 stroke
+coordinates) with the dataset bitmaps rendered from them. Three checks:
+
+- a reference rasterizer (`rasterize`, Google's recipe: 256-unit box, 16-unit round pen, 16 units of
+  padding, centred by the bounding box, anti-aliased) against the dataset bitmaps, and the recipe's
+  variants (pen, padding, centring), so the geometry `models.doodles` assumes is measured on data;
+- the served path: each drawing drawn on a canvas as the doodle page sends it (and at other canvas and
+  pen sizes, on white or transparent), decoded and preprocessed as `/api/classifier` does, against
+  Google's bitmap of the same drawing, next to a naive crop-and-resize baseline;
+- the model: its top-1 on Google's bitmaps and on the served canvases of the same drawings. These
+  drawings are rows 0 and 1 of Google's files, so most were training data: the agreement between the two
+  answers is the figure that means something, not their accuracy.
+
+    python -m training.doodle_strokes [--fixture DIR] [--metrics models/doodles_metrics.json]
+
+With `--metrics` the figures go under "strokes_check" in that file and its card is re-rendered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "data" / "doodles" / "strokes"
+SIZE = 28
+BOX = 256  # Google's stroke box: simplified coordinates run 0..255
+# Google's recipe (line diameter and padding in box units): 256 + 2 * 16 + 16 = 304 units -> 28 px.
+LINE, PAD = 16.0, 16.0
+# Fine samples per output pixel (each axis) for the reference rasterizer; with its one-sample soft
+# edge, 4 reproduces 8 within 0.1 grey level on the fixture.
+FINE = 4
+# The doodle page (static/js/doodle.js, drawpad.js, classifier.css): a square pad at most 420 CSS
+# px wide, pen 12 px at 280 CSS px (scaled with the pad), sent as a 280-px transparent PNG snapshot.
+PAGE_CSS, PAGE_DPR, PAGE_PEN, SNAPSHOT = 420, 2, 12.0, 280
+CANVASES = (280, 400, 600)
+PENS = (8.0, 12.0, 20.0)
+FILL = 0.7  # the drawing's long side (pen included) as a fraction of the canvas
+SUPERSAMPLE = 16  # cv2's sub-pixel shift: 4 bits
+NAIVE_SIDE = 24
+
+
+def load_fixture(folder: Path = FIXTURE) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Return the fixture's drawings (ndjson records, in order) and its bitmaps npz as arrays."""
+    lines = (folder / "strokes.ndjson").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    with np.load(folder / "bitmaps.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    if len(records) != len(arrays["x"]):
+        raise ValueError(f"{folder}: {len(records)} drawings but {len(arrays['x'])} bitmaps")
+    return records, arrays
+
+
+def strokes(drawing: list) -> list[np.ndarray]:
+    """Return a drawing's strokes as (n, 2) float arrays of x, y."""
+    return [np.stack([np.asarray(s[0], float), np.asarray(s[1], float)], axis=1) for s in drawing]
+
+
+def _coverage(points: np.ndarray, n: int, radius: float) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Return a round pen's coverage (0..1, soft one-sample edge) along a polyline on an n x n grid.
+
+    Only the polyline's box (plus the pen) is computed; the slices say where it lies in the grid.
+    """
+    lo = np.clip(np.floor(points.min(axis=0) - radius - 1).astype(int), 0, n)
+    hi = np.clip(np.ceil(points.max(axis=0) + radius + 1).astype(int), 0, n)
+    xs, ys = np.arange(lo[0], hi[0]) + 0.5, np.arange(lo[1], hi[1]) + 0.5
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    a = points[:-1] if len(points) > 1 else points
+    b = points[1:] if len(points) > 1 else points
+    ab = b - a
+    # Distance from every grid point to every segment (a dot when a == b).
+    t = ((grid[:, None, :] - a[None]) * ab[None]).sum(-1) / np.maximum((ab**2).sum(-1), 1e-12)[None]
+    near = a[None] + np.clip(t, 0.0, 1.0)[..., None] * ab[None]
+    d = np.sqrt(((grid[:, None, :] - near) ** 2).sum(-1)).min(axis=1)
+    cover = np.clip(radius - d + 0.5, 0.0, 1.0).reshape(len(ys), len(xs))
+    return cover, (slice(lo[1], hi[1]), slice(lo[0], hi[0]))
+
+
+def rasterize(
+    drawing: list, *, line: float = LINE, pad: float = PAD, centre: bool = True, fine: int = FINE
+) -> np.ndarray:
+    """Render simplified strokes as Google rendered numpy_bitmap: 28x28 uint8, white on black.
+
+    The 256-unit box plus `pad` on each side and half the `line` diameter beyond that is scaled to
+    28 px; with `centre` the strokes' bounding box is centred in the box (else they stay top-left, as
+    the simplified coordinates are). Each stroke is drawn with a round pen (caps and joins) and
+    composited over the others as separate anti-aliased strokes are.
+    """
+    scale = SIZE / (BOX + 2 * pad + line)  # box units -> output px
+    lines = strokes(drawing)
+    offset = np.zeros(2)
+    if centre:
+        pts = np.concatenate(lines)
+        offset = (BOX - (pts.min(axis=0) + pts.max(axis=0))) / 2
+    n = SIZE * fine
+    radius = line / 2 * scale * fine  # in fine samples
+    ink = np.zeros((n, n))
+    for p in lines:
+        cover, box = _coverage((p + offset + pad + line / 2) * scale * fine, n, radius)
+        ink[box] += cover * (1.0 - ink[box])  # OVER: each stroke is stroked on its own
+    small = ink.reshape(SIZE, fine, SIZE, fine).mean(axis=(1, 3))
+    return np.clip(np.rint(small * 255.0), 0, 255).astype(np.uint8)
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return per-drawing mean |difference| (grey levels) and Pearson correlation of two bitmap stacks."""
+    fa = a.reshape(len(a), -1).astype(np.float64)
+    fb = b.reshape(len(b), -1).astype(np.float64)
+    mad = np.abs(fa - fb).mean(axis=1)
+    ca, cb = fa - fa.mean(axis=1, keepdims=True), fb - fb.mean(axis=1, keepdims=True)
+    corr = (ca * cb).sum(axis=1) / np.maximum(np.sqrt((ca**2).sum(axis=1) * (cb**2).sum(axis=1)), 1e-12)
+    return mad, corr
+
+
+def summary(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Return mean and worst MAD and mean correlation of two bitmap stacks."""
+    mad, corr = compare(a, b)
+    return {"mad": float(mad.mean()), "mad_max": float(mad.max()), "corr": float(corr.mean())}
+
+
+def canvas_png(drawing: list, side: int, pen: float, *, transparent: bool, fill: float = FILL) -> bytes:
+    """Draw a drawing black on a `side`-px square canvas with a round `pen`, as a PNG file.
+
+    The strokes (straight segments between Google's points, round caps and joins, anti-aliased) are
+    scaled so that the drawing with its pen spans `fill` of the canvas, centred. On white it is a gray
+    PNG; `transparent` gives black ink in the alpha channel, as a canvas's toDataURL does.
+    """
+    lines = strokes(drawing)
+    pts = np.concatenate(lines)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    k = (fill * side - pen) / max(float((hi - lo).max()), 1.0)
+    origin = (side - (hi - lo) * k) / 2
+    paths = [np.rint(((p - lo) * k + origin - 0.5) * SUPERSAMPLE).astype(np.int32) for p in lines]
+    ink = np.zeros((side, side), np.uint8)
+    cv2.polylines(ink, paths, False, 255, max(1, round(pen)), cv2.LINE_AA, shift=4)
+    return _png(ink, transparent)
+
+
+def page_png(drawing: list) -> bytes:
+    """Draw a drawing as the doodle page sends it: a 420-CSS-px pad at 2 device px per CSS px, snapshot 280 px."""
+    backing = PAGE_CSS * PAGE_DPR
+    pen = PAGE_PEN * PAGE_CSS / 280 * PAGE_DPR  # the pad scales its pen with its CSS width
+    ink = _ink(canvas_png(drawing, backing, pen, transparent=True))
+    # drawImage onto the 280-px snapshot canvas: a smoothing downscale (area here, bilinear in browsers).
+    return _png(cv2.resize(ink, (SNAPSHOT, SNAPSHOT), interpolation=cv2.INTER_AREA), transparent=True)
+
+
+def _png(ink: np.ndarray, transparent: bool) -> bytes:
+    """Encode ink (0..255) as black on white (gray PNG) or black on transparent (RGBA PNG)."""
+    if transparent:
+        image = np.zeros((*ink.shape, 4), np.uint8)
+        image[..., 3] = ink
+    else:
+        image = 255 - ink
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - PNG encoding of a uint8 array does not fail
+        raise ValueError("cannot encode PNG")
+    return buf.tobytes()
+
+
+def _ink(png: bytes) -> np.ndarray:
+    """Return the ink (0..255) of a PNG written by `_png`."""
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    return image[..., 3] if image.ndim == 3 else 255 - image
+
+
+def served_gray(png: bytes) -> np.ndarray:
+    """Decode a PNG as the route does and return the gray pixels the doodle model is given."""
+    from models.image import decode_bytes
+
+    image = decode_bytes(png, source="json", max_bytes=1 << 24, max_pixels=1 << 24)
+    return image.gray()  # transparency composited on white, as InputImage.pixels_as("gray")
+
+
+def naive(gray: np.ndarray) -> np.ndarray:
+    """Baseline: crop the ink box, area-resize its long side to 24 px, centre it in 28x28."""
+    ink = 255.0 - gray.astype(np.float32)
+    ys, xs = np.nonzero(ink > 0)
+    ink = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = ink.shape
+    f = NAIVE_SIDE / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    small = cv2.resize(ink, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((SIZE, SIZE), np.float32)
+    top, left = (SIZE - nh) // 2, (SIZE - nw) // 2
+    out[top : top + nh, left : left + nw] = small
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def geometry(x: np.ndarray) -> dict[str, float]:
+    """Return mean ink mass (px at full level) and mean long side of the ink (> 0) box, in px."""
+    sides = []
+    for b in x:
+        ys, xs = np.nonzero(b > 0)
+        sides.append(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 if len(ys) else 0)
+    return {
+        "mass": float(x.astype(np.float64).sum(axis=(1, 2)).mean() / 255.0),
+        "long_side": float(np.mean(sides)),
+    }
+
+
+def variants() -> list[dict[str, Any]]:
+    """Return the recipe variants tried: pen, padding and centring, one changed at a time, and a grid."""
+    out = [{"line": LINE, "pad": PAD, "centre": True}]
+    out += [{"line": w, "pad": PAD, "centre": True} for w in (8.0, 12.0, 14.0, 18.0, 20.0, 24.0)]
+    out += [{"line": LINE, "pad": p, "centre": True} for p in (0.0, 8.0, 12.0, 20.0, 24.0)]
+    out += [{"line": LINE, "pad": PAD, "centre": False}]
+    return out
+
+
+def conditions() -> list[dict[str, Any]]:
+    """Return the canvases checked: the page's own snapshot, then every canvas size x pen."""
+    out: list[dict[str, Any]] = [{"name": "page", "canvas": SNAPSHOT, "pen": PAGE_PEN}]
+    out += [{"name": f"{side}/{pen:g}", "canvas": side, "pen": pen} for side in CANVASES for pen in PENS]
+    return out
+
+
+def render_condition(drawing: list, condition: dict[str, Any], *, transparent: bool = True) -> bytes:
+    """Return the PNG a condition sends for one drawing (the page's is always transparent)."""
+    if condition["name"] == "page":
+        return page_png(drawing)
+    return canvas_png(drawing, condition["canvas"], condition["pen"], transparent=transparent)
+
+
+def check_rasterizer(records: list[dict], x: np.ndarray) -> dict[str, Any]:
+    """Compare the reference rasterizer and its variants with the dataset bitmaps."""
+    rows = []
+    for v in variants():
+        drawn = np.stack([rasterize(r["drawing"], **v) for r in records])
+        rows.append({**v, **summary(drawn, x)})
+    best = min(rows, key=lambda row: row["mad"])
+    ref = np.stack([rasterize(r["drawing"]) for r in records])
+    mad, _ = compare(ref, x)
+    worst = int(np.argmax(mad))
+    return {
+        "variants": rows,
+        "best": {k: best[k] for k in ("line", "pad", "centre")},
+        "worst": {
+            "word": records[worst]["word"],
+            "key_id": records[worst]["key_id"],
+            "mad": float(mad[worst]),
+        },
+        "geometry": {"dataset": geometry(x), "reference": geometry(ref)},
+    }
+
+
+def check_served(records: list[dict], x: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Run every condition's canvases through the served preprocessing; compare with the dataset.
+
+    Each canvas is sent black on transparent (as the page sends it) and, but for the page's own
+    snapshot, black on white; `identical` says whether both gave the same bitmaps, bit for bit.
+    """
+    from models.doodles import to_bitmap
+
+    rows, served = [], {}
+    for condition in conditions():
+        start = time.perf_counter()
+        grays = [served_gray(render_condition(r["drawing"], condition)) for r in records]
+        bitmaps = np.stack([to_bitmap(g) for g in grays])
+        ms = (time.perf_counter() - start) * 1000 / len(records)
+        row = {
+            **condition,
+            "served": summary(bitmaps, x),
+            "naive": summary(np.stack([naive(g) for g in grays]), x),
+        }
+        row.update(geometry=geometry(bitmaps), ms=ms)
+        if condition["name"] != "page":
+            white = [
+                served_gray(render_condition(r["drawing"], condition, transparent=False)) for r in records
+            ]
+            row["identical"] = bool(np.array_equal(bitmaps, np.stack([to_bitmap(g) for g in white])))
+        served[condition["name"]] = bitmaps
+        rows.append(row)
+    return {"conditions": rows, "fill": FILL}, served
+
+
+def splits(records: list[dict], arrays: dict[str, np.ndarray], data: Path, metrics: dict) -> dict[str, int]:
+    """Count the fixture's drawings in the training run's train / val / test splits (needs its data file)."""
+    from training.doodles import load_data, stratified_split
+
+    _, y, _, src = load_data(data, None)
+    parts = stratified_split(y, metrics["test_fraction"], metrics["val_fraction"], metrics["seed"])
+    where = {int(i): name for name, idx in zip(("train", "val", "test"), parts, strict=True) for i in idx}
+    counts = {"train": 0, "val": 0, "test": 0}
+    for c, k in zip(arrays["y"], arrays["src_index"], strict=True):
+        row = np.flatnonzero((y == int(c)) & (src == int(k)))
+        counts[where[int(row[0])]] += 1
+    return counts
+
+
+def check_model(
+    x: np.ndarray, y: np.ndarray, served: dict[str, np.ndarray], model_path: Path
+) -> dict[str, Any]:
+    """Return the model's top-1 on Google's bitmaps and on each condition's served bitmaps, and agreement."""
+    from models.doodles import DoodleModel
+
+    model = DoodleModel("doodles", model_path)
+
+    def top1(bitmaps: np.ndarray) -> np.ndarray:
+        return np.array(
+            [int(np.argmax(model.predict(b.astype(np.float32)[None, :, :, None]))) for b in bitmaps]
+        )
+
+    google = top1(x)
+    out: dict[str, Any] = {"n": len(x), "google_top1": float((google == y).mean()), "conditions": {}}
+    for name, bitmaps in served.items():
+        pred = top1(bitmaps)
+        out["conditions"][name] = {"top1": float((pred == y).mean()), "agree": float((pred == google).mean())}
+    agree = [c["agree"] for c in out["conditions"].values()]
+    out["agree_min"], out["agree_mean"] = float(min(agree)), float(np.mean(agree))
+    return out
+
+
+def markdown(facts: dict[str, Any]) -> str:
+    """Return the figures as Markdown tables."""
+    r, s, m = facts["rasterizer"], facts["served"], facts["model"]
+    out = [f"Reference rasterizer vs the {facts['n']} dataset bitmaps (grey levels 0-255):", ""]
+    out += [
+        "| line | padding | centring | MAD | worst MAD | correlation |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for v in r["variants"]:
+        centring = "bbox" if v["centre"] else "none"
+        out.append(
+            f"| {v['line']:g} | {v['pad']:g} | {centring} | {v['mad']:.2f} | {v['mad_max']:.1f} | {v['corr']:.4f} |"
+        )
+    out += ["", "Served path (`to_bitmap`) vs the dataset bitmaps of the same drawings:", ""]
+    out += [
+        "| canvas px / pen px | served MAD | served corr | naive MAD | naive corr | white = transparent "
+        "| model top-1 | agrees with Google's bitmap |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in s["conditions"]:
+        mc = m.get("conditions", {}).get(c["name"], {"top1": float("nan"), "agree": float("nan")})
+        same = {True: "yes", False: "no"}.get(c.get("identical"), "-")
+        out.append(
+            f"| {c['name']} | {c['served']['mad']:.2f} | {c['served']['corr']:.4f} | {c['naive']['mad']:.2f} "
+            f"| {c['naive']['corr']:.4f} | {same} | {mc['top1']:.3f} | {mc['agree']:.3f} |"
+        )
+    if m:
+        out += ["", f"Model top-1 on Google's own bitmaps: {m['google_top1']:.3f} ({m['n']} drawings)."]
+    if "splits" in facts:
+        out.append(f"Fixture drawings by training split: {facts['splits']}.")
+    return "\n".join(out)
+
+
+def run(
+    folder: Path = FIXTURE,
+    model_path: Path | None = ROOT / "models" / "doodles.onnx",
+    data: Path | None = None,
+    metrics: dict | None = None,
+) -> dict[str, Any]:
+    """Run all three checks on a fixture folder and return the figures."""
+    records, arrays = load_fixture(folder)
+    x, y = arrays["x"], arrays["y"].astype(int)
+    served_facts, served = check_served(records, x)
+    facts: dict[str, Any] = {
+        "n": len(records),
+        "fixture": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
+        "rasterizer": check_rasterizer(records, x),
+        "served": served_facts,
+        "model": check_model(x, y, served, model_path) if model_path else {},
+        "command": "python -m training.doodle_strokes --data data/quickdraw/quickdraw_28.npz "
+        "--metrics models/doodles_metrics.json",
+    }
+    if data is not None and metrics is not None:
+        facts["splits"] = splits(records, arrays, data, metrics)
+    return facts
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Print the checks as Markdown; with --metrics, store them and re-render the card."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fixture", type=Path, default=FIXTURE, help="strokes.ndjson + bitmaps.npz folder")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "doodles.onnx")
+    parser.add_argument("--metrics", type=Path, help="doodles_metrics.json to store the figures in")
+    parser.add_argument("--data", type=Path, help="the training data (quickdraw_28.npz): count the splits")
+    args = parser.parse_args(argv)
+    metrics = json.loads(args.metrics.read_text(encoding="utf-8")) if args.metrics else None
+    facts = run(args.fixture.resolve(), args.model, args.data, metrics)
+    print(markdown(facts))
+    if args.metrics and metrics is not None:
+        from training import cards
+
+        metrics["strokes_check"] = facts
+        cards.write_metrics(args.metrics, metrics)
+        cards.main([str(args.metrics)])
+    return facts
+
+
+if __name__ == "__main__":
+    main()
