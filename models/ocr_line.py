@@ -46,6 +46,9 @@ class Glyph:
     y1: int
     image: np.ndarray
     spaces_before: int = 0
+    # Distance from the previous glyph's centre, in pitches (0 for a line's first glyph): spaces
+    # across glyphs that are dropped later (other print in a gap) are counted from it.
+    advance: float = 0.0
     # The same window with the ink past the cap top and baseline removed, for a glyph that has some:
     # read when the full window is called other print (a stub of touching print can make it so).
     tight: np.ndarray | None = None
@@ -258,6 +261,7 @@ def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tu
         if previous is not None:
             # The pitch scales with the local cap height (perspective makes one end smaller).
             step = (g.cx - previous.cx) * cap / local_cap
+            g.advance = step / pitch
             if step > 1.5 * pitch:
                 g.spaces_before = max(1, int(round(step / pitch)) - 1)
         glyphs.append(g)

@@ -170,3 +170,15 @@ def test_a_rejected_glyph_on_the_pitch_is_kept_and_one_off_it_dropped():
     # A glyph whose best character is unlikely stays out.
     probs[2, reject], probs[2, 7] = 0.97, 0.02
     assert model.postprocess(probs, seg)["lines"][0]["text"] == "1245"
+
+
+def test_a_space_with_other_print_in_it_is_kept():
+    """Other print dropped from a gap splits it into steps under a space's: the space counts the whole gap."""
+    model = rejecting_model()
+    image = np.zeros((32, 32), np.float32)
+    seg = Segmentation(size=(400, 100))
+    # Pitch 20: glyphs at 0, 20, 40, other print at 60, then a glyph at 80 after one space.
+    seg.lines = [[Glyph(x, 40, x + 12, 60, image, advance=x and 1.0) for x in (0, 20, 40, 60, 80)]]
+    reject = len(DEFAULT_CHARSET)
+    probs = np.eye(len(DEFAULT_CHARSET) + 1, dtype=np.float32)[[1, 2, 3, reject, 4]]
+    assert model.postprocess(probs, seg)["lines"][0]["text"] == "123 4"
