@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +206,13 @@ def geometry(x: np.ndarray) -> dict[str, float]:
     }
 
 
+def centroids(x: np.ndarray) -> np.ndarray:
+    """Return each bitmap's ink centroid (row, column) in px."""
+    yy, xx = np.mgrid[: x.shape[1], : x.shape[2]]
+    w = x.astype(np.float64)
+    return np.stack([(w * yy).sum((1, 2)), (w * xx).sum((1, 2))], axis=1) / w.sum((1, 2))[:, None]
+
+
 def variants() -> list[dict[str, Any]]:
     """Return the recipe variants tried: pen, padding and centring, one changed at a time, and a grid."""
     out = [{"line": LINE, "pad": PAD, "centre": True}]
@@ -252,7 +258,7 @@ def check_rasterizer(records: list[dict], x: np.ndarray) -> dict[str, Any]:
     }
 
 
-def check_served(records: list[dict], x: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def check_served(records: list[dict], x: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray], dict]:
     """Run every condition's canvases through the served preprocessing; compare with the dataset.
 
     Each canvas is sent black on transparent (as the page sends it) and, but for the page's own
@@ -260,26 +266,49 @@ def check_served(records: list[dict], x: np.ndarray) -> tuple[dict[str, Any], di
     """
     from models.doodles import to_bitmap
 
-    rows, served = [], {}
+    rows, served, inputs = [], {}, {}
     for condition in conditions():
-        start = time.perf_counter()
         grays = [served_gray(render_condition(r["drawing"], condition)) for r in records]
         bitmaps = np.stack([to_bitmap(g) for g in grays])
-        ms = (time.perf_counter() - start) * 1000 / len(records)
         row = {
             **condition,
             "served": summary(bitmaps, x),
             "naive": summary(np.stack([naive(g) for g in grays]), x),
         }
-        row.update(geometry=geometry(bitmaps), ms=ms)
+        shift = (centroids(bitmaps) - centroids(x)).mean(axis=0)  # systematic offset, px (row, column)
+        row.update(geometry=geometry(bitmaps), shift=[float(v) for v in shift])
         if condition["name"] != "page":
             white = [
                 served_gray(render_condition(r["drawing"], condition, transparent=False)) for r in records
             ]
             row["identical"] = bool(np.array_equal(bitmaps, np.stack([to_bitmap(g) for g in white])))
-        served[condition["name"]] = bitmaps
+        served[condition["name"]], inputs[condition["name"]] = bitmaps, grays
         rows.append(row)
-    return {"conditions": rows, "fill": FILL}, served
+    return {"conditions": rows, "fill": FILL}, served, inputs
+
+
+def sensitivity(inputs: dict[str, list[np.ndarray]], x: np.ndarray) -> list[dict[str, Any]]:
+    """Return the served MAD (mean over conditions) with `models.doodles`' scale and pen moved a little."""
+    import models.doodles as md
+
+    span, width = md.CENTRE_SPAN, md.STROKE_WIDTH
+    changes = (
+        ("as served", 0.0, 1.0),
+        ("centre lines -0.5 px", -0.5, 1.0),
+        ("centre lines +0.5 px", 0.5, 1.0),
+    )
+    changes += (("pen x0.8", 0.0, 0.8), ("pen x1.2", 0.0, 1.2))
+    rows = []
+    try:
+        for change, d_span, k_width in changes:
+            md.CENTRE_SPAN, md.STROKE_WIDTH = span + d_span, width * k_width  # read by to_bitmap per call
+            mads = [
+                compare(np.stack([md.to_bitmap(g) for g in grays]), x)[0].mean() for grays in inputs.values()
+            ]
+            rows.append({"change": change, "mad": float(np.mean(mads)), "mad_worst": float(max(mads))})
+    finally:
+        md.CENTRE_SPAN, md.STROKE_WIDTH = span, width
+    return rows
 
 
 def splits(records: list[dict], arrays: dict[str, np.ndarray], data: Path, metrics: dict) -> dict[str, int]:
@@ -297,7 +326,7 @@ def splits(records: list[dict], arrays: dict[str, np.ndarray], data: Path, metri
 
 
 def check_model(
-    x: np.ndarray, y: np.ndarray, served: dict[str, np.ndarray], model_path: Path
+    x: np.ndarray, y: np.ndarray, served: dict[str, np.ndarray], model_path: Path, records: list[dict]
 ) -> dict[str, Any]:
     """Return the model's top-1 on Google's bitmaps and on each condition's served bitmaps, and agreement."""
     from models.doodles import DoodleModel
@@ -311,9 +340,19 @@ def check_model(
 
     google = top1(x)
     out: dict[str, Any] = {"n": len(x), "google_top1": float((google == y).mean()), "conditions": {}}
+    out["differ"] = []  # every canvas whose served answer is not the answer on Google's bitmap
     for name, bitmaps in served.items():
         pred = top1(bitmaps)
         out["conditions"][name] = {"top1": float((pred == y).mean()), "agree": float((pred == google).mean())}
+        for i in np.flatnonzero(pred != google):
+            labels = {"label": y[i], "google": google[i], "served": pred[i]}
+            out["differ"].append(
+                {
+                    "condition": name,
+                    "key_id": records[i]["key_id"],
+                    **{k: model.labels[v] for k, v in labels.items()},
+                }
+            )
     agree = [c["agree"] for c in out["conditions"].values()]
     out["agree_min"], out["agree_mean"] = float(min(agree)), float(np.mean(agree))
     return out
@@ -361,13 +400,14 @@ def run(
     """Run all three checks on a fixture folder and return the figures."""
     records, arrays = load_fixture(folder)
     x, y = arrays["x"], arrays["y"].astype(int)
-    served_facts, served = check_served(records, x)
+    served_facts, served, inputs = check_served(records, x)
+    served_facts["sensitivity"] = sensitivity(inputs, x)
     facts: dict[str, Any] = {
         "n": len(records),
         "fixture": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
         "rasterizer": check_rasterizer(records, x),
         "served": served_facts,
-        "model": check_model(x, y, served, model_path) if model_path else {},
+        "model": check_model(x, y, served, model_path, records) if model_path else {},
         "command": "python -m training.doodle_strokes --data data/quickdraw/quickdraw_28.npz "
         "--metrics models/doodles_metrics.json",
     }
