@@ -13,9 +13,10 @@ coordinates) with the dataset bitmaps rendered from them. Three checks:
   drawings are rows 0 and 1 of Google's files, so most were training data: the agreement between the two
   answers is the figure that means something, not their accuracy.
 
-    python -m training.doodle_strokes [--fixture DIR] [--metrics models/doodles_metrics.json]
+    python -m training.doodle_strokes [--fixture DIR] [--data quickdraw_28.npz] [--metrics models/doodles_metrics.json]
 
-With `--metrics` the figures go under "strokes_check" in that file and its card is re-rendered.
+With `--metrics` the figures go under "strokes_check" in that file and its card is re-rendered;
+`--data` (the training data) also counts the fixture's drawings in the training run's splits.
 """
 
 from __future__ import annotations
@@ -125,12 +126,11 @@ def summary(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mad": float(mad.mean()), "mad_max": float(mad.max()), "corr": float(corr.mean())}
 
 
-def canvas_png(drawing: list, side: int, pen: float, *, transparent: bool, fill: float = FILL) -> bytes:
-    """Draw a drawing black on a `side`-px square canvas with a round `pen`, as a PNG file.
+def canvas_ink(drawing: list, side: int, pen: float, fill: float = FILL) -> np.ndarray:
+    """Draw a drawing's ink (0..255) on a `side`-px square canvas with a round `pen`.
 
     The strokes (straight segments between Google's points, round caps and joins, anti-aliased) are
-    scaled so that the drawing with its pen spans `fill` of the canvas, centred. On white it is a gray
-    PNG; `transparent` gives black ink in the alpha channel, as a canvas's toDataURL does.
+    scaled so that the drawing with its pen spans `fill` of the canvas, centred.
     """
     lines = strokes(drawing)
     pts = np.concatenate(lines)
@@ -140,14 +140,18 @@ def canvas_png(drawing: list, side: int, pen: float, *, transparent: bool, fill:
     paths = [np.rint(((p - lo) * k + origin - 0.5) * SUPERSAMPLE).astype(np.int32) for p in lines]
     ink = np.zeros((side, side), np.uint8)
     cv2.polylines(ink, paths, False, 255, max(1, round(pen)), cv2.LINE_AA, shift=4)
-    return _png(ink, transparent)
+    return ink
+
+
+def canvas_png(drawing: list, side: int, pen: float, *, transparent: bool, fill: float = FILL) -> bytes:
+    """Draw a drawing black on a canvas (`canvas_ink`) as a PNG: on white, or on transparent as toDataURL."""
+    return _png(canvas_ink(drawing, side, pen, fill), transparent)
 
 
 def page_png(drawing: list) -> bytes:
-    """Draw a drawing as the doodle page sends it: a 420-CSS-px pad at 2 device px per CSS px, snapshot 280 px."""
-    backing = PAGE_CSS * PAGE_DPR
+    """Draw a drawing as the doodle page sends it: a 420-CSS-px pad at 2 device px, a 280-px snapshot."""
     pen = PAGE_PEN * PAGE_CSS / 280 * PAGE_DPR  # the pad scales its pen with its CSS width
-    ink = _ink(canvas_png(drawing, backing, pen, transparent=True))
+    ink = canvas_ink(drawing, PAGE_CSS * PAGE_DPR, pen)
     # drawImage onto the 280-px snapshot canvas: a smoothing downscale (area here, bilinear in browsers).
     return _png(cv2.resize(ink, (SNAPSHOT, SNAPSHOT), interpolation=cv2.INTER_AREA), transparent=True)
 
@@ -163,12 +167,6 @@ def _png(ink: np.ndarray, transparent: bool) -> bytes:
     if not ok:  # pragma: no cover - PNG encoding of a uint8 array does not fail
         raise ValueError("cannot encode PNG")
     return buf.tobytes()
-
-
-def _ink(png: bytes) -> np.ndarray:
-    """Return the ink (0..255) of a PNG written by `_png`."""
-    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
-    return image[..., 3] if image.ndim == 3 else 255 - image
 
 
 def served_gray(png: bytes) -> np.ndarray:
@@ -195,15 +193,8 @@ def naive(gray: np.ndarray) -> np.ndarray:
 
 
 def geometry(x: np.ndarray) -> dict[str, float]:
-    """Return mean ink mass (px at full level) and mean long side of the ink (> 0) box, in px."""
-    sides = []
-    for b in x:
-        ys, xs = np.nonzero(b > 0)
-        sides.append(max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 if len(ys) else 0)
-    return {
-        "mass": float(x.astype(np.float64).sum(axis=(1, 2)).mean() / 255.0),
-        "long_side": float(np.mean(sides)),
-    }
+    """Return the mean ink mass of a bitmap stack, in pixels at full level."""
+    return {"mass": float(x.astype(np.float64).sum(axis=(1, 2)).mean() / 255.0)}
 
 
 def centroids(x: np.ndarray) -> np.ndarray:

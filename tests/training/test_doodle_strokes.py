@@ -77,13 +77,6 @@ def served(records, side: int, pen: float, *, transparent: bool) -> np.ndarray:
     return np.stack([to_bitmap(ds.served_gray(png)) for png in pngs])
 
 
-def centroids(x: np.ndarray) -> np.ndarray:
-    """Return each bitmap's ink centroid (row, column) in px."""
-    yy, xx = np.mgrid[: x.shape[1], : x.shape[2]]
-    w = x.astype(np.float64)
-    return np.stack([(w * yy).sum((1, 2)), (w * xx).sum((1, 2))], axis=1) / w.sum((1, 2))[:, None]
-
-
 @pytest.mark.parametrize(
     ("side", "pen", "transparent", "max_mad"),
     [
@@ -107,7 +100,7 @@ def test_served_canvas_stays_close_to_googles_bitmap(fixture, side, pen, transpa
     mass = bitmaps.astype(np.float64).sum((1, 2)) / x.astype(np.float64).sum((1, 2))
     assert 0.93 < mass.mean() < 1.08
     # ... at the same place (measured: centroids agree within 0.05 px on average).
-    assert np.abs((centroids(bitmaps) - centroids(x)).mean(axis=0)).max() < 0.15
+    assert np.abs((ds.centroids(bitmaps) - ds.centroids(x)).mean(axis=0)).max() < 0.15
 
 
 def test_transparent_and_white_canvases_serve_the_same_bitmap(fixture):
