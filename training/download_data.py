@@ -157,8 +157,11 @@ def build_quickdraw(spec: QuickDraw, mirror: str | None) -> dict[str, np.ndarray
     """Download the first rows of each class and return x, y, src_index and class_names."""
     xs, ys, src = [], [], []
     for label, (name, rows, sha256) in enumerate(spec.classes):
-        url = spec.url.format(name=urllib.parse.quote(name))
-        print(f"  {name}: first {rows} drawings", flush=True)
+        source = spec.source(name)
+        url = spec.url.format(name=urllib.parse.quote(source))
+        print(
+            f"  {name}: first {rows} drawings" + (f" of {source}.npy" if source != name else ""), flush=True
+        )
         data = read_rows(url, mirror, rows)
         check(url, hashlib.sha256(data).hexdigest(), sha256)
         xs.append(np.frombuffer(data, np.uint8).reshape(rows, 28, 28))

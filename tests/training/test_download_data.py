@@ -180,6 +180,19 @@ def test_quickdraw_reads_the_first_rows_over_http(tmp_path, http_mirror):
     assert (path.parent / "labels.txt").read_text() == "cat\nhouse plant\n"
 
 
+def test_the_clock_class_is_read_from_googles_alarm_clock_file(tmp_path):
+    rows = np.random.default_rng(2).integers(0, 256, (3, 784), np.uint8)
+    spec = dataclasses.replace(
+        DATASETS["quickdraw"], classes=(("clock", 2, hashlib.sha256(rows[:2].tobytes()).hexdigest()),)
+    )
+    assert spec.source("clock") == "alarm clock" and spec.source("cat") == "cat"
+    mirror = tmp_path / "mirror"
+    put(mirror, spec.url.format(name="alarm%20clock"), npy_bytes(rows))
+    arrays = dd.build_quickdraw(spec, mirror.as_uri())
+    assert np.array_equal(arrays["x"].reshape(2, 784), rows[:2])
+    assert arrays["class_names"].tolist() == ["clock"]  # the class keeps its served name
+
+
 def test_quickdraw_refuses_a_short_file(tmp_path):
     spec = dataclasses.replace(DATASETS["quickdraw"], classes=(("cat", 3, "0" * 64),))
     put(tmp_path / "mirror", spec.url.format(name="cat"), npy_bytes(np.zeros((2, 784), np.uint8)))
@@ -354,7 +367,8 @@ def test_quickdraw_rebuilds_the_shared_copy_from_numpy_bitmap_files(tmp_path):
     for label, (name, _, _) in enumerate(spec.classes):
         rows = x[y == label].reshape(-1, 784)
         extra = np.full((7, 784), 255, np.uint8)  # the real files go on for 100k+ rows
-        put(mirror, spec.url.format(name=urllib.parse.quote(name)), npy_bytes(np.concatenate([rows, extra])))
+        url = spec.url.format(name=urllib.parse.quote(spec.source(name)))
+        put(mirror, url, npy_bytes(np.concatenate([rows, extra])))
     path = dd.fetch("quickdraw", spec, tmp_path / "data", mirror.as_uri())
     assert dd.file_sha256(path) == spec.file
     assert (path.parent / "labels.txt").read_bytes() == (SHARED / "quickdraw" / "labels.txt").read_bytes()
