@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.ocr import DEFAULT_CHARSET, OcrModel
-from models.ocr_line import Band, Glyph, band_pieces, fit_rows
+from models.ocr_line import Band, Glyph, band_pieces, fit_rows, line_glyphs
 from models.ocr_segment import Segmentation
 
 
@@ -182,3 +182,15 @@ def test_a_space_with_other_print_in_it_is_kept():
     reject = len(DEFAULT_CHARSET)
     probs = np.eye(len(DEFAULT_CHARSET) + 1, dtype=np.float32)[[1, 2, 3, reject, 4]]
     assert model.postprocess(probs, seg)["lines"][0]["text"] == "123 4"
+
+
+def test_a_short_line_keeps_its_one_space():
+    """Three glyphs, one space: steps of one and two pitches; the pitch is the short step."""
+    binary = np.zeros((200, 400), np.uint8)
+    for x in (20, 56, 128):  # pitch 36: glyph, glyph, space, glyph
+        binary[80:112, x : x + 20] = 1
+    band = Band(np.array([80.0]), np.array([112.0]), 30.0, 138.0)
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    pieces, labels, offset, _ = band_pieces(binary, band, 32.0, identity, (400, 200))
+    glyphs = line_glyphs(pieces, labels, band, offset)
+    assert [g.spaces_before for g in glyphs] == [0, 0, 1]
