@@ -194,3 +194,16 @@ def test_a_short_line_keeps_its_one_space():
     pieces, labels, offset, _ = band_pieces(binary, band, 32.0, identity, (400, 200))
     glyphs = line_glyphs(pieces, labels, band, offset)
     assert [g.spaces_before for g in glyphs] == [0, 0, 1]
+
+
+def test_of_two_rejected_pieces_of_one_glyph_the_likelier_is_kept():
+    """A closing asterisk broken in two pieces, both called other print: the likelier piece is read."""
+    model = rejecting_model()
+    image = np.zeros((32, 32), np.float32)
+    seg = Segmentation(size=(400, 100))
+    seg.lines = [[Glyph(x, 40, x + 12, 60, image) for x in (0, 20, 40, 60, 66)]]
+    reject, star, less = len(DEFAULT_CHARSET), DEFAULT_CHARSET.index("*"), DEFAULT_CHARSET.index("<")
+    probs = np.eye(len(DEFAULT_CHARSET) + 1, dtype=np.float32)[[1, 2, 3, reject, reject]]
+    probs[3, reject], probs[3, star] = 0.67, 0.33
+    probs[4, reject], probs[4, less] = 0.82, 0.18
+    assert model.postprocess(probs, seg)["lines"][0]["text"] == "123*"
