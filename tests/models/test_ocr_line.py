@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.ocr import DEFAULT_CHARSET, OcrModel
-from models.ocr_line import Band, Glyph, band_pieces, fit_rows, line_glyphs
+from models.ocr_line import Band, Glyph, band_pieces, count_spaces, fit_rows, line_glyphs
 from models.ocr_segment import Segmentation
 
 
@@ -207,3 +207,12 @@ def test_of_two_rejected_pieces_of_one_glyph_the_likelier_is_kept():
     probs[3, reject], probs[3, star] = 0.67, 0.33
     probs[4, reject], probs[4, less] = 0.82, 0.18
     assert model.postprocess(probs, seg)["lines"][0]["text"] == "123*"
+
+
+def test_spaces_follow_glyph_steps_that_drift_along_the_line():
+    """Steps that grow to 1.3 pitches (a keystone the band misses): a space there is one, not two."""
+    image = np.zeros((32, 32), np.float32)
+    steps = [0.0, *np.linspace(1.0, 1.3, 12)[:-1], 2.6, 1.3, 1.3]
+    glyphs = [Glyph(0, 0, 10, 10, image, advance=float(a)) for a in steps]
+    count_spaces(glyphs)
+    assert [g.spaces_before for g in glyphs] == [0] * 12 + [1, 0, 0]
