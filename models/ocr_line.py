@@ -283,16 +283,21 @@ def count_spaces(glyphs: list[Glyph]) -> None:
     bend), glyph steps drift to 1.3 pitches and more along the line and a single space read as two:
     each advance is taken against the median of the glyph steps (under 1.45) within LOCAL glyphs.
     """
-    advance = np.array([g.advance for g in glyphs])
+    advance = np.array([g.advance for g in glyphs], float)
+    local = np.ones(len(glyphs))
     window = int(LOCAL)
+    if window and len(glyphs) > 2:
+        # Each glyph's neighbours' steps in one array (NaN: itself, the first glyph, past the ends).
+        steps = np.where(advance < 1.45, advance, np.nan)
+        steps[0] = np.nan
+        padded = np.pad(steps, window, constant_values=np.nan)
+        near = np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1).copy()
+        near[:, window] = np.nan
+        enough = (~np.isnan(near)).sum(axis=1) >= 2
+        if enough.any():
+            local[enough] = np.nanmedian(near[enough], axis=1)
     for j in range(1, len(glyphs)):
-        local = 1.0
-        if window:
-            near = np.r_[advance[max(1, j - window) : j], advance[j + 1 : j + 1 + window]]
-            near = near[near < 1.45]
-            if near.size >= 2:
-                local = float(np.median(near))
-        step = advance[j] / local
+        step = float(advance[j] / local[j])
         glyphs[j].advance = step
         if step > 1.5:
             glyphs[j].spaces_before = max(1, int(round(step)) - 1)
