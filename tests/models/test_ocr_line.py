@@ -216,3 +216,22 @@ def test_spaces_follow_glyph_steps_that_drift_along_the_line():
     glyphs = [Glyph(0, 0, 10, 10, image, advance=float(a)) for a in steps]
     count_spaces(glyphs)
     assert [g.spaces_before for g in glyphs] == [0] * 12 + [1, 0, 0]
+
+
+def test_short_or_mixed_lines_beside_a_clean_line_are_dropped():
+    """Other print read as a line (a few glyphs, or 30%+ of them other print) goes when a clean line is found."""
+    model = rejecting_model()
+    image = np.zeros((32, 32), np.float32)
+    seg = Segmentation(size=(400, 200))
+    reject = len(DEFAULT_CHARSET)
+    seg.lines = [
+        [Glyph(20 * i, 0, 20 * i + 12, 20, image) for i in range(3)],  # short
+        [Glyph(20 * i, 50, 20 * i + 12, 70, image) for i in range(10)],  # clean
+        [Glyph(20 * i, 100, 20 * i + 12, 120, image) for i in range(10)],  # 3 of 10 other print
+    ]
+    picks = [1, 2, 3] + [4] * 10 + [5] * 7 + [reject] * 3
+    probs = np.eye(reject + 1, dtype=np.float32)[picks]
+    assert [line["text"] for line in model.postprocess(probs, seg)["lines"]] == ["4" * 10]
+    # Alone, a short line is kept.
+    seg.lines = seg.lines[:1]
+    assert [line["text"] for line in model.postprocess(probs[:3], seg)["lines"]] == ["123"]
