@@ -290,11 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.card:
         from training import cards
 
-        metrics_path = ROOT / "models" / "tracking_metrics.json"
-        metrics = json.loads(metrics_path.read_text())
-        metrics["peers"] = results
-        metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
-        cards.main([str(metrics_path)])
+        cards.store_figures(ROOT / "models" / "tracking_metrics.json", "peers", results)
     return 0
 
 

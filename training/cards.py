@@ -68,6 +68,15 @@ def write_metrics(path: Path, facts: dict) -> None:
     Path(path).write_text(json.dumps(facts, indent=1, default=str) + "\n", encoding="utf-8")
 
 
+def store_figures(path: Path, key: str, figures: Any) -> None:
+    """Put one script's figures under `key` in a card's metrics JSON, then render that card again."""
+    path = Path(path)
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics[key] = figures
+    write_metrics(path, metrics)
+    main([str(path)])
+
+
 def card_text(name: str, facts: dict) -> str:
     """Return a model's card from its metrics, through the training script's own `card_text`."""
     module = importlib.import_module(f"training.{name}")

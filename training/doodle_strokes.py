@@ -313,12 +313,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics = json.loads(args.metrics.read_text(encoding="utf-8")) if args.metrics else None
     facts = run(args.fixture.resolve(), args.model, args.data, metrics)
     print(markdown(facts))
-    if args.metrics and metrics is not None:
+    if args.metrics:
         from training import cards
 
-        metrics["strokes_check"] = facts
-        cards.write_metrics(args.metrics, metrics)
-        cards.main([str(args.metrics)])
+        cards.store_figures(args.metrics, "strokes_check", facts)
     return facts
 
 

@@ -154,10 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.metrics:
         from training import cards
 
-        metrics = json.loads(args.metrics.read_text(encoding="utf-8"))
-        metrics["strokes_served"] = facts
-        cards.write_metrics(args.metrics, metrics)
-        cards.main([str(args.metrics)])
+        cards.store_figures(args.metrics, "strokes_served", facts)
     return facts
 
 

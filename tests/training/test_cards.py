@@ -34,3 +34,15 @@ def test_cli_rewrites_a_card(tmp_path, capsys):
         ROOT / "models" / "numbers.md"
     ).read_text(encoding="utf-8")
     assert "numbers.md" in capsys.readouterr().out
+
+
+def test_figures_stored_under_a_key_rerender_the_card(tmp_path):
+    path = tmp_path / "doodles_metrics.json"
+    facts = metrics("doodles")
+    strokes = facts.pop("strokes_served")
+    path.write_text(json.dumps(facts), encoding="utf-8")
+    cards.store_figures(path, "strokes_served", strokes)
+    assert json.loads(path.read_text(encoding="utf-8"))["strokes_served"] == strokes
+    assert (tmp_path / "doodles.md").read_text(encoding="utf-8") == (
+        ROOT / "models" / "doodles.md"
+    ).read_text(encoding="utf-8")
