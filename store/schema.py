@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +159,10 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     (store.write_lock), so that writers hand over promptly instead of in SQLite's busy sleeps.
     """
     database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if database in (None, "", ":memory:"):
-        with engine.connect().execution_options(sqlite_write=True) as conn, conn.begin():
-            yield conn
-        return
     # Connected first: opening the database makes its folder, where the lock file goes.
-    with engine.connect().execution_options(sqlite_write=True) as conn:  # noqa: SIM117 - in this order
-        with write_lock(database).held(), conn.begin():
+    with engine.connect().execution_options(sqlite_write=True) as conn:
+        turn = nullcontext() if database in (None, "", ":memory:") else write_lock(database).held()
+        with turn, conn.begin():
             yield conn
 
 

@@ -13,7 +13,7 @@ The file lock is waited for without a time limit: it is held only around one sho
 and the kernel releases it when its process exits or is killed (gunicorn kills a stuck worker).
 The mutex keeps SQLite's 30 s: a thread that would wait longer gets the database error SQLite
 would have raised. `flock` locks belong to an open file, which a forked child shares with its
-parent, so each process opens its own (the descriptor is reopened when the pid changes).
+parent, so a forked child starts with no descriptor and a free mutex (`os.register_at_fork`).
 """
 
 from __future__ import annotations
@@ -38,17 +38,20 @@ class WriteLock:
 
     def __init__(self, path: Path):
         self.path = path
+        self._forked()
+
+    def _forked(self) -> None:
+        """Start this process's own state: a free mutex, no descriptor yet (also in a forked child)."""
+        # A child must not use the parent's descriptor (the same open file, so the parent's lock
+        # would be "taken" at once) nor a mutex that a parent's thread held at the fork.
         self._mutex = threading.Lock()
         self._fd: int | None = None
-        self._pid = 0
 
     def _descriptor(self) -> int:
         """Return this process's descriptor of the lock file (under the mutex), opening it when needed."""
-        if self._fd is None or self._pid != os.getpid():
-            # After a fork the inherited descriptor is the parent's open file: leave it, open ours.
+        if self._fd is None:
             # Read-only: flock needs no write access, so a lock file another user made still works.
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            self._pid = os.getpid()
         return self._fd
 
     @contextmanager
@@ -79,6 +82,16 @@ def write_lock(database: str | os.PathLike) -> WriteLock:
         if lock is None:
             lock = _locks[key] = WriteLock(path)
         return lock
+
+
+def _after_fork_in_child() -> None:
+    for lock in _locks.values():
+        lock._forked()
+    global _locks_guard
+    _locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _busy(path: Path, timeout: float) -> OperationalError:
