@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from training.data_sources import DATASETS
 from training.doodle_stroke_render import canvas_png, page_png
-from training.doodle_strokes import FIXTURE, ROOT
+from training.doodle_strokes import FIXTURE, ROOT, load_fixture
 
 CONDITIONS = ("page", "280/8", "400/12", "600/20")
 
@@ -36,10 +37,8 @@ def load_records(folder: Path = FIXTURE) -> list[dict]:
     """Return every transcribed drawing with its source line (strokes.ndjson's are lines 0 and 1)."""
     records: list[dict] = []
     seen: set[tuple[str, int]] = set()
-    first = [json.loads(x) for x in (folder / "strokes.ndjson").read_text().splitlines() if x.strip()]
-    with np.load(folder / "bitmaps.npz") as npz:  # its src_index is each drawing's line
-        lines = npz["src_index"].tolist()
-    records += [{**record, "line": int(line)} for record, line in zip(first, lines, strict=True)]
+    first, arrays = load_fixture(folder)  # the bitmaps' src_index is each drawing's line
+    records += [{**r, "line": int(line)} for r, line in zip(first, arrays["src_index"], strict=True)]
     for path in sorted(folder.glob("more_*.ndjson")):
         records += [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     out = []
@@ -52,8 +51,9 @@ def load_records(folder: Path = FIXTURE) -> list[dict]:
 
 
 def class_of(word: str, names: list[str]) -> int:
-    """Return our class index of a Google word (our `clock` is Google's `alarm clock`)."""
-    return names.index("clock" if word == "alarm clock" else word)
+    """Return our class index of a Google word (our `clock` is Google's `alarm clock`: data_sources)."""
+    ours = {source: name for name, source in DATASETS["quickdraw"].files.items()}
+    return names.index(ours.get(word, word))
 
 
 def bitmaps_for(records: list[dict], data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
