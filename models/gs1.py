@@ -116,7 +116,7 @@ MONEY = {
     ),
 }
 
-_ELEMENT = re.compile(r"\((\d{2,4})\)")
+ELEMENT = re.compile(r"\((\d{2,4})\)")  # an AI in parentheses (models.ocr_rescue checks OCR with it too)
 _KEY = re.compile(r"\*(\d{1,2})\*")
 
 
@@ -228,7 +228,7 @@ def parse(text: str) -> dict:
     "valid" is False when any field has an error (unknown AI, bad length, invalid check digit).
     """
     line = text.strip()
-    marks = list(_ELEMENT.finditer(line))
+    marks = list(ELEMENT.finditer(line))
     if not marks or marks[0].start() != 0:
         return {}
     key = _KEY.search(line, marks[-1].end())

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from models import gs1
 from models.ocr_line import Glyph
 
 # A glyph called other print is kept as its best character when that character is at least this
@@ -22,7 +23,6 @@ from models.ocr_line import Glyph
 LEAST = 0.05
 STEP = 0.7
 
-AI = re.compile(r"\(\d{2,4}\)")
 KEY_END = re.compile(r"\*\d+\*$")
 
 
@@ -34,11 +34,11 @@ def breaks_syntax(chars: list[str], j: int) -> bool:
     (training.ocr_eval --n 600): exact lines 2317 -> 2319 of 2400, none lost; --n 200 unchanged.
     """
     rest = "".join(chars[:j] + chars[j + 1 :])
-    if not AI.search(rest):
+    if not gs1.ELEMENT.search(rest):
         return False
     text = "".join(chars)
     if chars[j] in "()":
-        return not any(m.start() <= j < m.end() for m in AI.finditer(text))
+        return not any(m.start() <= j < m.end() for m in gs1.ELEMENT.finditer(text))
     if j == len(chars) - 1 and KEY_END.search(text[:j]):
         return True
     return j == 0 and rest.startswith("(")
