@@ -56,6 +56,7 @@ from training.plots import confusion, plot_confusion, plot_curves
 
 SEED = 20240917
 IMAGE_SIZE = 28
+STROKES = Path(__file__).resolve().parents[1] / "tests" / "data" / "doodles" / "strokes"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,6 +93,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=Path("tests/data/doodles") if Path("tests/data/doodles/labels.csv").is_file() else None,
         help="held-out canvas PNGs + labels.csv to score through DoodleModel (default: tests/data/doodles)",
+    )
+    p.add_argument(
+        "--strokes-holdout",
+        type=Path,
+        default=STROKES if STROKES.is_dir() else None,
+        help="keep this strokes fixture's drawings out of training and validation (default: "
+        "tests/data/doodles/strokes, so they are a held-out set for training.doodle_strokes_eval)",
+    )
+    p.add_argument(
+        "--no-strokes-holdout",
+        dest="strokes_holdout",
+        action="store_const",
+        const=None,
+        help="train and validate on the strokes fixture's drawings too",
     )
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--init", type=Path, default=None, help="start from this doodles.keras (continue a run)")
@@ -142,6 +157,22 @@ def stratified_split(
         val.append(idx[n_test : n_test + n_val])
         train.append(idx[n_test + n_val :])
     return tuple(rng.permutation(np.concatenate(part)) for part in (train, val, test))
+
+
+def fixture_keys(folder: Path, names: list[str]) -> set[tuple[int, int]]:
+    """Return (class index, src_index) of every drawing of a strokes fixture (our `clock` = `alarm clock`)."""
+    from training.doodle_strokes_eval import class_of, load_records  # cv2, only when a fixture is held out
+
+    return {(class_of(r["word"], names), int(r["line"])) for r in load_records(folder)}
+
+
+def drop_rows(
+    parts: tuple[np.ndarray, ...], y: np.ndarray, src: np.ndarray, keys: set[tuple[int, int]]
+) -> tuple[tuple[np.ndarray, ...], list[int]]:
+    """Remove from each index array the rows whose (class, src_index) is in `keys`; return them and the counts."""
+    held = np.array([(int(c), int(s)) in keys for c, s in zip(y, src, strict=True)], dtype=bool)
+    kept = tuple(idx[~held[idx]] for idx in parts)
+    return kept, [len(idx) - len(k) for idx, k in zip(parts, kept, strict=True)]
 
 
 def load_extra(paths: list[Path], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -204,6 +235,13 @@ def main(argv: list[str] | None = None) -> dict:
         x, y, src = x[keep], y[keep], src[keep]
     n_classes = len(names)
     tr, va, te = stratified_split(y, args.test_fraction, args.val_fraction, args.seed)
+    # The strokes fixture's drawings (Google's own strokes of rows 0-24 of each class) leave training
+    # and validation, so training.doodle_strokes_eval measures the served canvases on drawings the model
+    # never saw; the test split is untouched, so the held-out bitmap figure stays comparable.
+    dropped = [0, 0]
+    if args.strokes_holdout:
+        (tr, va), dropped = drop_rows((tr, va), y, src, fixture_keys(args.strokes_holdout, names))
+        print(f"strokes holdout: {dropped[0]} training and {dropped[1]} validation rows dropped")
     print(f"data: {len(y)} drawings, {n_classes} classes; train {len(tr)}, val {len(va)}, test {len(te)}")
     if args.fixtures:
         n = write_fixtures(args.fixtures, x[te], y[te], src[te], names, args.fixtures_per_class, args.seed)
@@ -309,9 +347,12 @@ def main(argv: list[str] | None = None) -> dict:
         ("--init", args.init, None),
         ("--peak-lr", args.peak_lr, PEAK_LR),
         ("--seed", args.seed, SEED),
+        ("--no-strokes-holdout", args.strokes_holdout is None, False),
         ("--out", str(args.out), "models"),
     ):
-        if value != default:
+        if value is True:
+            command += f" {flag}"
+        elif value != default:
             command += f" {flag} {value}"
     command += "".join(f" --extra {p}" for p in args.extra)
     results = {
@@ -344,6 +385,11 @@ def main(argv: list[str] | None = None) -> dict:
         "test_fraction": args.test_fraction,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
+        "strokes_holdout": (
+            {"folder": os.path.relpath(args.strokes_holdout), "train": dropped[0], "val": dropped[1]}
+            if args.strokes_holdout
+            else None
+        ),
         "data": args.data.name,
         "extra_note": extra_note,
         "batch": args.batch_size,

@@ -118,3 +118,31 @@ def test_class_weights_favour_small_classes() -> None:
     assert soft[0] / soft[1] == pytest.approx(2.0)
     for weights in (full, soft):
         assert np.mean([weights[c] for c in y]) == pytest.approx(1.0)
+
+
+def test_strokes_holdout_drops_exactly_the_fixture_rows_from_train_and_val() -> None:
+    from training.doodles import drop_rows, stratified_split
+
+    y = np.repeat(np.arange(3), [200, 300, 400])
+    src = np.concatenate([np.arange(200), np.arange(300), np.arange(400)])
+    keys = {(c, s) for c in range(3) for s in range(25)}
+    keys.add((1, 999))  # a drawing the data does not hold drops nothing
+    train, val, test = stratified_split(y, 0.1, 0.05, seed=3)
+    (kept_train, kept_val), dropped = drop_rows((train, val), y, src, keys)
+    in_fixture = np.array([(c, s) in keys for c, s in zip(y, src, strict=True)])
+    assert dropped == [int(in_fixture[train].sum()), int(in_fixture[val].sum())] and sum(dropped) > 0
+    assert not in_fixture[kept_train].any() and not in_fixture[kept_val].any()
+    # Everything else stays, in order; the test split is not touched, fixture rows in it included.
+    np.testing.assert_array_equal(kept_train, train[~in_fixture[train]])
+    np.testing.assert_array_equal(kept_val, val[~in_fixture[val]])
+    assert sum(dropped) + int(in_fixture[test].sum()) == 75
+
+
+def test_strokes_holdout_is_on_by_default_and_reads_all_600_drawings() -> None:
+    from training.doodles import STROKES, fixture_keys, parse_args
+
+    assert parse_args(["--data", "x.npz"]).strokes_holdout == STROKES
+    assert parse_args(["--data", "x.npz", "--no-strokes-holdout"]).strokes_holdout is None
+    names = (ROOT / "models" / "doodles_labels.txt").read_text(encoding="utf-8").split("\n")[:24]
+    keys = fixture_keys(STROKES, names)
+    assert len(keys) == 600 and keys == {(c, s) for c in range(24) for s in range(25)}  # clock = alarm clock
