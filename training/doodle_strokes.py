@@ -198,13 +198,13 @@ def sensitivity(inputs: dict[str, list[np.ndarray]], x: np.ndarray) -> list[dict
 
 
 def splits(records: list[dict], arrays: dict[str, np.ndarray], data: Path, metrics: dict) -> dict[str, int]:
-    """Count the fixture's drawings in the training run's train / val / test splits (needs its data file)."""
-    from training.doodles import load_data, stratified_split
+    """Count the fixture's drawings in the training run's train / val / test splits and its exclusion."""
+    from training.doodle_strokes_eval import split_of_rows
+    from training.doodles import load_data
 
-    _, y, _, src = load_data(data, None)
-    parts = stratified_split(y, metrics["test_fraction"], metrics["val_fraction"], metrics["seed"])
-    where = {int(i): name for name, idx in zip(("train", "val", "test"), parts, strict=True) for i in idx}
-    counts = {"train": 0, "val": 0, "test": 0}
+    _, y, names, src = load_data(data, None)
+    where = split_of_rows(y, src, [str(n) for n in names], metrics)
+    counts = {"train": 0, "val": 0, "test": 0, "excluded": 0}
     for c, k in zip(arrays["y"], arrays["src_index"], strict=True):
         row = np.flatnonzero((y == int(c)) & (src == int(k)))
         counts[where[int(row[0])]] += 1

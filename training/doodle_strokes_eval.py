@@ -5,8 +5,11 @@
 tests/data/doodles/strokes holds Google's simplified strokes of the first rows of each class's file
 (strokes.ndjson: lines 0-1, more_*.ndjson: the rest that its public copy keeps, each record with its
 `line`). Line k is row k of Google's numpy_bitmap file, so every drawing is also in the training
-data (`--data`) as a bitmap, and most of them were trained on: the split of each is looked up, and
-the figures are given for all of them and for the held-out ones apart.
+data (`--data`) as a bitmap. `training/doodles.py` keeps them out of training and validation by
+default (its `strokes_holdout`, recorded in the served model's metrics); the split of each drawing is
+looked up as that run made it ("excluded" = taken out of train or validation by that exclusion), and the
+figures are given for all of them, for those held out of training (test split or excluded) and for
+the test split alone.
 
 Each drawing is sent to the real route, as a user's code or the doodle page would send it: Google's
 28x28 bitmap as a PNG, and canvases drawn from its strokes (the page's own 280-px snapshot, and
@@ -58,17 +61,33 @@ def class_of(word: str, names: list[str]) -> int:
     return names.index(ours.get(word, word))
 
 
-def bitmaps_for(records: list[dict], data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Return Google's bitmap, class and split ("train"/"val"/"test") of each drawing, and the class names."""
-    from training.doodles import load_data, stratified_split
+def split_of_rows(y: np.ndarray, src: np.ndarray, names: list[str], metrics: dict) -> np.ndarray:
+    """Return each row's part in the training run that `metrics` records: train, val, test or excluded."""
+    from training.doodles import drop_rows, fixture_keys, stratified_split
 
-    metrics = json.loads((ROOT / "models" / "doodles_metrics.json").read_text())
-    x, y, names, src = load_data(data, None)
     parts = stratified_split(y, metrics["test_fraction"], metrics["val_fraction"], metrics["seed"])
     where = np.empty(len(y), object)
     for name, idx in zip(("train", "val", "test"), parts, strict=True):
         where[idx] = name
+    holdout = metrics.get("strokes_holdout")  # absent: a model trained before the exclusion existed
+    if holdout:
+        keys = fixture_keys(ROOT / holdout["folder"], names)
+        kept, dropped = drop_rows(parts[:2], y, src, keys)
+        if dropped != [holdout["train"], holdout["val"]]:
+            raise ValueError(f"{holdout['folder']} now drops {dropped} rows, the training run {holdout}")
+        for idx, kept_idx in zip(parts[:2], kept, strict=True):
+            where[np.setdiff1d(idx, kept_idx)] = "excluded"
+    return where
+
+
+def bitmaps_for(records: list[dict], data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Return Google's bitmap, class and split ("train"/"val"/"test") of each drawing, and the class names."""
+    from training.doodles import load_data
+
+    metrics = json.loads((ROOT / "models" / "doodles_metrics.json").read_text())
+    x, y, names, src = load_data(data, None)
     names = [str(n) for n in names]
+    where = split_of_rows(y, src, names, metrics)
     xs, ys, splits = [], [], []
     for record in records:
         c = class_of(record["word"], names)
@@ -105,9 +124,14 @@ def evaluate(records: list[dict], data: Path) -> dict[str, Any]:
     pred = {k: np.array(v) for k, v in answers.items()}
     out: dict[str, Any] = {
         "n": len(records),
-        "splits": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+        "splits": {s: int((split == s).sum()) for s in ("train", "val", "test", "excluded")},
     }
-    for subset, mask in (("all", np.ones(len(y), bool)), ("held_out", split == "test")):
+    subsets = (
+        ("all", np.ones(len(y), bool)),
+        ("held_out", np.isin(split, ("test", "excluded"))),  # never trained on nor validated
+        ("test", split == "test"),  # the split the held-out bitmap figure is measured on
+    )
+    for subset, mask in subsets:
         rows = {}
         for condition in CONDITIONS:
             rows[condition] = {
@@ -127,14 +151,19 @@ def evaluate(records: list[dict], data: Path) -> dict[str, Any]:
 
 def markdown(facts: dict[str, Any]) -> str:
     """Return the figures as a Markdown table."""
+    sp = facts["splits"]
     lines = [
-        f"{facts['n']} of Google's drawings ({facts['splits']}), through `/api/classifier`:",
+        f"{facts['n']} of Google's drawings through `/api/classifier`; in the served model's run "
+        f"{sp['train']} were in its training split, {sp['val']} in validation, {sp['test']} in the test split "
+        f"and {sp.get('excluded', 0)} held out of training by exclusion:",
         "",
         "| drawings | n | bitmap top-1 | canvas | canvas top-1 | gap (points) | same answer as the bitmap |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for subset in ("all", "held_out"):
-        s = facts[subset]
+    for subset in ("all", "held_out", "test"):
+        s = facts.get(subset)
+        if not s or not s["n"]:
+            continue
         for condition, row in s["conditions"].items():
             gap = 100 * (s["bitmap_top1"] - row["top1"])
             lines.append(

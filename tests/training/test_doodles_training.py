@@ -143,6 +143,6 @@ def test_strokes_holdout_is_on_by_default_and_reads_all_600_drawings() -> None:
 
     assert parse_args(["--data", "x.npz"]).strokes_holdout == STROKES
     assert parse_args(["--data", "x.npz", "--no-strokes-holdout"]).strokes_holdout is None
-    names = (ROOT / "models" / "doodles_labels.txt").read_text(encoding="utf-8").split("\n")[:24]
+    names = (ROOT / "models" / "doodles_labels.txt").read_text(encoding="utf-8").splitlines()
     keys = fixture_keys(STROKES, names)
     assert len(keys) == 600 and keys == {(c, s) for c in range(24) for s in range(25)}  # clock = alarm clock
