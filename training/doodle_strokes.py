@@ -10,8 +10,9 @@ coordinates) with the dataset bitmaps rendered from them. Three checks:
   pen sizes, on white or transparent), decoded and preprocessed as `/api/classifier` does, against
   Google's bitmap of the same drawing, next to a naive crop-and-resize baseline;
 - the model: its top-1 on Google's bitmaps and on the served canvases of the same drawings. These
-  drawings are rows 0 and 1 of Google's files, so most were training data: the agreement between the two
-  answers is the figure that means something, not their accuracy.
+  drawings are rows 0 and 1 of Google's files (held out of training by `training/doodles.py` since its
+  strokes exclusion; training data of older models) and only 48: the agreement between the two answers
+  is the figure that means something, not their accuracy.
 
     python -m training.doodle_strokes [--fixture DIR] [--data quickdraw_28.npz] [--metrics models/doodles_metrics.json]
 

@@ -21,7 +21,9 @@ so `--per-class` caps what is read; the shared npz holds the first 800-4500 rows
 files). Outputs, in `--out` (default `models/`): doodles.keras,
 doodles.onnx, doodles_labels.txt, doodles_metrics.json, doodles.md (the model card, rendered from
 those metrics), doodles_confusion.png and doodles_curves.png. `--fixtures DIR` also writes held-out
-test doodles for the test suite. Half of the training samples each epoch are canvas simulations
+test doodles for the test suite. The 600 drawings of Google's strokes in tests/data/doodles/strokes
+are dropped from training and validation (not from the test split), so that
+`training.doodle_strokes_eval` measures the served canvases on drawings the model never saw. Half of the training samples each epoch are canvas simulations
 passed through the served preprocessing (`training/doodle_canvas.py`, `--canvas-fraction`). Then
 
     python -m training.doodles_eval --data data/quickdraw/quickdraw_28.npz
