@@ -10,6 +10,7 @@ and the right to ptrace the workers (root, or kernel.yama.ptrace_scope=0).
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         help="send every payload even if answered wrong (a model in training)",
     )
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds to wait for /ready")
+    parser.add_argument(
+        "--save-images",
+        action="store_true",
+        help="keep every image, as production does (the bench default is off)",
+    )
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument(
         "--gil",
@@ -76,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(missing[args.endpoint])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "profile-" + args.endpoint.strip("/").replace("/", "_").replace("-", "_")
+    stem = "profile-" + re.sub(r"[^a-z0-9]+", "_", args.endpoint.lower()).strip("_")
+    stem += "-saved" if args.save_images else ""
     collapsed = RESULTS / f"{stem}.txt"
     server = GunicornServer(
-        workers=args.workers, env={"VISION_SAVE_IMAGES": "false"}, require_ready=not args.allow_missing
+        workers=args.workers,
+        env={"VISION_SAVE_IMAGES": "true" if args.save_images else "false"},
+        require_ready=not args.allow_missing,
     )
     server.start(timeout=args.start_timeout)
     with server:

@@ -162,15 +162,18 @@ def get_image(image_id: str):
 
 @bp.get("/vignette/<image_id:image_id>")
 def vignette(image_id: str):
-    """Serve an image's thumbnail (JPEG), or say it is still being made.
+    """Serve an image's thumbnail (JPEG; a small PNG is its own), or say it is still being made.
     ---
     get:
       summary: Thumbnail of a stored image
       responses:
         200:
-          description: The thumbnail, at most THUMBNAIL_SIZE pixels on its longer side.
+          description: >-
+            The thumbnail, a JPEG at most THUMBNAIL_SIZE pixels on its longer side; a PNG of at most
+            1.5x that side and 64 KiB is its own thumbnail (the original, as image/png).
           content:
             image/jpeg: {}
+            image/png: {}
         202:
           description: Not made yet; ask again after Retry-After seconds.
           headers:
@@ -192,6 +195,11 @@ def vignette(image_id: str):
         if path.is_file():
             # An id's thumbnail never changes, so clients may keep it.
             return send_file(path, mimetype="image/jpeg", max_age=86400, conditional=True)
+        original = store.own_thumbnail(record)
+        if original is not None:  # a small PNG: no smaller as a JPEG, so none was made
+            response = send_file(original, mimetype=record.mime, max_age=86400, conditional=True)
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
         log.warning("thumbnail of %s is recorded as done but missing; making it again", record.id)
         store.mark_thumbnail(record.id, PENDING)
         if store.thumbnails is not None:

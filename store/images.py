@@ -44,6 +44,7 @@ from store.records import (
     extension_for,
     validate_id,
 )
+from store.render import own_thumbnail, serves_itself
 from store.saving import StoreWrites, remove_file
 from store.schema import images, make_engine, migrate, write_transaction
 from store.thumbnails import Thumbnails
@@ -166,6 +167,23 @@ class ImageStore(StoreWrites, StoreQueries):
         """Return where an image's thumbnail (JPEG) lives."""
         validate_id(image_id)
         return self.image_dir / "thumbs" / image_id[:2] / f"{image_id}.jpg"
+
+    def own_thumbnail(self, record: StoredImage) -> Path | None:
+        """Return the original's path when it is served as its own thumbnail (store.render), else None."""
+        if not own_thumbnail(
+            record.format, record.width, record.height, record.byte_size, self.thumbnail_size
+        ):
+            return None
+        path = self.file_path(record)
+        try:
+            data = path.read_bytes()  # at most OWN_THUMBNAIL_BYTES
+        except OSError:
+            return None
+        return (
+            path
+            if serves_itself(data, record.format, record.width, record.height, self.thumbnail_size)
+            else None
+        )
 
     # writing
 

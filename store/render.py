@@ -12,6 +12,10 @@ Lanczos and JPEG 2.3 ms; this 0.15-0.3 ms. OpenCV's INTER_AREA has a fast path o
 factors (0.06 ms against 0.7 ms for 400 -> 128 on 4 channels), so the image is cut to a multiple
 of the factor first (under `factor` pixels, split between the edges), then brought to the
 exact size by a bicubic warp that puts each pixel where it is in the whole image.
+
+An original that is already about a thumbnail's size is its own thumbnail (`own_thumbnail`): the
+digit page's 140 px export is a 1.9 KB PNG, its 128-px JPEG 1.5 KB, and making that JPEG cost
+0.35 ms of CPU (the file included) on a request that costs 0.8 ms in-process without the store.
 """
 
 from __future__ import annotations
@@ -33,6 +37,21 @@ def from_pixels(data: bytes | None, fmt: str) -> bool:
     if fmt == "ARRAY" or data is None:
         return True
     return fmt == "PNG" and data.startswith(PNG_SIGNATURE) and b"eXIf" not in data
+
+
+OWN_THUMBNAIL_BYTES = 64 * 1024  # larger files are worth a JPEG thumbnail, whatever their size
+
+
+def own_thumbnail(fmt: str, width: int, height: int, byte_size: int, size: int) -> bool:
+    """Say whether an image may be served as its own thumbnail: a PNG (no EXIF orientation to apply
+    once it has no eXIf chunk, which the caller checks), at most 1.5x the thumbnail's side, at most
+    64 KiB. The browser scales it as it would the JPEG; one file fewer per kept image."""
+    return fmt == "PNG" and max(width, height) <= size * 3 // 2 and 0 < byte_size <= OWN_THUMBNAIL_BYTES
+
+
+def serves_itself(data: bytes, fmt: str, width: int, height: int, size: int) -> bool:
+    """Say whether an image, given its bytes, is its own thumbnail (own_thumbnail and no eXIf chunk)."""
+    return own_thumbnail(fmt, width, height, len(data), size) and from_pixels(data, fmt)
 
 
 def fit(width: int, height: int, size: int) -> tuple[int, int]:
@@ -126,3 +145,7 @@ class Decoded:
     pixels: np.ndarray
     order: str = "BGR"
     small: bool = False  # already the thumbnail's size (made in the request): not counted as held
+
+
+# For an image its request decoded that is its own thumbnail: proof that it decodes, no pixels held.
+DECODED_ONLY = Decoded(np.zeros((0, 0), np.uint8), small=True)

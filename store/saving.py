@@ -31,7 +31,7 @@ from store.exif import read_exif
 from store.journal import Entry, Journal
 from store.metrics import SAVED, THUMBNAILS
 from store.records import DONE, NewImage, StoreError, new_id, new_row, validate_id
-from store.render import Decoded, thumbnail_jpeg
+from store.render import Decoded, serves_itself, thumbnail_jpeg
 from store.schema import images, write_transaction
 
 if TYPE_CHECKING:
@@ -198,7 +198,11 @@ class StoreWrites:
         except OSError as exc:
             staged.discard()
             raise StoreError("disk", f"cannot write image file: {exc}") from exc
-        if decoded is not None and self.thumbnails is not None:
+        if decoded is None:
+            pass  # not decoded yet (an upload, a journalled image): the thumbnail runner decides
+        elif serves_itself(new.data, fmt, new.width, new.height, self.thumbnail_size):
+            staged.row["thumb_status"] = DONE  # no file to make: /vignette serves the original
+        elif self.thumbnails is not None:
             self._stage_thumbnail(staged, decoded)
         return staged
 

@@ -13,6 +13,7 @@ Making a thumbnail is idempotent, so a duplicate task costs only time.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ from models.image import rgb_on_white
 from store.metrics import FAILURES, THUMBNAILS
 from store.pool import WorkerPool
 from store.records import DONE, FAILED, PENDING, StoreError
+from store.render import own_thumbnail, serves_itself
 from store.schema import images, write_transaction
 
 if TYPE_CHECKING:
@@ -60,11 +62,26 @@ def render_thumbnail(source: Path, size: int) -> Image.Image:
 def write_jpeg(image: Image.Image, target: Path, temp: Path) -> None:
     """Save a JPEG atomically: written as `temp` (the process's journal folder), then renamed."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    # No metadata rides along: Pillow would write the original's text "comment" as the JPEG's
+    # comment, and one over 64 KiB (a COM segment's limit) broke every attempt at this thumbnail.
+    image.info = {}
     try:
         image.save(temp, "JPEG", quality=85, optimize=True)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def serves_original(source: Path, record: Any, size: int) -> bool:
+    """Say whether a stored image is its own thumbnail (store.render.own_thumbnail) and decodes."""
+    if not own_thumbnail(record.format, record.width, record.height, record.byte_size, size):
+        return False
+    data = source.read_bytes()  # at most OWN_THUMBNAIL_BYTES
+    if not serves_itself(data, record.format, record.width, record.height, size):
+        return False
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()  # a broken file fails here, as it would for a JPEG thumbnail
+    return True
 
 
 def make_thumbnail(store: ImageStore, image_id: str) -> str:
@@ -85,6 +102,9 @@ def make_thumbnail(store: ImageStore, image_id: str) -> str:
         store.mark_thumbnail(image_id, FAILED, "the original file is missing")
         return FAILED
     try:
+        if serves_original(source, record, store.thumbnail_size):
+            store.mark_thumbnail(image_id, DONE)  # /vignette serves the original
+            return DONE
         thumb = render_thumbnail(source, store.thumbnail_size)
     except _DECODE_ERRORS as exc:
         FAILURES.labels("thumbnail").inc()

@@ -34,7 +34,7 @@ from store.journal import Entry, Journal, Ticket
 from store.metrics import DROPPED, FAILURES
 from store.pool import WorkerPool
 from store.records import StoreError, new_id
-from store.render import Decoded, from_pixels, thumbnail_bgr
+from store.render import DECODED_ONLY, Decoded, from_pixels, serves_itself, thumbnail_bgr
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,10 @@ class Writer:
         pixels = getattr(image, "pixels", None)
         if pixels is None or not from_pixels(image.data, image.format):
             return None
+        if image.data is not None and serves_itself(
+            image.data, image.format, image.width, image.height, self.thumbnail_size
+        ):
+            return DECODED_ONLY  # its own thumbnail: nothing to make or hold
         size = 0 if image.data is None else pixels.nbytes  # a legacy array is held by its entry anyway
         with self._held_lock:
             if self._held + size <= self.hold_bytes:

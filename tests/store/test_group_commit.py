@@ -93,13 +93,13 @@ def test_a_png_with_an_exif_orientation_is_left_to_the_runner(sqlite_store):
 
 def test_past_the_budget_the_request_shrinks_the_pixels_instead(sqlite_store, monkeypatch):
     hold_queue(sqlite_store, monkeypatch)
-    big, small = canvas(400, 400), canvas(40, 40)
+    big, small = canvas(400, 400), canvas(240, 240)  # both larger than their own thumbnails
     sqlite_store.writer.hold_bytes = big.pixels.nbytes + small.pixels.nbytes // 2
     submit(sqlite_store, big)
     submit(sqlite_store, small)  # over the budget now
     jobs = list(sqlite_store.writer.pool.queue.queue)
     assert jobs[0].decoded.pixels is big.pixels and not jobs[0].decoded.small
-    assert jobs[1].decoded.small and jobs[1].decoded.pixels.shape == (40, 40, 3)
+    assert jobs[1].decoded.small and jobs[1].decoded.pixels.shape == (64, 64, 3)
     assert sqlite_store.writer.held_bytes == big.pixels.nbytes  # the shrunk one is not counted
     sqlite_store.start_thumbnails()
     release(sqlite_store)
@@ -109,6 +109,8 @@ def test_past_the_budget_the_request_shrinks_the_pixels_instead(sqlite_store, mo
 
 
 def entry(data: bytes, *, image_id: str | None = None, confidence: float = 0.5) -> Entry:
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
     return Entry(
         image_id=image_id or new_id(),
         created=time.time(),
@@ -117,8 +119,8 @@ def entry(data: bytes, *, image_id: str | None = None, confidence: float = 0.5) 
         prediction="1",
         confidence=confidence,
         format="PNG",
-        width=20,
-        height=10,
+        width=width,
+        height=height,
         data=data,
     )
 
@@ -126,13 +128,13 @@ def entry(data: bytes, *, image_id: str | None = None, confidence: float = 0.5) 
 def test_one_bad_image_does_not_keep_the_others_out(sqlite_store):
     kept = sqlite_store.save_entries([(entry(png()), None)])[0]
     existing = sqlite_store.file_path(sqlite_store.get(kept))
-    good = [entry(png(value=v)) for v in (10, 20)]
+    good = [entry(png(200, 100, value=v)) for v in (10, 20)]  # too large to be their own thumbnails
     results = sqlite_store.save_entries(
         [
             (good[0], None),
             (entry(png(), image_id=kept), None),  # its id is taken: the one transaction fails
             (entry(png(), confidence=3.0), None),  # refused before any file is written
-            (good[1], Decoded(np.zeros((10, 20), np.uint8), "RGB")),
+            (good[1], Decoded(np.zeros((100, 200), np.uint8), "RGB")),
         ]
     )
     assert results[0] == good[0].image_id and results[3] == good[1].image_id

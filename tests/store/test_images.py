@@ -97,7 +97,7 @@ def test_labels_are_set_cleared_and_validated(store):
 
 def test_delete_removes_row_file_and_thumbnail(store):
     store.start_thumbnails()
-    image_id = store.save(new_image())
+    image_id = store.save(new_image(png(300, 200)))  # larger than its own thumbnail may be
     assert store.thumbnails.drain(10)
     record = store.get(image_id)
     assert record.thumb_status == DONE
