@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from training.doodle_stroke_render import canvas_png, page_png
 from training.doodle_strokes import FIXTURE, ROOT, load_fixture
 
 CONDITIONS = ("page", "280/8", "400/12", "600/20")
+MODELS = ROOT / "models"
 
 
 def load_records(folder: Path = FIXTURE) -> list[dict]:
@@ -80,11 +82,13 @@ def split_of_rows(y: np.ndarray, src: np.ndarray, names: list[str], metrics: dic
     return where
 
 
-def bitmaps_for(records: list[dict], data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Return Google's bitmap, class and split ("train"/"val"/"test") of each drawing, and the class names."""
+def bitmaps_for(
+    records: list[dict], data: Path, model_dir: Path = MODELS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Return Google's bitmap, class and split (see split_of_rows) of each drawing, and the class names."""
     from training.doodles import load_data
 
-    metrics = json.loads((ROOT / "models" / "doodles_metrics.json").read_text())
+    metrics = json.loads((model_dir / "doodles_metrics.json").read_text())
     x, y, names, src = load_data(data, None)
     names = [str(n) for n in names]
     where = split_of_rows(y, src, names, metrics)
@@ -108,12 +112,12 @@ def render(record: dict, condition: str) -> bytes:
     return canvas_png(record["drawing"], int(side), float(pen), transparent=True)
 
 
-def evaluate(records: list[dict], data: Path) -> dict[str, Any]:
+def evaluate(records: list[dict], data: Path, model_dir: Path = MODELS) -> dict[str, Any]:
     """Send every drawing through /api/classifier as a bitmap and as each canvas; return the figures."""
     from training.doodles_eval import make_client, png, post
 
-    x, y, split, names = bitmaps_for(records, data)
-    _, client = make_client()
+    x, y, split, names = bitmaps_for(records, data, model_dir)
+    _, client = make_client(None if model_dir.resolve() == MODELS else model_dir)
     answers: dict[str, list[int]] = {
         "bitmap": [names.index(post(client, png(b), "image/png")[0]["label"]) for b in x]
     }
@@ -153,17 +157,19 @@ def markdown(facts: dict[str, Any]) -> str:
     """Return the figures as a Markdown table."""
     sp = facts["splits"]
     lines = [
-        f"{facts['n']} of Google's drawings through `/api/classifier`; in the served model's run "
+        f"{facts['n']} of Google's drawings through `/api/classifier`; in the measured model's training run "
         f"{sp['train']} were in its training split, {sp['val']} in validation, {sp['test']} in the test split "
         f"and {sp.get('excluded', 0)} held out of training by exclusion:",
         "",
         "| drawings | n | bitmap top-1 | canvas | canvas top-1 | gap (points) | same answer as the bitmap |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for subset in ("all", "held_out", "test"):
+    shown: list[int] = []
+    for subset in ("all", "held_out", "test"):  # nested sets: the same size means the same drawings
         s = facts.get(subset)
-        if not s or not s["n"]:
+        if not s or not s["n"] or s["n"] in shown:
             continue
+        shown.append(s["n"])
         for condition, row in s["conditions"].items():
             gap = 100 * (s["bitmap_top1"] - row["top1"])
             lines.append(
@@ -174,18 +180,34 @@ def markdown(facts: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Print the figures; with --metrics, store them under "strokes_served" and re-render the card."""
+    """Print the figures; --metrics stores them and re-renders the card (strokes_candidate if not models/)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the training data (quickdraw_28.npz)")
     parser.add_argument("--fixture", type=Path, default=FIXTURE)
     parser.add_argument("--metrics", type=Path, help="doodles_metrics.json to store the figures in")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=MODELS,
+        help="folder of the doodles.onnx + doodles_metrics.json to measure (default: the served models/)",
+    )
     args = parser.parse_args(argv)
-    facts = evaluate(load_records(args.fixture), args.data)
+    facts = evaluate(load_records(args.fixture), args.data, args.model_dir)
+    key = "strokes_served"
+    if args.model_dir.resolve() != MODELS:  # a model not (yet) served: its figures are kept apart
+        key = "strokes_candidate"
+        run = json.loads((args.model_dir / "doodles_metrics.json").read_text(encoding="utf-8"))
+        folder = os.path.relpath(args.model_dir)
+        facts["model"] = {"folder": folder, **{k: run[k] for k in ("top1", "top3", "command", "date")}}
+        facts["command"] = (
+            f"python -m training.doodle_strokes_eval --data {os.path.relpath(args.data)} --model-dir {folder}"
+            + (f" --metrics {os.path.relpath(args.metrics)}" if args.metrics else "")
+        )
     print(markdown(facts))
     if args.metrics:
         from training import cards
 
-        cards.store_figures(args.metrics, "strokes_served", facts)
+        cards.store_figures(args.metrics, key, facts)
     return facts
 
 

@@ -44,19 +44,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_client():
-    """Return a test client of the app as configured by default (models/doodles.onnx), saving nothing."""
+def make_client(model_dir: Path | None = None):
+    """Return a test client of the app as configured by default, saving nothing.
+
+    With `model_dir`, the default classifier `doodles` is that folder's doodles.onnx (a candidate
+    measured through the route before it is installed) instead of models/doodles.onnx.
+    """
     from app import create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="doodles-eval-"))
-    app = create_app(
-        {
-            "SAVE_IMAGES": False,
-            "LOG_LEVEL": "WARNING",
-            "IMAGE_DIR": str(tmp / "images"),
-            "DATABASE_URL": f"sqlite:///{tmp / 'eval.db'}",
+    config = {
+        "SAVE_IMAGES": False,
+        "LOG_LEVEL": "WARNING",
+        "IMAGE_DIR": str(tmp / "images"),
+        "DATABASE_URL": f"sqlite:///{tmp / 'eval.db'}",
+    }
+    if model_dir is not None:
+        from config import ModelSpec
+
+        folder = model_dir.resolve()
+        config["MODELS"] = {
+            "doodles": ModelSpec(
+                type="doodle", path=str(folder / "doodles.onnx"), labels=str(folder / "doodles_labels.txt")
+            )
         }
-    )
+    app = create_app(config)
     return app, app.test_client()
 
 
