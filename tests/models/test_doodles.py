@@ -16,6 +16,7 @@ from models.doodles import (
     LONG_SIDE,
     STROKE_WIDTH,
     DoodleModel,
+    _thinning_tables,
     restroke,
     stroke_width,
     thin,
@@ -210,6 +211,46 @@ def test_restroke_sets_line_width_and_keeps_fills() -> None:
     assert 4.0 < column.sum() / 2 < 6.5  # two lines, each ~5 px wide now
     disc = ink[pad + 160, pad + 100 : pad + 200]
     assert disc.sum() > 40  # still filled (about 61 - 15 + 5 px across), not a 5-px ring
+
+
+def numpy_thin(mask: np.ndarray) -> np.ndarray:
+    """The reference: Zhang-Suen with eight shifted NumPy copies per sub-step (the earlier thin())."""
+    tables = _thinning_tables()
+    img = np.pad(mask.astype(np.uint8), 1)
+    centre = img[1:-1, 1:-1]
+    changed = True
+    while changed:
+        changed = False
+        for table in tables:
+            code = (
+                img[:-2, 1:-1]
+                | img[:-2, 2:] << 1
+                | img[1:-1, 2:] << 2
+                | img[2:, 2:] << 3
+                | img[2:, 1:-1] << 4
+                | img[2:, :-2] << 5
+                | img[1:-1, :-2] << 6
+                | img[:-2, :-2] << 7
+            )
+            remove = table[code] & (centre == 1)
+            if remove.any():
+                centre[remove] = 0
+                changed = True
+    return centre.astype(bool)
+
+
+def test_thin_gives_the_reference_pixels() -> None:
+    rng = np.random.default_rng(7)
+    for n in range(120):
+        mask = np.zeros((int(rng.integers(5, 110)), int(rng.integers(5, 110))), np.uint8)
+        for _ in range(int(rng.integers(1, 6))):
+            p, q = (tuple(int(v) for v in rng.integers(-5, 110, 2)) for _ in range(2))
+            cv2.line(mask, p, q, 1, int(rng.integers(1, 12)))
+        if n % 3 == 0:
+            cv2.circle(mask, (20, 20), int(rng.integers(2, 20)), 1, -1)
+        if n % 4 == 0:  # speckle, and ink touching the edges
+            mask |= (rng.random(mask.shape) < 0.15).astype(np.uint8)
+        assert np.array_equal(thin(mask.astype(bool)), numpy_thin(mask.astype(bool))), n
 
 
 def test_thin_gives_one_pixel_lines() -> None:
