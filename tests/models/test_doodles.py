@@ -213,9 +213,12 @@ def test_restroke_sets_line_width_and_keeps_fills() -> None:
     assert disc.sum() > 40  # still filled (about 61 - 15 + 5 px across), not a 5-px ring
 
 
+_TABLES = _thinning_tables()
+
+
 def numpy_thin(mask: np.ndarray) -> np.ndarray:
     """The reference: Zhang-Suen with eight shifted NumPy copies per sub-step (the earlier thin())."""
-    tables = _thinning_tables()
+    tables = _TABLES
     img = np.pad(mask.astype(np.uint8), 1)
     centre = img[1:-1, 1:-1]
     changed = True
