@@ -123,14 +123,20 @@ def restroke(
     if not skeleton.any():
         return np.zeros(mask.shape, np.float32)
     inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     to_centre = cv2.distanceTransform((~skeleton).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     if width is None:
         width = pen_width(mask, skeleton)
-    signed = np.where(mask, inside - 0.5, 0.5 - outside)  # >0 inside, edge at 0
     # With grow=False outlines only shrink: growing them by an estimated (whole-pixel) width
     # overshoots (1.72 px instead of 1.47 for a bitmap pen), and the centre lines carry a wider pen.
     change = width - diameter if grow else max(width - diameter, 0.0)
+    if change >= 0:
+        # Nothing outside the outline is inked (a background pixel lies 1 px or more from it, so
+        # its signed depth is -0.5 or less): the distance out of the drawing is not needed, which
+        # saves a quarter of the served path's distance transforms.
+        signed = np.where(mask, inside - 0.5, np.float32(-0.5))
+    else:
+        outside = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        signed = np.where(mask, inside - 0.5, 0.5 - outside)  # >0 inside, edge at 0
     shape = np.clip(signed - change / 2 + 0.5, 0.0, 1.0)
     lines = np.clip(diameter / 2 + 0.5 - to_centre, 0.0, 1.0)
     return np.maximum(shape, lines).astype(np.float32)

@@ -256,6 +256,34 @@ def test_thin_gives_the_reference_pixels() -> None:
         assert np.array_equal(thin(mask.astype(bool)), numpy_thin(mask.astype(bool))), n
 
 
+def reference_restroke(mask: np.ndarray, diameter: float, width: float, grow: bool) -> np.ndarray:
+    """restroke() with the distance out of the drawing always computed (before it was skipped)."""
+    skeleton = np.pad(thin(mask), int(np.ceil(diameter)) + 2)
+    mask = np.pad(mask, int(np.ceil(diameter)) + 2)
+    dist = lambda m: cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)  # noqa: E731
+    signed = np.where(mask, dist(mask) - 0.5, 0.5 - dist(~mask))
+    change = width - diameter if grow else max(width - diameter, 0.0)
+    shape = np.clip(signed - change / 2 + 0.5, 0.0, 1.0)
+    lines = np.clip(diameter / 2 + 0.5 - dist(~skeleton), 0.0, 1.0)
+    return np.maximum(shape, lines).astype(np.float32)
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_restroke_gives_the_reference_ink(grow: bool) -> None:
+    rng = np.random.default_rng(11)
+    for n in range(40):
+        mask = np.zeros((int(rng.integers(20, 100)), int(rng.integers(20, 100))), np.uint8)
+        for _ in range(int(rng.integers(1, 5))):
+            p, q = (tuple(int(v) for v in rng.integers(0, 100, 2)) for _ in range(2))
+            cv2.line(mask, p, q, 1, int(rng.integers(1, 10)))
+        if n % 3 == 0:
+            cv2.circle(mask, (30, 30), int(rng.integers(3, 15)), 1, -1)
+        mask = mask.astype(bool)
+        diameter, width = float(rng.uniform(1.0, 9.0)), float(rng.uniform(1.0, 9.0))
+        ours = restroke(mask, diameter, width=width, grow=grow)
+        assert np.array_equal(ours, reference_restroke(mask, diameter, width, grow)), n
+
+
 def test_thin_gives_one_pixel_lines() -> None:
     mask = np.zeros((40, 60), bool)
     mask[15:24, 5:55] = True  # a 9-px-thick bar
