@@ -200,8 +200,8 @@ def sensitivity(inputs: dict[str, list[np.ndarray]], x: np.ndarray) -> list[dict
 
 def splits(records: list[dict], arrays: dict[str, np.ndarray], data: Path, metrics: dict) -> dict[str, int]:
     """Count the fixture's drawings in the training run's train / val / test splits and its exclusion."""
+    from training.doodle_data import load_data
     from training.doodle_strokes_eval import split_of_rows
-    from training.doodles import load_data
 
     _, y, names, src = load_data(data, None)
     where = split_of_rows(y, src, [str(n) for n in names], metrics)

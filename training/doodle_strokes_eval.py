@@ -65,7 +65,7 @@ def class_of(word: str, names: list[str]) -> int:
 
 def split_of_rows(y: np.ndarray, src: np.ndarray, names: list[str], metrics: dict) -> np.ndarray:
     """Return each row's part in the training run that `metrics` records: train, val, test or excluded."""
-    from training.doodles import drop_rows, fixture_keys, stratified_split
+    from training.doodle_data import drop_rows, fixture_keys, stratified_split
 
     parts = stratified_split(y, metrics["test_fraction"], metrics["val_fraction"], metrics["seed"])
     where = np.empty(len(y), object)
@@ -86,7 +86,7 @@ def bitmaps_for(
     records: list[dict], data: Path, model_dir: Path = MODELS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Return Google's bitmap, class and split (see split_of_rows) of each drawing, and the class names."""
-    from training.doodles import load_data
+    from training.doodle_data import load_data
 
     metrics = json.loads((model_dir / "doodles_metrics.json").read_text())
     x, y, names, src = load_data(data, None)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from training import cards
-from training.doodles import SEED, load_data, stratified_split
+from training.doodle_data import load_data, stratified_split
+from training.doodles import SEED
 
 FIXTURES = Path("tests/data/doodles")
 RENDER_SEED = 20261204

@@ -97,7 +97,7 @@ def test_canvas_simulation_goes_through_the_served_preprocessing() -> None:
 
 
 def test_split_is_stratified_and_disjoint() -> None:
-    from training.doodles import stratified_split
+    from training.doodle_data import stratified_split
 
     y = np.repeat(np.arange(3), [800, 2500, 4500])
     train, val, test = stratified_split(y, 0.1, 0.05, seed=1)
@@ -109,7 +109,7 @@ def test_split_is_stratified_and_disjoint() -> None:
 
 
 def test_class_weights_favour_small_classes() -> None:
-    from training.doodles import class_weights
+    from training.doodle_data import class_weights
 
     y = np.repeat(np.arange(2), [100, 400])
     full = class_weights(y, 2, power=1.0)
@@ -121,7 +121,7 @@ def test_class_weights_favour_small_classes() -> None:
 
 
 def test_strokes_holdout_drops_exactly_the_fixture_rows_from_train_and_val() -> None:
-    from training.doodles import drop_rows, stratified_split
+    from training.doodle_data import drop_rows, stratified_split
 
     y = np.repeat(np.arange(3), [200, 300, 400])
     src = np.concatenate([np.arange(200), np.arange(300), np.arange(400)])
