@@ -235,3 +235,22 @@ def test_short_or_mixed_lines_beside_a_clean_line_are_dropped():
     # Alone, a short line is kept.
     seg.lines = seg.lines[:1]
     assert [line["text"] for line in model.postprocess(probs[:3], seg)["lines"]] == ["123"]
+
+
+def test_a_band_follows_its_midline_past_its_ends(monkeypatch):
+    """Glyphs past a tilted band's end keep their whole height: the band goes on along its slope."""
+    binary = np.zeros((260, 700), np.uint8)
+    for k in range(13):  # a line rising 0.1 px per px, cap 32; the band is fitted to the first 8 only
+        x = 20 + 36 * k
+        top = int(round(80 + 0.1 * (x + 10)))
+        binary[top : top + 32, x : x + 20] = 1
+    band = Band(np.array([0.1, 80.0]), np.array([0.1, 112.0]), 30.0, 30.0 + 36 * 7)
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    pieces, *_ = band_pieces(binary, band, 32.0, identity, (700, 260))
+    assert len(pieces) == 13 and min(p.h for p in pieces) >= 31
+    # Held flat past its end (as before), the band cut the later glyphs' bottoms off.
+    monkeypatch.setattr("models.ocr_band.EXTEND", False)
+    pieces, *_ = band_pieces(binary, band, 32.0, identity, (700, 260))
+    assert min(p.h for p in pieces) < 28
+    t, b = band.at(np.array([0.0, 500.0]))
+    np.testing.assert_allclose([t[0], b[0]], [83.0, 115.0])  # flat: the values at the ends
