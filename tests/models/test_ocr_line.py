@@ -254,3 +254,22 @@ def test_a_band_follows_its_midline_past_its_ends(monkeypatch):
     assert min(p.h for p in pieces) < 28
     t, b = band.at(np.array([0.0, 500.0]))
     np.testing.assert_allclose([t[0], b[0]], [83.0, 115.0])  # flat: the values at the ends
+
+
+def test_a_stub_of_print_split_off_a_glyph_is_not_a_glyph(monkeypatch):
+    """Print touching a glyph's top and running on over the space: the part split off is dropped."""
+    binary = np.zeros((200, 420), np.uint8)
+    for k in (0, 1, 2, 3, 4, 6, 7, 8, 9):  # a space where the sixth glyph would be
+        binary[80:112, 20 + 36 * k : 40 + 36 * k] = 1
+    binary[76:82, 164:216] = 1  # a stub of print above, from glyph 5's top over the space
+    band = Band(np.array([80.0]), np.array([112.0]), 30.0, 354.0)
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+
+    def cut() -> list:
+        pieces, labels, offset, _ = band_pieces(binary, band, 32.0, identity, (420, 200))
+        return line_glyphs(pieces, labels, band, offset)
+
+    glyphs = cut()
+    assert len(glyphs) == 9 and [g.spaces_before for g in glyphs].index(1) == 5
+    monkeypatch.setattr("models.ocr_line.SPLIT_STUBS", False)
+    assert len(cut()) == 10  # the stub was a glyph in the space
