@@ -32,11 +32,12 @@ class Band:
         """Return the cap top and baseline rows at column(s) x (along the end's tangent past the ends)."""
         inside = np.clip(x, self.x0, self.x1)
         top, base = np.polyval(self.top, inside), np.polyval(self.base, inside)
-        if not EXTEND:
+        past = np.asarray(x, float) - inside
+        if not EXTEND or not past.any():
             return top, base
         # The midline's tangent: a short band's top and base slopes are noisy apart (they diverge).
         slope = (np.polyval(np.polyder(self.top), inside) + np.polyval(np.polyder(self.base), inside)) / 2
-        shift = slope * (np.asarray(x, float) - inside)
+        shift = slope * past
         return top + shift, base + shift
 
 
