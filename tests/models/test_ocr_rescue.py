@@ -47,3 +47,14 @@ def test_breaks_syntax_needs_an_ai():
     assert breaks_syntax(list("(01)12)"), 6)
     assert not breaks_syntax(list("0112)"), 4)
     assert not breaks_syntax(list("(3902)12"), 5)
+
+
+def test_a_rescued_glyph_where_the_key_asterisk_belongs_is_one(monkeypatch):
+    """The key's closing asterisk called other print and likelier '-': read as the asterisk it must be."""
+    assert read("(17)261200*20-", {13: "-"}) == "(17)261200*20*"
+    assert read("(17)261200-1*", {10: "-"}) == "(17)261200*1*"
+    # Not past a closed key, nor on a line without AIs.
+    assert read("(17)261200*20*-", {14: "-"}) == "(17)261200*20*"
+    assert read("AB12*7-", {6: "-"}) == "AB12*7-"
+    monkeypatch.setattr("models.ocr_rescue.KEY_STAR", False)
+    assert read("(17)261200*20-", {13: "-"}) == "(17)261200*20-"
