@@ -20,6 +20,7 @@ from bench.cluster.scenario import Timeline
 from bench.cluster.services import Cluster, Node
 from config import load_config
 from store.records import DONE, PENDING
+from store.render import serves_itself
 from store.schema import images
 
 # locust.py's request names -> the `endpoint` the store records for the images they send.
@@ -124,6 +125,9 @@ def check_store(
                     images.c.endpoint,
                     images.c.file_name,
                     images.c.sha256,
+                    images.c.format,
+                    images.c.width,
+                    images.c.height,
                     images.c.thumb_status,
                     images.c.created_at,
                     images.c.thumb_updated_at,
@@ -151,12 +155,16 @@ def check_store(
         )
     upload_ids = [r["id"] for r in sent if r["name"] == "/images" and r.get("id")]
     bad_files, missing_thumbs = [], []
+    thumbnail_size = int(load_config(environ=cluster.nodes[0].environ)["THUMBNAIL_SIZE"])
     for row in rows:
         path = root / row.file_name
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != row.sha256:
+        data = path.read_bytes() if path.is_file() else b""
+        if not data or hashlib.sha256(data).hexdigest() != row.sha256:
             bad_files.append(row.id)
         thumb = root / "thumbs" / row.id[:2] / f"{row.id}.jpg"
-        if row.thumb_status != DONE or not thumb.is_file() or thumb.stat().st_size == 0:
+        # A small PNG is its own thumbnail (store.render.own_thumbnail): done, and no JPEG.
+        own = serves_itself(data, row.format, row.width, row.height, thumbnail_size)
+        if row.thumb_status != DONE or not (own or (thumb.is_file() and thumb.stat().st_size > 0)):
             missing_thumbs.append(f"{row.id} ({row.thumb_status})")
     named = {row.file_name for row in rows}
     files = [p.relative_to(root) for p in root.rglob("*") if p.is_file()]
