@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin
 from store import ImageStore
 from store.records import DONE, FAILED, PENDING
 from store.render import OWN_THUMBNAIL_BYTES, own_thumbnail
-from tests.blueprints.test_gallery import build_app, photo, upload, wait_for_thumbnail
+from tests.blueprints.gallery_support import build_app, photo, upload, wait_for_thumbnail
 from tests.conftest import data_url, png_bytes
 
 SIZE = 64  # THUMBNAIL_SIZE of build_app: an original up to 96 px may be its own thumbnail
