@@ -44,10 +44,9 @@ from store.records import (
     extension_for,
     validate_id,
 )
-from store.render import own_thumbnail, serves_itself
 from store.saving import StoreWrites, remove_file
 from store.schema import images, make_engine, migrate, write_transaction
-from store.thumbnails import Thumbnails
+from store.thumbnails import Thumbnails, own_original
 from store.writer import Writer
 
 if TYPE_CHECKING:
@@ -170,20 +169,11 @@ class ImageStore(StoreWrites, StoreQueries):
 
     def own_thumbnail(self, record: StoredImage) -> Path | None:
         """Return the original's path when it is served as its own thumbnail (store.render), else None."""
-        if not own_thumbnail(
-            record.format, record.width, record.height, record.byte_size, self.thumbnail_size
-        ):
-            return None
         path = self.file_path(record)
         try:
-            data = path.read_bytes()  # at most OWN_THUMBNAIL_BYTES
+            return path if own_original(path, record, self.thumbnail_size) is not None else None
         except OSError:
             return None
-        return (
-            path
-            if serves_itself(data, record.format, record.width, record.height, self.thumbnail_size)
-            else None
-        )
 
     # writing
 

@@ -198,12 +198,12 @@ class StoreWrites:
         except OSError as exc:
             staged.discard()
             raise StoreError("disk", f"cannot write image file: {exc}") from exc
-        if decoded is None:
-            pass  # not decoded yet (an upload, a journalled image): the thumbnail runner decides
-        elif serves_itself(new.data, fmt, new.width, new.height, self.thumbnail_size):
-            staged.row["thumb_status"] = DONE  # no file to make: /vignette serves the original
-        elif self.thumbnails is not None:
-            self._stage_thumbnail(staged, decoded)
+        # Not decoded yet (an upload, a journalled image): the thumbnail runner decides.
+        if decoded is not None:
+            if serves_itself(new.data, fmt, new.width, new.height, self.thumbnail_size):
+                staged.row["thumb_status"] = DONE  # no file to make: /vignette serves the original
+            elif self.thumbnails is not None:
+                self._stage_thumbnail(staged, decoded)
         return staged
 
     def _stage_thumbnail(self, staged: _Staged, decoded: Decoded) -> None:

@@ -72,12 +72,18 @@ def write_jpeg(image: Image.Image, target: Path, temp: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def serves_original(source: Path, record: Any, size: int) -> bool:
-    """Say whether a stored image is its own thumbnail (store.render.own_thumbnail) and decodes."""
+def own_original(source: Path, record: Any, size: int) -> bytes | None:
+    """Return a stored image's bytes when it is its own thumbnail (store.render.own_thumbnail), else None."""
     if not own_thumbnail(record.format, record.width, record.height, record.byte_size, size):
-        return False
+        return None  # decided from the row: a large file is not read
     data = source.read_bytes()  # at most OWN_THUMBNAIL_BYTES
-    if not serves_itself(data, record.format, record.width, record.height, size):
+    return data if serves_itself(data, record.format, record.width, record.height, size) else None
+
+
+def serves_original(source: Path, record: Any, size: int) -> bool:
+    """Say whether a stored image is its own thumbnail and decodes."""
+    data = own_original(source, record, size)
+    if data is None:
         return False
     with Image.open(io.BytesIO(data)) as img:
         img.load()  # a broken file fails here, as it would for a JPEG thumbnail
