@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from store import ImageStore
-from tests.blueprints.gallery_support import (
-    build_app,
-)
+from tests.blueprints.gallery_support import build_app
 
 
 @pytest.fixture(scope="module")

@@ -13,30 +13,10 @@ from PIL import Image, PngImagePlugin
 from store import ImageStore
 from store.records import DONE, FAILED, PENDING
 from store.render import OWN_THUMBNAIL_BYTES, own_thumbnail
-from tests.blueprints.gallery_support import build_app, photo, upload, wait_for_thumbnail
+from tests.blueprints.gallery_support import photo, store_of, upload, wait_for_thumbnail
 from tests.conftest import data_url, png_bytes
 
-SIZE = 64  # THUMBNAIL_SIZE of build_app: an original up to 96 px may be its own thumbnail
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        app = build_app(mp, tmp_path_factory.mktemp("own-thumbnail"))
-    yield app
-    app.extensions["store"].close()
-
-
-@pytest.fixture
-def client(app, tmp_path):
-    """The module's app with a fresh store, thumbnails running."""
-    original = app.extensions["store"]
-    store = ImageStore(f"sqlite:///{tmp_path / 'images.db'}", tmp_path / "saved", thumbnail_size=SIZE)
-    store.start_thumbnails()
-    app.extensions["store"] = store
-    yield app.test_client()
-    store.close()
-    app.extensions["store"] = original
+SIZE = 64  # the gallery fixtures' THUMBNAIL_SIZE (tests/blueprints/conftest.py): up to 96 px may be its own
 
 
 def thumbnails_written(store: ImageStore) -> list[str]:
@@ -64,68 +44,68 @@ def test_the_rule(fmt, width, height, byte_size, own):
     assert own_thumbnail(fmt, width, height, byte_size, SIZE) is own
 
 
-def test_a_kept_canvas_is_its_own_thumbnail_at_once(client):
+def test_a_kept_canvas_is_its_own_thumbnail_at_once(gallery):
     canvas = digit_canvas(90)
-    r = client.post("/api/predict", json={"image": data_url(canvas)})
+    r = gallery.post("/api/predict", json={"image": data_url(canvas)})
     assert r.status_code == 200
-    store = client.application.extensions["store"]
+    store = store_of(gallery)
     assert store.flush(10)
     (record,), _ = store.list()
     assert record.thumb_status == DONE  # in the write itself: no runner, no second row update
-    vignette = client.get(f"/vignette/{record.id}")
+    vignette = gallery.get(f"/vignette/{record.id}")
     assert vignette.status_code == 200 and vignette.mimetype == "image/png"
     assert vignette.data == canvas
     assert vignette.headers["X-Content-Type-Options"] == "nosniff"
     assert thumbnails_written(store) == []
 
 
-def test_a_larger_canvas_still_gets_a_jpeg(client):
-    r = client.post("/api/predict", json={"image": data_url(digit_canvas(140))})
+def test_a_larger_canvas_still_gets_a_jpeg(gallery):
+    r = gallery.post("/api/predict", json={"image": data_url(digit_canvas(140))})
     assert r.status_code == 200
-    store = client.application.extensions["store"]
+    store = store_of(gallery)
     assert store.flush(10)
     (record,), _ = store.list()
-    vignette = wait_for_thumbnail(client, record.id)
+    vignette = wait_for_thumbnail(gallery, record.id)
     assert vignette.mimetype == "image/jpeg"
     assert Image.open(io.BytesIO(vignette.data)).size == (64, 64)
     assert thumbnails_written(store) == [f"{record.id}.jpg"]
 
 
-def test_an_uploaded_small_png_is_checked_in_the_background_then_served_as_is(client):
+def test_an_uploaded_small_png_is_checked_in_the_background_then_served_as_is(gallery):
     data = photo(80, 50)
-    image_id = upload(client, data).get_json()["id"]
-    r = wait_for_thumbnail(client, image_id)
+    image_id = upload(gallery, data).get_json()["id"]
+    r = wait_for_thumbnail(gallery, image_id)
     assert r.status_code == 200 and r.mimetype == "image/png" and r.data == data
-    assert thumbnails_written(client.application.extensions["store"]) == []
+    assert thumbnails_written(store_of(gallery)) == []
 
 
-def test_a_small_png_with_an_exif_orientation_gets_an_upright_jpeg(client):
+def test_a_small_png_with_an_exif_orientation_gets_an_upright_jpeg(gallery):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to show
     buf = io.BytesIO()
     Image.open(io.BytesIO(photo(80, 50))).save(buf, "PNG", exif=exif.tobytes())
-    image_id = upload(client, buf.getvalue()).get_json()["id"]
-    r = wait_for_thumbnail(client, image_id)
+    image_id = upload(gallery, buf.getvalue()).get_json()["id"]
+    r = wait_for_thumbnail(gallery, image_id)
     assert r.mimetype == "image/jpeg"
     assert Image.open(io.BytesIO(r.data)).size == (40, 64)  # upright: taller than wide
 
 
-def test_a_tiny_image_carrying_a_large_payload_is_not_served_as_a_thumbnail(client):
+def test_a_tiny_image_carrying_a_large_payload_is_not_served_as_a_thumbnail(gallery):
     info = PngImagePlugin.PngInfo()
     info.add_text("comment", os.urandom(OWN_THUMBNAIL_BYTES).hex())
     buf = io.BytesIO()
     Image.open(io.BytesIO(photo(40, 40))).save(buf, "PNG", pnginfo=info)
-    image_id = upload(client, buf.getvalue()).get_json()["id"]
-    r = wait_for_thumbnail(client, image_id)
+    image_id = upload(gallery, buf.getvalue()).get_json()["id"]
+    r = wait_for_thumbnail(gallery, image_id)
     assert r.mimetype == "image/jpeg" and len(r.data) < 4096
 
 
-def test_a_broken_small_png_fails_instead_of_being_served(client):
-    store = client.application.extensions["store"]
+def test_a_broken_small_png_fails_instead_of_being_served(gallery):
+    store = store_of(gallery)
     data = photo(40, 40)
     broken = data[:-40] + bytes(40)  # the image data and IEND overwritten
-    image_id = upload(client, data).get_json()["id"]
-    wait_for_thumbnail(client, image_id)
+    image_id = upload(gallery, data).get_json()["id"]
+    wait_for_thumbnail(gallery, image_id)
     # A second copy, written by the store directly (as a journal recovery would), broken on disk.
     from tests.store.conftest import new_image
 
@@ -136,13 +116,13 @@ def test_a_broken_small_png_fails_instead_of_being_served(client):
     assert store.get(other).thumb_status == FAILED
 
 
-def test_a_smaller_thumbnail_size_later_makes_the_jpeg_after_all(client):
-    store = client.application.extensions["store"]
+def test_a_smaller_thumbnail_size_later_makes_the_jpeg_after_all(gallery):
+    store = store_of(gallery)
     data = photo(80, 50)
-    image_id = upload(client, data).get_json()["id"]
-    assert wait_for_thumbnail(client, image_id).mimetype == "image/png"
+    image_id = upload(gallery, data).get_json()["id"]
+    assert wait_for_thumbnail(gallery, image_id).mimetype == "image/png"
     store.thumbnail_size = 32  # the service restarted with THUMBNAIL_SIZE=32: 80 px is over 48
-    first = client.get(f"/vignette/{image_id}")
+    first = gallery.get(f"/vignette/{image_id}")
     assert first.status_code == 202 and store.get(image_id).thumb_status in (PENDING, DONE)
-    r = wait_for_thumbnail(client, image_id)
+    r = wait_for_thumbnail(gallery, image_id)
     assert r.mimetype == "image/jpeg" and Image.open(io.BytesIO(r.data)).size == (32, 20)
