@@ -49,6 +49,8 @@ LOCAL = 8
 # training.ocr_eval's development sets: exact lines of 2400 (--n 600) 2322 -> 2324, of 800 (--n 200)
 # 778 -> 779 (dev-context 195 -> 196), no set worse.
 SPLIT_STUBS = True
+# A piece is the line's only if it reaches this far (in cap heights) below the cap top and above the base.
+REACH = 0.2
 
 
 @dataclass
@@ -144,7 +146,9 @@ def band_pieces(
     pb = pt + pc
     keep = (area >= 0.02 * pc**2) & (np.maximum(w, h) >= 0.2 * pc) & (h <= 2 * pc)  # specks, blobs
     keep &= ~((w > 4 * pc) & (h < 0.4 * pc))  # rules
-    keep &= (y + h > pt + 0.2 * pc) & (y < pb - 0.2 * pc)  # print wholly above the cap top or below the base
+    keep &= (y + h > pt + REACH * pc) & (
+        y < pb - REACH * pc
+    )  # print wholly above the cap top or below the base
     keep &= _chained(x + sx0, x + w + sx0, keep, band, cap)
     idx = np.flatnonzero(keep)
     # Boxes back in input pixels: the ones that reach its edge were cut by the crop.
@@ -288,7 +292,7 @@ def _in_band(p: _Piece, band: Band, ox: int, oy: int) -> bool:
     """Whether a piece reaches into the band's middle, as band_pieces asks of every piece it keeps."""
     t, b = band.at(ox + p.cx)
     c = max(4.0, float(b - t))
-    return p.y1 + oy > t + 0.2 * c and p.y0 + oy < b - 0.2 * c
+    return p.y1 + oy > t + REACH * c and p.y0 + oy < b - REACH * c
 
 
 def count_spaces(glyphs: list[Glyph]) -> None:
