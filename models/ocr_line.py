@@ -50,7 +50,7 @@ LOCAL = 8
 # 778 -> 779 (dev-context 195 -> 196), no set worse.
 SPLIT_STUBS = True
 # A piece is the line's only if it reaches this far (in cap heights) below the cap top and above the base.
-REACH = 0.2
+INSIDE = 0.2
 
 
 @dataclass
@@ -146,9 +146,7 @@ def band_pieces(
     pb = pt + pc
     keep = (area >= 0.02 * pc**2) & (np.maximum(w, h) >= 0.2 * pc) & (h <= 2 * pc)  # specks, blobs
     keep &= ~((w > 4 * pc) & (h < 0.4 * pc))  # rules
-    keep &= (y + h > pt + REACH * pc) & (
-        y < pb - REACH * pc
-    )  # print wholly above the cap top or below the base
+    keep &= (y + h > pt + INSIDE * pc) & (y < pb - INSIDE * pc)  # not wholly above the top or below the base
     keep &= _chained(x + sx0, x + w + sx0, keep, band, cap)
     idx = np.flatnonzero(keep)
     # Boxes back in input pixels: the ones that reach its edge were cut by the crop.
@@ -292,7 +290,7 @@ def _in_band(p: _Piece, band: Band, ox: int, oy: int) -> bool:
     """Whether a piece reaches into the band's middle, as band_pieces asks of every piece it keeps."""
     t, b = band.at(ox + p.cx)
     c = max(4.0, float(b - t))
-    return p.y1 + oy > t + REACH * c and p.y0 + oy < b - REACH * c
+    return p.y1 + oy > t + INSIDE * c and p.y0 + oy < b - INSIDE * c
 
 
 def count_spaces(glyphs: list[Glyph]) -> None:
