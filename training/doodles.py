@@ -66,7 +66,8 @@ from training.export import export_onnx, max_difference
 from training.plots import confusion, plot_confusion, plot_curves
 
 SEED = 20240917
-STROKES = Path(__file__).resolve().parents[1] / "tests" / "data" / "doodles" / "strokes"
+ROOT = Path(__file__).resolve().parents[1]
+STROKES = ROOT / "tests" / "data" / "doodles" / "strokes"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
         "val_fraction": args.val_fraction,
         "seed": args.seed,
         "strokes_holdout": (
-            {"folder": os.path.relpath(args.strokes_holdout), "train": dropped[0], "val": dropped[1]}
+            {"folder": os.path.relpath(args.strokes_holdout, ROOT), "train": dropped[0], "val": dropped[1]}
             if args.strokes_holdout
             else None
         ),
