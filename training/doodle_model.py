@@ -19,8 +19,8 @@ def unwrap(model):
     return next((layer for layer in model.layers if isinstance(layer, keras.Model)), model)
 
 
-def build_model(n_classes: int):
-    """Build the CNN: three conv blocks with batch norm, then a small dense head."""
+def build_model(n_classes: int, width: float = 1.0):
+    """Build the CNN: three conv blocks with batch norm, then a small dense head; `width` scales every layer."""
     import keras
     from keras import layers
 
@@ -32,12 +32,12 @@ def build_model(n_classes: int):
     # because it would cost as much as the rest together.
     for block, (filters, convs) in enumerate(((32, 1), (64, 2), (128, 2)), start=1):
         for conv in range(1, convs + 1):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{block}_{conv}")(x)
+            x = layers.Conv2D(round(filters * width), 3, padding="same", use_bias=False, name=f"conv{block}_{conv}")(x)
             x = layers.BatchNormalization(name=f"bn{block}_{conv}")(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(name=f"pool{block}")(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(256, use_bias=False, name="fc")(x)
+    x = layers.Dense(round(256 * width), use_bias=False, name="fc")(x)
     x = layers.BatchNormalization(name="bn_fc")(x)
     x = layers.ReLU()(x)
     # Dropout only in the head: in the epochs the time budget allows the net underfits, not overfits.
