@@ -146,3 +146,55 @@ def test_strokes_holdout_is_on_by_default_and_reads_all_600_drawings() -> None:
     names = (ROOT / "models" / "doodles_labels.txt").read_text(encoding="utf-8").splitlines()
     keys = fixture_keys(STROKES, names)
     assert len(keys) == 600 and keys == {(c, s) for c in range(24) for s in range(25)}  # clock = alarm clock
+
+
+@pytest.mark.tensorflow
+def test_width_scales_every_layer_of_the_cnn() -> None:
+    pytest.importorskip("tensorflow")
+    from training.doodle_model import build_model
+
+    for width, sizes in ((1.0, [32, 64, 64, 128, 128, 256]), (1.25, [40, 80, 80, 160, 160, 320])):
+        model = build_model(24, width)
+        kernels = [layer.kernel.shape[-1] for layer in model.layers if layer.name.startswith(("conv", "fc"))]
+        assert kernels == sizes, width
+        assert model.output_shape == (None, 24)
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_ema_weights_are_the_ones_kept_and_exported(tmp_path: Path, eager_keras) -> None:
+    pytest.importorskip("tensorflow")
+    import keras
+
+    from training import doodles
+    from training.doodle_model import unwrap
+    from training.export import onnx_predict
+
+    out = tmp_path / "models"
+    results = doodles.main(
+        [
+            "--data", str(FIXTURES / "doodles_28.npz"),
+            "--out", str(out),
+            "--limit", "8",
+            "--epochs", "3",
+            "--batch-size", "16",
+            "--canvas-fraction", "0",
+            "--canvas-check", str(tmp_path / "none"),
+            "--width", "0.5",
+            "--ema", "0.8",
+        ]
+    )  # fmt: skip
+    # Validation ran on the averaged weights; the kept weights reproduce the best epoch's validation
+    # loss, which the raw (last-step) weights would not: the stopper kept the EMA weights, not the raw ones.
+    best = results["best_epoch"] - 1
+    assert results["val_loss_kept"] == pytest.approx(results["history"]["val_loss"][best], rel=1e-4)
+    assert results["val_top1_kept"] == pytest.approx(results["history"]["val_accuracy"][best])
+    assert results["width"] == 0.5 and results["ema"] == 0.8
+    assert "--width 0.5 --ema 0.8" in results["command"]
+    cnn = unwrap(keras.models.load_model(out / "doodles.keras"))
+    assert cnn.get_layer("conv1_1").kernel.shape[-1] == 16 and cnn.get_layer("fc").kernel.shape[-1] == 128
+    # The ONNX file holds the same (kept) weights as the Keras file.
+    with np.load(FIXTURES / "doodles_28.npz") as d:
+        x = d["x"][:16].astype(np.float32)[..., None]
+    saved = keras.models.load_model(out / "doodles.keras")
+    np.testing.assert_allclose(onnx_predict(out / "doodles.onnx", x), saved.predict(x, verbose=0), atol=1e-5)
