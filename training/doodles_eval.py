@@ -42,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--per-class", type=int, default=None, help="at most N test drawings per class (quick runs)"
     )
     p.add_argument("--fixtures", type=Path, default=FIXTURES)
+    p.add_argument(
+        "--cost-of",
+        type=Path,
+        default=None,
+        help="only time this folder's doodles.onnx against the served models/doodles.onnx (side by side) "
+        "and store the keep rule's figures in its doodles_metrics.json",
+    )
+    p.add_argument("--calls", type=int, default=2000, help="timed calls per model for --cost-of")
     return p.parse_args(argv)
 
 
@@ -214,6 +222,46 @@ def model_ms(model, x: np.ndarray) -> float:
     return 1000 * float(np.median(times))
 
 
+def side_by_side_ms(paths: list[Path], x: np.ndarray, calls: int) -> list[float]:
+    """Return each ONNX model's median ms on one drawing, the models timed in alternating order.
+
+    One ONNX Runtime thread, as served; the calls interleave (A B B A ...) so that load from other jobs
+    falls on every model alike.
+    """
+    from models.runtime import OnnxSession
+
+    sessions = [OnnxSession(p, name=p.stem, intra_op_threads=1) for p in paths]
+    inputs = [b.astype(np.float32)[None, :, :, None] for b in x]
+    times: list[list[float]] = [[] for _ in paths]
+    for i in range(calls + 50):
+        order = range(len(paths)) if i % 2 == 0 else reversed(range(len(paths)))
+        for k in order:
+            start = time.perf_counter()
+            sessions[k].run(inputs[i % len(inputs)])
+            if i >= 50:  # the first calls warm the sessions up
+                times[k].append(time.perf_counter() - start)
+    return [1000 * float(np.median(t)) for t in times]
+
+
+def keep_rule(folder: Path, x: np.ndarray, calls: int, served: Path = Path("models")) -> dict:
+    """Time a candidate against the served model and apply the keep rule: top-1 at least the served one's, cost at most 2x."""
+    import json
+
+    candidate = json.loads((folder / "doodles_metrics.json").read_text(encoding="utf-8"))
+    current = json.loads((served / "doodles_metrics.json").read_text(encoding="utf-8"))
+    ms, served_ms = side_by_side_ms([folder / "doodles.onnx", served / "doodles.onnx"], x, calls)
+    rule = {
+        "served_version": current["version"],
+        "served_top1": current["top1"],
+        "candidate_ms": ms,
+        "served_ms": served_ms,
+        "ratio": ms / served_ms,
+        "calls": calls,
+    }
+    rule["passed"] = candidate["top1"] >= rule["served_top1"] and rule["ratio"] <= 2.0
+    return rule
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Measure bitmaps and canvases through the route, store the figures, re-render the card."""
     import json
@@ -226,6 +274,19 @@ def main(argv: list[str] | None = None) -> dict:
     te = np.sort(te)
     if args.per_class:
         te = np.concatenate([te[y[te] == c][: args.per_class] for c in range(len(names))])
+    if args.cost_of:
+        rule = keep_rule(args.cost_of, x[te][:200], args.calls)
+        rule["command"] = (
+            f"python -m training.doodles_eval --data {os.path.relpath(args.data)} --cost-of "
+            f"{os.path.relpath(args.cost_of)}" + (f" --calls {args.calls}" if args.calls != 2000 else "")
+        )
+        cards.store_figures(args.cost_of / "doodles_metrics.json", "keep_rule", rule)
+        print(
+            f"{args.cost_of}: {rule['candidate_ms']:.3f} ms per drawing, served {rule['served_ms']:.3f} ms "
+            f"(x{rule['ratio']:.2f}, median of {args.calls} calls each); keep rule "
+            f"{'passed' if rule['passed'] else 'failed'}"
+        )
+        return rule
     app, client = make_client()
     start = time.time()
     model = app.extensions["registry"].models[app.config["DEFAULT_CLASSIFIER"]]

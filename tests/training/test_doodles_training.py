@@ -198,3 +198,21 @@ def test_ema_weights_are_the_ones_kept_and_exported(tmp_path: Path, eager_keras)
         x = d["x"][:16].astype(np.float32)[..., None]
     saved = keras.models.load_model(out / "doodles.keras")
     np.testing.assert_allclose(onnx_predict(out / "doodles.onnx", x), saved.predict(x, verbose=0), atol=1e-5)
+
+
+def test_keep_rule_times_candidate_and_served_side_by_side(tmp_path: Path) -> None:
+    from training.doodles_eval import keep_rule
+
+    models = ROOT / "models"
+    served = json.loads((models / "doodles_metrics.json").read_text(encoding="utf-8"))
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    shutil.copyfile(models / "doodles.onnx", candidate / "doodles.onnx")
+    with np.load(FIXTURES / "doodles_28.npz") as d:
+        x = d["x"][:10]
+    for top1, passed in ((served["top1"], True), (served["top1"] - 0.001, False)):
+        (candidate / "doodles_metrics.json").write_text(json.dumps({"top1": top1}), encoding="utf-8")
+        rule = keep_rule(candidate, x, calls=20, served=models)
+        # The same graph timed against itself: the same cost, within timing noise.
+        assert 0.5 < rule["ratio"] < 2.0 and len({rule["served_top1"], served["top1"]}) == 1
+        assert rule["passed"] is passed and rule["served_version"] == served["version"]
