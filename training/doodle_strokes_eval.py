@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = json.loads((args.model_dir / "doodles_metrics.json").read_text(encoding="utf-8"))
         folder = os.path.relpath(args.model_dir)
         facts["model"] = {"folder": folder, **{k: run[k] for k in ("top1", "top3", "command", "date")}}
+        # The keep rule's figures (training.doodles_eval --cost-of) say in the card why it is not served.
+        facts["model"].update({k: run[k] for k in ("val_top1", "keep_rule") if k in run})
         facts["command"] = (
             f"python -m training.doodle_strokes_eval --data {os.path.relpath(args.data)} --model-dir {folder}"
             + (f" --metrics {os.path.relpath(args.metrics)}" if args.metrics else "")
