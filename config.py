@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -183,6 +183,9 @@ class Settings(BaseModel):
     # STORE_QUEUE_WAIT_MS for room, then its image is dropped and counted.
     STORE_QUEUE_SIZE: Whole = Field(256, ge=1, le=100_000)
     STORE_QUEUE_WAIT_MS: Whole = Field(2000, ge=0, le=30_000)
+    # How the writer flushes a batch of files before their rows commit: "batch" (one syncfs on
+    # Linux >= 5.8, else an fsync each) or "file" (an fsync each). store/durable.py says why.
+    STORE_SYNC: Literal["batch", "file"] = "batch"
     # The images of these endpoints are kept (when SAVE_IMAGES is on); uploads always are. Webcam
     # frames (image_64, image_bin, track) are not kept unless listed.
     SAVE_ENDPOINTS: Words = ["predict", "classifier", "ocr"]

@@ -53,6 +53,7 @@ def init_app(app: Flask) -> ImageStore:
         queue_size=app.config["STORE_QUEUE_SIZE"],
         queue_wait=app.config["STORE_QUEUE_WAIT_MS"] / 1000,
         keep_endpoints=app.config["SAVE_ENDPOINTS"],
+        sync_mode=app.config["STORE_SYNC"],
     )
     store.retention = Retention(
         store,

@@ -29,6 +29,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from store.durable import BATCH, MODES
 from store.export import export_zip
 from store.journal import Entry, Journal
 from store.metrics import THUMBNAILS
@@ -73,6 +74,7 @@ class ImageStore(StoreWrites, StoreQueries):
         queue_size: int = 256,
         queue_wait: float = 2.0,
         keep_endpoints: Iterable[str] | None = None,
+        sync_mode: str = BATCH,
     ):
         self.database_url = database_url
         # The endpoints whose images submit() keeps (None: every one); uploads use save().
@@ -80,6 +82,9 @@ class ImageStore(StoreWrites, StoreQueries):
         self.engine = make_engine(database_url)
         self.image_dir = Path(image_dir)
         self.thumbnail_size = thumbnail_size
+        if sync_mode not in MODES:
+            raise ValueError(f"unknown sync mode {sync_mode!r}: one of {', '.join(MODES)}")
+        self.sync_mode = sync_mode
         # Schedules the thumbnail of every committed row once start_thumbnails() has run.
         self.thumbnails: Thumbnails | None = None
         self.journal = Journal(self.image_dir / ".journal")

@@ -59,6 +59,7 @@ def test_env_values_parse_as_json_or_string():
         ({"VISION_ALLOWED_IPS": "not-an-ip"}, "ALLOWED_IPS"),
         ({"VISION_PREDICT_THRESHOLD": "120"}, "PREDICT_THRESHOLD"),
         ({"VISION_ONNX_THREADS": "0"}, "ONNX_THREADS"),
+        ({"VISION_STORE_SYNC": "never"}, "STORE_SYNC"),
         ({"VISION_MODELS": '{"numbers": {"type": "numbers"}}'}, "MODELS.numbers"),
         ({"VISION_CONFIG": "/nonexistent/vision.toml"}, "VISION_CONFIG"),
     ],

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 from sqlalchemy import event
 
 from models.image import InputImage
@@ -108,13 +109,32 @@ def test_past_the_budget_the_request_shrinks_the_pixels_instead(sqlite_store, mo
     assert {sqlite_store.get(j.entry.image_id).thumb_status for j in jobs} == {DONE}
 
 
-def entry(data: bytes, *, image_id: str | None = None, confidence: float = 0.5) -> Entry:
+def test_a_batch_is_counted_by_endpoint_and_thumbnail(sqlite_store):
+    def saved(endpoint: str) -> float:
+        return REGISTRY.get_sample_value("image_store_saved_total", {"endpoint": endpoint}) or 0.0
+
+    def thumbnails_done() -> float:
+        return REGISTRY.get_sample_value("image_store_thumbnails_total", {"status": DONE}) or 0.0
+
+    before = saved("batch-a"), saved("batch-b"), thumbnails_done()
+    sqlite_store.start_thumbnails()
+    pixels = Decoded(np.zeros((100, 200), np.uint8), "RGB")
+    items = [(entry(png(200, 100, value=v), endpoint="batch-a"), pixels) for v in range(3)]
+    items += [(entry(png(200, 100, value=9), endpoint="batch-b"), None)]  # its thumbnail made later
+    assert all(isinstance(r, str) for r in sqlite_store.save_entries(items))
+    assert saved("batch-a") - before[0] == 3 and saved("batch-b") - before[1] == 1
+    assert thumbnails_done() - before[2] == 3
+    assert sqlite_store.thumbnails.drain(30)
+    assert sqlite_store.get(items[3][0].image_id).thumb_status == DONE
+
+
+def entry(data: bytes, *, image_id: str | None = None, confidence: float = 0.5, endpoint: str = "e") -> Entry:
     with Image.open(io.BytesIO(data)) as img:
         width, height = img.size
     return Entry(
         image_id=image_id or new_id(),
         created=time.time(),
-        endpoint="e",
+        endpoint=endpoint,
         model="m",
         prediction="1",
         confidence=confidence,
