@@ -8,9 +8,10 @@ On a temporary SQLite store (the same folder as the scratch store of `bench.run 
    the writer's throughput, a synchronous `save()` (an upload), and the thumbnail of a 280x280
    canvas and of a 4000x3000 JPEG photo made from the file;
 2. CPU per kept image by part (`time.thread_time` in the thread that does each part), for the
-   bench's digit payloads (bench/payloads.py: canvas uploads, the page's 140 px export), three ways:
+   bench's digit payloads (bench/payloads.py: canvas uploads, the page's 140 px export), four ways:
    as before group commit (one commit per image, the thumbnail made later from the file), one image
-   at a time now (an idle server), and a queue kept together (a saturated one: up to 32 per commit);
+   at a time now (an idle server), a queue kept together (a saturated one: up to 32 per commit), and
+   the same with an fsync a file instead of one syncfs a batch (`STORE_SYNC=file`);
 3. in-process WSGI CPU per `/api/predict` request with SAVE_IMAGES off and on (every thread of the
    process, the store drained and every thumbnail made): `off / on` is the throughput share keeping
    images leaves a CPU-bound server. gunicorn and HTTP add the same to both sides (about 0.5 ms a
@@ -37,7 +38,7 @@ from PIL import Image
 
 from bench import payloads
 from models.image import InputImage, decode_value
-from store import ImageStore, NewImage, saving
+from store import ImageStore, NewImage, durable, saving
 from store.thumbnails import make_thumbnail
 
 PAYLOADS = {"canvas upload (/api/predict)": "/api/predict", "page's 140 px export": payloads.PREDICT_PAGE}
@@ -45,12 +46,13 @@ WAYS = {
     "before: one commit each, thumbnail later from the file": "before",
     "now, one at a time (idle server)": "alone",
     "now, queued (saturated server, up to 32 per commit)": "queued",
+    "the same, an fsync a file (`STORE_SYNC=file`) instead of one syncfs a batch": "queued-fsync",
 }
 PARTS = [
     ("`submit()`: journal + queue (request thread)", "submit"),
     ("hash, EXIF, row values, metrics", "other"),
     ("file write", "file"),
-    ("fsync", "fsync"),
+    ("flush to disk (fsync, or syncfs a batch)", "fsync"),
     ("row: insert, renames, commit", "transaction"),
     ("thumbnail from the request's pixels", "thumb_now"),
     ("thumbnail later: read, decode, shrink, JPEG, 2 row updates", "thumb_later"),
@@ -100,7 +102,12 @@ class PartTimer:
 
 def kept_cost(images: list[InputImage], way: str, n: int, folder: Path) -> dict[str, float]:
     """Keep n images through submit() one way; return CPU ms per image by part (and "total")."""
-    store = ImageStore(f"sqlite:///{folder / f'{way}.db'}", folder / way, queue_size=n + 1)
+    store = ImageStore(
+        f"sqlite:///{folder / f'{way}.db'}",
+        folder / way,
+        queue_size=n + 1,
+        sync_mode=durable.FILE if way.endswith("-fsync") else durable.BATCH,
+    )
     store.ensure_schema()
     store.start_thumbnails(workers=1)
     timer = PartTimer()
@@ -111,20 +118,20 @@ def kept_cost(images: list[InputImage], way: str, n: int, folder: Path) -> dict[
     store._stage_thumbnail = timer.wrap(store._stage_thumbnail, "thumb_now")
     store._commit = timer.wrap(store._commit, "commit")
     store.thumbnails.local.handle = timer.wrap(store.thumbnails.local.handle, "thumb_later")
-    real_sync = saving._Staged.sync
-    saving._Staged.sync = timer.wrap(real_sync, "fsync")
+    real_sync = saving._sync
+    saving._sync = timer.wrap(real_sync, "fsync")
     try:
         submit = timer.wrap(store.submit, "submit")
         for i in range(n):
             submit(
                 images[i % len(images)], endpoint="predict", model="numbers", prediction="1", confidence=0.9
             )
-            if way != "queued":
+            if not way.startswith("queued"):
                 store.flush(60)
         store.flush(600)
         store.thumbnails.drain(600)
     finally:
-        saving._Staged.sync = real_sync
+        saving._sync = real_sync
         store.close()
     parts = {part: spent / n for part, spent in timer.ms.items()}
     parts["transaction"] = parts.get("commit", 0) - parts.get("fsync", 0)
@@ -175,6 +182,7 @@ def request_table(n: int) -> list[str]:
                 "before": True,
             },
             "SAVE_IMAGES on": {"SAVE_IMAGES": True},
+            "SAVE_IMAGES on, an fsync a file (STORE_SYNC=file)": {"SAVE_IMAGES": True, "STORE_SYNC": "file"},
         }
         costs: dict[str, list[float]] = defaultdict(list)
         for label, config in configs.items():
@@ -185,6 +193,7 @@ def request_table(n: int) -> list[str]:
                     "IMAGE_DIR": str(sub / "images"),
                     "DATABASE_URL": f"sqlite:///{sub / 'images.db'}",
                     "STORE_QUEUE_SIZE": n + 1,
+                    "STORE_SYNC": config.get("STORE_SYNC", "batch"),
                 }
             )
             store = app.extensions["store"]
