@@ -306,3 +306,18 @@ def test_the_batch_bench_runs_and_prints_both_tables(capsys):
         # The stacked lines and tiled faces are read (one miss allowed): the timing is of real answers.
         right = [r.split("|")[-2].strip() for r in rows]
         assert all(got in {f"{n}/{n}", f"{n - 1}/{n}"} for got, n in zip(right, counts, strict=True)), right
+
+
+@pytest.mark.slow
+def test_the_store_bench_runs_and_prints_its_tables(capsys):
+    from bench import store as store_bench
+
+    store_bench.main(["-n", "8", "--requests", "10"])
+    out = capsys.readouterr().out
+    assert "submit() on the request path" in out and "background writer" in out
+    parts = out[out.index("| CPU ms per kept image") :].split("\n\n")[0].splitlines()
+    assert len(parts[0].split("|")) - 2 == len(store_bench.PAYLOADS) * len(store_bench.WAYS) + 1
+    flush = next(r for r in parts if r.startswith("| flush to disk"))
+    assert all(float(v) > 0 for v in flush.split("|")[2:-1])  # every way flushed its files
+    requests = out[out.index("| in-process WSGI") :].splitlines()
+    assert sum(r.startswith("| `off / on`") for r in requests) == 3
