@@ -56,6 +56,20 @@ def test_ink_on_transparency_matches_the_pillow_thumbnail():
     assert ours[0, 0].tolist() == [255, 255, 255]  # transparency is white, not black
 
 
+@pytest.mark.parametrize("size", [(1000, 750), (401, 300), (280, 280)])
+def test_ink_along_the_edges_stays_in_the_thumbnail(size):
+    # A 4-px frame: shrinking by a whole factor must not cut the pixels left over at the edges
+    # (the 1000x750 frame's sides once came out white) nor shift the rest.
+    width, height = size
+    gray = np.full((height, width), 255, np.uint8)
+    cv2.rectangle(gray, (0, 0), (width - 1, height - 1), 0, 4)
+    ours = as_rgb(thumbnail_bgr(gray, "RGB", 128))
+    reference = pillow_thumbnail(Image.fromarray(gray), 128)
+    assert ours.shape == reference.shape
+    assert max(ours[:, 0].mean(), ours[:, -1].mean(), ours[0].mean(), ours[-1].mean()) < 200
+    assert np.abs(ours - reference).mean() < 2.0
+
+
 def test_colour_with_transparency_keeps_its_edges_from_darkening():
     # A red disc on transparent black: averaging straight colours would make its rim dark red.
     pen = np.zeros((200, 200), np.uint8)
