@@ -60,7 +60,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep every image as production does (default: off, so the figures are the models' own)",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=setting,
+        help="a setting for the server, repeatable (e.g. VISION_STORE_SYNC=file)",
+    )
     return parser.parse_args(argv)
+
+
+def setting(text: str) -> tuple[str, str]:
+    """Read a NAME=VALUE setting from the command line."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
 
 
 def measure(args: argparse.Namespace, command: str) -> dict:
@@ -75,6 +91,7 @@ def measure(args: argparse.Namespace, command: str) -> dict:
         "command": command,
         "workers": args.workers,
         "save_images": args.save_images,
+        "env": dict(args.env),
         "clients": clients,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -85,7 +102,7 @@ def measure(args: argparse.Namespace, command: str) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="vision-wrk-"))
     server = GunicornServer(
         workers=args.workers,
-        env={"VISION_SAVE_IMAGES": "true" if args.save_images else "false"},
+        env={"VISION_SAVE_IMAGES": "true" if args.save_images else "false", **dict(args.env)},
         require_ready=not args.allow_missing,
     )
     print(f"starting gunicorn on {server.base_url} ({args.workers} workers) ...", flush=True)

@@ -321,3 +321,12 @@ def test_the_store_bench_runs_and_prints_its_tables(capsys):
     assert all(float(v) > 0 for v in flush.split("|")[2:-1])  # every way flushed its files
     requests = out[out.index("| in-process WSGI") :].splitlines()
     assert sum(r.startswith("| `off / on`") for r in requests) == 3
+
+
+def test_bench_run_passes_settings_to_the_server():
+    from bench.run import parse_args
+
+    args = parse_args(["--env", "VISION_STORE_SYNC=file", "--env", "VISION_X=a=b"])
+    assert dict(args.env) == {"VISION_STORE_SYNC": "file", "VISION_X": "a=b"}
+    with pytest.raises(SystemExit):
+        parse_args(["--env", "no-value"])
