@@ -15,7 +15,6 @@ reports write-back errors as `fsync` does (before 5.8 it always returned 0).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 import re
@@ -36,8 +35,8 @@ def _load_syncfs() -> Callable[[int], int] | None:
     if platform.system() != "Linux" or not _kernel_at_least(platform.release(), 5, 8):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        syncfs = libc.syncfs
+        # The process's own symbols, libc's among them (no ldconfig run, as find_library does).
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):  # pragma: no cover - a libc without syncfs (musl < 1.1.?)
         return None
     syncfs.argtypes = [ctypes.c_int]
