@@ -13,7 +13,7 @@ On a temporary SQLite store (the same folder as the scratch store of `bench.run 
    at a time now (an idle server), a queue kept together (a saturated one: up to 32 per commit), and
    the same with an fsync a file instead of one syncfs a batch (`STORE_SYNC=file`);
 3. in-process WSGI CPU per `/api/predict` request with SAVE_IMAGES off and on (every thread of the
-   process, the store drained and every thumbnail made): `off / on` is the throughput share keeping
+   process, the store drained and every thumbnail made; the configurations take turns, 3 rounds): `off / on` is the throughput share keeping
    images leaves a CPU-bound server. gunicorn and HTTP add the same to both sides (about 0.5 ms a
    request here), so the served share is higher than this one.
 """
@@ -164,8 +164,16 @@ def parts_table(n: int) -> list[str]:
     return rows
 
 
-def request_table(n: int) -> list[str]:
-    """In-process CPU per /api/predict request, images kept or not (all threads, store drained)."""
+ROUNDS = 3
+
+
+def request_table(n: int, rounds: int = ROUNDS) -> list[str]:
+    """In-process CPU per /api/predict request, images kept or not (all threads, store drained).
+
+    Every configuration has its own app; they take turns, `rounds` times, n requests a turn
+    per payload, and each cell is the median of its turns: measured one after another, the
+    configurations met different states of the machine and the spread hid the difference.
+    """
     from app import create_app
     from bench.digits import wsgi_caller
 
@@ -173,18 +181,15 @@ def request_table(n: int) -> list[str]:
         "| in-process WSGI, process CPU ms per request | " + " | ".join(PAYLOADS) + " |",
         "|---|" + "---:|" * len(PAYLOADS),
     ]
-    cells: dict[str, list[str]] = defaultdict(list)
+    configs = {
+        "SAVE_IMAGES off": {"SAVE_IMAGES": False},
+        "SAVE_IMAGES on, as before (one commit each, thumbnail later)": {"SAVE_IMAGES": True, "before": True},
+        "SAVE_IMAGES on": {"SAVE_IMAGES": True},
+        "SAVE_IMAGES on, an fsync a file (STORE_SYNC=file)": {"SAVE_IMAGES": True, "STORE_SYNC": "file"},
+    }
+    turns: dict[tuple[str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as folder:
-        configs = {
-            "SAVE_IMAGES off": {"SAVE_IMAGES": False},
-            "SAVE_IMAGES on, as before (one commit each, thumbnail later)": {
-                "SAVE_IMAGES": True,
-                "before": True,
-            },
-            "SAVE_IMAGES on": {"SAVE_IMAGES": True},
-            "SAVE_IMAGES on, an fsync a file (STORE_SYNC=file)": {"SAVE_IMAGES": True, "STORE_SYNC": "file"},
-        }
-        costs: dict[str, list[float]] = defaultdict(list)
+        apps = {}
         for label, config in configs.items():
             sub = Path(tempfile.mkdtemp(dir=folder))
             app = create_app(
@@ -196,33 +201,43 @@ def request_table(n: int) -> list[str]:
                     "STORE_SYNC": config.get("STORE_SYNC", "batch"),
                 }
             )
-            store = app.extensions["store"]
             if config.get("before"):
-                store.writer._hold = lambda image: None
-            call = wsgi_caller(app)
-            for endpoint in PAYLOADS.values():
-                digits = payloads.BUILDERS[endpoint](50)
+                app.extensions["store"].writer._hold = lambda image: None
+            apps[label] = (app, wsgi_caller(app))
+        bodies = {endpoint: payloads.BUILDERS[endpoint](50) for endpoint in PAYLOADS.values()}
+        for _, call in apps.values():
+            for digits in bodies.values():
                 for p in digits[:20]:
                     call(p)
-                store.flush(600)
-                store.thumbnails.drain(600)
-                start = time.process_time()
-                for i in range(n):
-                    call(digits[i % len(digits)])
-                    if config.get("before"):
-                        store.flush(60)  # one at a time, as the old writer kept them
-                store.flush(600)
-                store.thumbnails.drain(600)
-                costs[label].append((time.process_time() - start) / n * 1e3)
-            store.close()
-        for label, values in costs.items():
-            cells[label] = [f"{v:.2f}" for v in values]
-        off = costs["SAVE_IMAGES off"]
-        for label in list(configs)[1:]:
-            cells[f"`off / on` ({label.split(', ', 1)[1] if ',' in label else 'now'})"] = [
-                f"{100 * a / b:.0f}%" for a, b in zip(off, costs[label], strict=True)
-            ]
+        for _ in range(rounds):
+            for label, (app, call) in apps.items():
+                store = app.extensions["store"]
+                for endpoint, digits in bodies.items():
+                    store.flush(600)
+                    store.thumbnails.drain(600)
+                    start = time.process_time()
+                    for i in range(n):
+                        call(digits[i % len(digits)])
+                        if configs[label].get("before"):
+                            store.flush(60)  # one at a time, as the old writer kept them
+                    store.flush(600)
+                    store.thumbnails.drain(600)
+                    turns[label, endpoint].append((time.process_time() - start) / n * 1e3)
+        for app, _ in apps.values():
+            app.extensions["store"].close()
+    costs = {
+        label: [statistics.median(turns[label, endpoint]) for endpoint in PAYLOADS.values()]
+        for label in configs
+    }
+    cells = {label: [f"{v:.2f}" for v in values] for label, values in costs.items()}
+    off = costs["SAVE_IMAGES off"]
+    for label in list(configs)[1:]:
+        cells[f"`off / on` ({label.split(', ', 1)[1] if ',' in label else 'now'})"] = [
+            f"{100 * a / b:.0f}%" for a, b in zip(off, costs[label], strict=True)
+        ]
     rows += [f"| {label} | " + " | ".join(values) + " |" for label, values in cells.items()]
+    rows.append("")
+    rows.append(f"(each cell: the median of {rounds} turns of {n} requests, the configurations in turn)")
     return rows
 
 
