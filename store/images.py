@@ -29,7 +29,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from store.durable import BATCH, MODES
+from store.durable import BATCH, check_mode
 from store.export import export_zip
 from store.journal import Entry, Journal
 from store.metrics import THUMBNAILS
@@ -82,9 +82,7 @@ class ImageStore(StoreWrites, StoreQueries):
         self.engine = make_engine(database_url)
         self.image_dir = Path(image_dir)
         self.thumbnail_size = thumbnail_size
-        if sync_mode not in MODES:
-            raise ValueError(f"unknown sync mode {sync_mode!r}: one of {', '.join(MODES)}")
-        self.sync_mode = sync_mode
+        self.sync_mode = check_mode(sync_mode)
         # Schedules the thumbnail of every committed row once start_thumbnails() has run.
         self.thumbnails: Thumbnails | None = None
         self.journal = Journal(self.image_dir / ".journal")

@@ -3,8 +3,9 @@
 Mixed into ImageStore (store.images), whose layout (paths), journal, engine and thumbnails it uses.
 
 - A write is all or nothing: the bytes go to a temporary name in the process's journal folder
-  (swept if it dies), are flushed to disk (store.durable: one syncfs for a batch), the rows are inserted, the files renamed into place inside the
-  transaction, then it commits; any failure removes the files and rolls the rows back.
+  (swept if it dies), are flushed to disk (store.durable: one syncfs for a batch), the rows are
+  inserted, the files renamed into place inside the transaction, then it commits; any failure
+  removes the files and rolls the rows back.
 - `save_entries` is the background writer's group commit: what is queued when it wakes up is
   kept with one transaction (one commit instead of one per image: 0.3 ms of CPU each on SQLite
   here), and the thumbnail of a canvas is made from its request's pixels on the way (store.render:

@@ -32,7 +32,9 @@ def build_model(n_classes: int, width: float = 1.0):
     # because it would cost as much as the rest together.
     for block, (filters, convs) in enumerate(((32, 1), (64, 2), (128, 2)), start=1):
         for conv in range(1, convs + 1):
-            x = layers.Conv2D(round(filters * width), 3, padding="same", use_bias=False, name=f"conv{block}_{conv}")(x)
+            x = layers.Conv2D(
+                round(filters * width), 3, padding="same", use_bias=False, name=f"conv{block}_{conv}"
+            )(x)
             x = layers.BatchNormalization(name=f"bn{block}_{conv}")(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(name=f"pool{block}")(x)

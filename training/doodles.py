@@ -125,7 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=55.0, help="training time budget (wall minutes)")
     # The recipe of the served model (2026-12-04, test top-1 0.9254): width 1.25 is the widest whose ONNX
     # file stays within 2x the previous model's cost per drawing (1.53x untrained; 1.5 would be 2.03x).
-    p.add_argument("--width", type=float, default=1.25, help="CNN width multiplier (1.25: 40/80/160 filters, fc 320)")
+    p.add_argument(
+        "--width", type=float, default=1.25, help="CNN width multiplier (1.25: 40/80/160 filters, fc 320)"
+    )
     p.add_argument(
         "--ema",
         type=float,
