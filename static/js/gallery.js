@@ -78,10 +78,16 @@
     return li;
   }
 
+  // Each load() takes a ticket; only the newest one's answer is shown, so that a slower earlier
+  // answer (the page's first, unfiltered list) cannot overwrite the one for the filter just chosen.
+  let latest = 0;
+
   async function load() {
+    const ticket = ++latest;
     Ui.say(message, "");
     try {
       const body = await Api.getJSON("/images?" + query().toString());
+      if (ticket !== latest) return;
       pages = body.pages;
       grid.replaceChildren(...body.items.map(card));
       $("gallery-count").textContent = body.total + " image" + (body.total === 1 ? "" : "s");
@@ -90,6 +96,7 @@
       $("page-next").disabled = page >= pages;
       if (!body.items.length) Ui.say(message, "No images match these filters yet.", "warn");
     } catch (err) {
+      if (ticket !== latest) return;
       Ui.say(message, err.message);
     }
     const model = $("filter-model").value;

@@ -48,18 +48,46 @@ def api_upload(base: str, data: bytes, model: str) -> str:
         return json.loads(response.read())["id"]
 
 
+def test_a_late_answer_for_an_older_filter_does_not_replace_the_newer_one(page, live_server):
+    model, other = f"g{uuid.uuid4().hex[:6]}", f"o{uuid.uuid4().hex[:6]}"
+    api_upload(live_server, png(10), model)
+    for n in range(2):
+        api_upload(live_server, png(11 + n), other)
+    held = []  # the page's first, unfiltered list, held back until the filtered one is shown
+
+    def hold_first(route):
+        if "model=" in route.request.url or held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/images?*", hold_first)
+    assert page.goto("/gallery").ok
+    page.select_option("#filter-model", model)
+    cards = page.locator("#gallery-grid button")
+    expect(cards).to_have_count(1)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_load_state("networkidle")
+    expect(cards).to_have_count(1)
+    expect(cards.first).to_contain_text(f"{model}: ")
+    expect(page.locator("#export-link")).to_have_attribute("href", f"/images/export?model={model}")
+
+
 def test_filter_by_model_shows_its_images_and_export_link(page, live_server):
     model = f"g{uuid.uuid4().hex[:6]}"
     for n in range(3):
         api_upload(live_server, png(n), model)
     assert page.goto("/gallery").ok
     page.select_option("#filter-model", model)
+    # The link is set when the filtered list has come: waited for first, so that the counts below
+    # are the filter's, not those of the page's first list (the same 3 when this test runs alone).
+    expect(page.locator("#export-link")).to_have_attribute("href", f"/images/export?model={model}")
     cards = page.locator("#gallery-grid button")
     expect(cards).to_have_count(3)
     expect(page.locator("#gallery-count")).to_have_text("3 images")
     expect(page.locator("#gallery-grid img.thumb")).to_have_count(3, timeout=20_000)
     expect(cards.first).to_contain_text(f"{model}: —")
-    assert page.locator("#export-link").get_attribute("href") == f"/images/export?model={model}"
     page.select_option("#filter-labelled", "true")
     expect(cards).to_have_count(0)
     expect(page.locator("#gallery-message")).to_have_text("No images match these filters yet.")
