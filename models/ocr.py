@@ -16,7 +16,7 @@ from models import gs1, ocr_rescue
 from models.ocr_decode import DIGITS, decode_line
 from models.ocr_line import GLYPH_SIZE, WINDOW, Glyph
 from models.ocr_segment import TARGET_CAP, Segmentation, segment
-from models.runtime import ModelFileError, ModelInputError, ServedModel
+from models.runtime import ModelFileError, ServedModel
 
 __all__ = [
     "GLYPH_SIZE",
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_CHARSET = "0123456789()*<>+-/ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# An image holding more glyphs is refused (422 too_much_text), found before their windows are cut.
 MAX_GLYPHS = 4000
 # Count the spaces across glyphs dropped from a gap (_spaces). Chosen on training.ocr_eval's
 # development sets: exact lines of 2400 (--n 600) 2304 -> 2306 (edit errors 693 -> 690), of 800
@@ -103,13 +104,7 @@ class OcrModel(ServedModel):
 
     def preprocess(self, pixels: np.ndarray, **options: Any) -> tuple[np.ndarray, Segmentation]:
         """Cut an image into glyphs (see `segment`): their batch, and the segmentation to rebuild lines."""
-        seg = segment(pixels)
-        if len(seg.glyphs) > MAX_GLYPHS:
-            raise ModelInputError(
-                f"the image holds {len(seg.glyphs)} glyphs, over the {MAX_GLYPHS} limit; crop it to the lines to read",
-                "too_much_text",
-                422,
-            )
+        seg = segment(pixels, max_glyphs=MAX_GLYPHS)
         return seg.tensor(), seg
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -61,16 +61,40 @@ def _fits(band: Band, cx: np.ndarray, top: np.ndarray, bottom: np.ndarray, cap: 
     return np.abs(top - t) + np.abs(bottom - b) < 0.45 * cap
 
 
-def fit_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, cap: float) -> list[Band]:
-    """Find the rows of cap-high components in a group (its densest row first) and fit each a band."""
+class TooManyRows(Exception):
+    """A group of components holds more rows than a page of text would (fit_rows' `max_rows`)."""
+
+
+def _near_counts(mids: np.ndarray, radius: float) -> np.ndarray:
+    """For each value, how many values (itself included) lie less than `radius` from it.
+
+    By sorting and binary search, in O(n log n) time and O(n) memory: the pairwise matrix this
+    replaces took n^2 (75 GiB for the 100,000 specks of a 4000x4000 image of 1% random dots).
+    """
+    ordered = np.sort(mids)
+    return np.searchsorted(ordered, mids + radius, side="left") - np.searchsorted(
+        ordered, mids - radius, side="right"
+    )
+
+
+def fit_rows(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, cap: float, max_rows: int | None = None
+) -> list[Band]:
+    """Find the rows of cap-high components in a group (its densest row first) and fit each a band.
+
+    Raise TooManyRows past `max_rows` rows: each row costs a pass over the group's components, and
+    joining rows a pass over pairs of them.
+    """
     typical = np.flatnonzero((h >= 0.7 * cap) & (h <= 1.35 * cap))
     cx, top, bottom = x + w / 2, y.astype(float), (y + h).astype(float)
     rows: list[tuple[Band, np.ndarray]] = []
     left = typical
     while left.size >= 3 or (left.size and not rows):
+        if max_rows is not None and len(rows) >= max_rows:
+            raise TooManyRows(len(rows))
         mids = (top[left] + bottom[left]) / 2
         # The densest row: the component with most others centred within a third of a cap of it.
-        near = (np.abs(mids[:, None] - mids[None, :]) < 0.35 * cap).sum(axis=1)
+        near = _near_counts(mids, 0.35 * cap)
         members = left[np.abs(mids - mids[int(near.argmax())]) < 0.35 * cap]
         band = _band(cx, top, bottom, members, cap)
         for _ in range(3):

@@ -21,6 +21,9 @@ GLYPH_SIZE = 32
 # Side of the window cut around each glyph, in cap heights: keeps size and vertical position
 # (a hyphen sits mid-line, an asterisk is raised), which a tight crop would lose.
 WINDOW = 1.6
+# The largest window cut at full resolution, in working pixels (where the cap is about 32 px, so
+# a glyph's window about 51): a larger piece is not a glyph, and its window is cut from a shrunk crop.
+MAX_WINDOW = 256
 # How far past the cap top and the baseline a glyph may reach, in cap heights. OCR-B's brackets rise
 # 0.11 and fall 0.05; other fonts' up to 0.23 and 0.32 (Q's tail, brackets): those tips are trimmed
 # the same way in training and serving. Text touching the line from above keeps at most this stub.
@@ -73,6 +76,10 @@ class Glyph:
     @property
     def cx(self) -> float:
         return (self.x0 + self.x1) / 2
+
+
+class TooManyGlyphs(Exception):
+    """A line holds more glyphs than the caller's budget (found before their windows are cut)."""
 
 
 @dataclass
@@ -214,8 +221,13 @@ def _chained(x0: np.ndarray, x1: np.ndarray, keep: np.ndarray, band: Band, cap: 
     return out
 
 
-def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tuple[int, int]) -> list[Glyph]:
-    """Merge broken pieces, split touching glyphs, and cut one window per glyph."""
+def line_glyphs(
+    pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tuple[int, int], limit: int | None = None
+) -> list[Glyph]:
+    """Merge broken pieces, split touching glyphs, and cut one window per glyph.
+
+    Raise TooManyGlyphs, before any window is cut, when the line has more than `limit` glyphs.
+    """
     if not pieces:
         return []
     pieces.sort(key=lambda p: p.x0)
@@ -264,6 +276,8 @@ def line_glyphs(pieces: list[_Piece], labels: np.ndarray, band: Band, offset: tu
             )
         else:
             final.append(p)
+    if limit is not None and len(final) > limit:
+        raise TooManyGlyphs(len(final))
     glyphs = []
     previous = None
     for p in final:
@@ -378,9 +392,11 @@ def _glyph_image(
     cx = int(round(p.cx))
     cy = int(round(mid)) if abs(p.y0 + p.h / 2 - mid) < 0.6 * side - p.h / 2 else int(round(p.y0 + p.h / 2))
     wx0, wy0 = cx - side // 2, cy - side // 2
-    canvas = np.zeros((side, side), np.float32)
-    sx0, sy0 = max(wx0, 0), max(wy0, 0)
-    sx1, sy1 = min(wx0 + side, labels.shape[1]), min(wy0 + side, labels.shape[0])
+    # The piece's own pixels lie inside its box: only the window's part of that box is read (a
+    # piece as wide as the image, such as a row of dots grouped as specks, made a window of the
+    # whole image, 77 MB and 20 ms for each of its glyphs).
+    sx0, sy0 = max(wx0, 0, p.x0), max(wy0, 0, p.y0)
+    sx1, sy1 = min(wx0 + side, labels.shape[1], p.x1), min(wy0 + side, labels.shape[0], p.y1)
     if sx1 <= sx0 or sy1 <= sy0:
         return None
     crop = np.isin(labels[sy0:sy1, sx0:sx1], p.ids)
@@ -393,5 +409,16 @@ def _glyph_image(
         crop &= ((ys >= rows[0]) & (ys < rows[1]))[:, None]
     if not crop.any():
         return None
-    canvas[sy0 - wy0 : sy1 - wy0, sx0 - wx0 : sx1 - wx0] = crop
+    crop = crop.astype(np.float32)
+    x, y = sx0 - wx0, sy0 - wy0
+    if side > MAX_WINDOW:
+        # No glyph of the charset is this large (a window is about WINDOW x TARGET_CAP = 51 working
+        # pixels): shrink the crop first, so that the window's cost stays bounded whatever the piece.
+        f = MAX_WINDOW / side
+        h, w = crop.shape
+        crop = cv2.resize(crop, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        side, x, y = MAX_WINDOW, min(int(x * f), MAX_WINDOW - 1), min(int(y * f), MAX_WINDOW - 1)
+        crop = crop[: side - y, : side - x]
+    canvas = np.zeros((side, side), np.float32)
+    canvas[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
     return cv2.resize(canvas, (GLYPH_SIZE, GLYPH_SIZE), interpolation=cv2.INTER_AREA)

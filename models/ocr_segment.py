@@ -16,12 +16,27 @@ import cv2
 import numpy as np
 
 from models.image import to_gray
-from models.ocr_line import GLYPH_SIZE, Band, Glyph, band_pieces, cap_height, fit_rows, line_glyphs
+from models.ocr_band import TooManyRows
+from models.ocr_line import (
+    GLYPH_SIZE,
+    Band,
+    Glyph,
+    TooManyGlyphs,
+    band_pieces,
+    cap_height,
+    fit_rows,
+    line_glyphs,
+)
 from models.runtime import ModelInputError
 
 # Cap height, in pixels, every image is rescaled to before segmentation.
 TARGET_CAP = 32
 MAX_SIDE = 4200
+# Limits that keep a hostile image's cost bounded (segment's `max_glyphs`): a glyph of degraded print
+# breaks into a few components at most, and a page's line holds a few rows side by side (columns,
+# a table), never this many. Past either, the image is refused as too much text.
+COMPONENTS_PER_GLYPH = 3
+MAX_ROWS = 64
 
 
 @dataclass
@@ -180,8 +195,13 @@ def _rotate(image: np.ndarray, angle: float, border: int) -> tuple[np.ndarray, n
     return out, m
 
 
-def segment(image: np.ndarray) -> Segmentation:
-    """Cut an image of printed text into lines of glyph images, top to bottom, left to right."""
+def segment(image: np.ndarray, max_glyphs: int | None = None) -> Segmentation:
+    """Cut an image of printed text into lines of glyph images, top to bottom, left to right.
+
+    With `max_glyphs`, an image holding more glyphs is refused (422 too_much_text) as soon as the
+    lines found so far hold more, before the rest are cut: a page of text, or noise that binarizes
+    into thousands of specks, costs a fraction of what cutting it all would.
+    """
     gray = to_gray(image)
     height, width = gray.shape
     if min(height, width) < 8:
@@ -218,9 +238,16 @@ def segment(image: np.ndarray) -> Segmentation:
     result.scale = round(scale, 4)
     binary = _drop_rules(binary, cap_work)
     lines = []
-    for band, line_cap in _find_lines(binary):
+    count = 0
+    for band, line_cap in _find_lines(binary, max_glyphs):
         pieces, labels, offset, cut = band_pieces(binary, band, line_cap, result.inverse, result.size)
-        glyphs = line_glyphs(pieces, labels, band, offset)
+        try:
+            glyphs = line_glyphs(
+                pieces, labels, band, offset, None if max_glyphs is None else max_glyphs - count
+            )
+        except TooManyGlyphs:
+            raise _too_much_text(max_glyphs) from None
+        count += len(glyphs)
         if glyphs:
             lines.append((float(np.mean(band.at((band.x0 + band.x1) / 2))), cut, glyphs))
     # A line cut by the image's edge is other print a band was cut from, when a whole line is there too.
@@ -243,8 +270,18 @@ def _drop_rules(binary: np.ndarray, cap: float) -> np.ndarray:
     return binary & (1 - (long & (1 - thick)))
 
 
-def _find_lines(binary: np.ndarray) -> list[tuple[Band, float]]:
-    """Group connected components by vertical extent, and fit a band to each row of every group."""
+def _too_much_text(max_glyphs: int | None) -> ModelInputError:
+    return ModelInputError(
+        f"the image holds over {max_glyphs} glyphs; crop it to the lines to read", "too_much_text", 422
+    )
+
+
+def _find_lines(binary: np.ndarray, max_glyphs: int | None = None) -> list[tuple[Band, float]]:
+    """Group connected components by vertical extent, and fit a band to each row of every group.
+
+    With `max_glyphs`, an image of more than COMPONENTS_PER_GLYPH times as many glyph-sized
+    components, or a group of more than MAX_ROWS rows side by side, is refused (too_much_text).
+    """
     count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count <= 1:
         return []
@@ -258,6 +295,8 @@ def _find_lines(binary: np.ndarray) -> list[tuple[Band, float]]:
     x, y, w, h = x[keep], y[keep], w[keep], h[keep]
     if x.size == 0:
         return []
+    if max_glyphs is not None and x.size > COMPONENTS_PER_GLYPH * max_glyphs:
+        raise _too_much_text(max_glyphs)
     cap = cap_height(h.astype(float))
     tall = h >= 0.55 * cap
     cover = np.zeros(binary.shape[0] + 1, np.int32)
@@ -272,5 +311,11 @@ def _find_lines(binary: np.ndarray) -> list[tuple[Band, float]]:
         if idx.size == 0:
             continue
         group_cap = cap_height(h[idx].astype(float))
-        out.extend((band, group_cap) for band in fit_rows(x[idx], y[idx], w[idx], h[idx], group_cap))
+        try:
+            bands = fit_rows(
+                x[idx], y[idx], w[idx], h[idx], group_cap, None if max_glyphs is None else MAX_ROWS
+            )
+        except TooManyRows:
+            raise _too_much_text(max_glyphs) from None
+        out.extend((band, group_cap) for band in bands)
     return out
