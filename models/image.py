@@ -42,6 +42,7 @@ _JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _INNERMOST = re.compile(r"\[\]|\{\}")
 
+
 def limit_pillow(max_pixels: int) -> None:
     """Set Pillow's own bomb limit (process-wide) to the service's pixel limit.
 

@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data", default="/usr/share/fonts")
-    parser.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "models" / "ocr.onnx"))
+    parser.add_argument(
+        "--model", default=str(Path(__file__).resolve().parent.parent / "models" / "ocr.onnx")
+    )
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--failures", type=int, default=0, help="print this many failures per set")
     args = parser.parse_args(argv)

@@ -213,7 +213,9 @@ def lookalike_line(rng: np.random.Generator) -> str:
     for _ in range(int(rng.integers(1, 6))):
         if rng.random() < 0.5:
             letters = "".join(rng.choice(list(LOOKALIKES[:15]), int(rng.integers(1, 4))))
-            groups.append(_digits(rng, int(rng.integers(0, 5))) + letters + _digits(rng, int(rng.integers(1, 5))))
+            groups.append(
+                _digits(rng, int(rng.integers(0, 5))) + letters + _digits(rng, int(rng.integers(1, 5)))
+            )
         else:
             groups.append("".join(rng.choice(list(LOOKALIKES + "123456789"), int(rng.integers(2, 12)))))
     return " ".join(groups)

@@ -517,7 +517,9 @@ def test_plain_pngs_skip_pillow_and_decode_as_the_pillow_path_does(mode, save, p
     # The same pixels as OpenCV's decoder gives the file (the path every other PNG takes).
     reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if plain and reference.ndim == 3:
-        reference = cv2.cvtColor(reference, cv2.COLOR_BGR2RGB if reference.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+        reference = cv2.cvtColor(
+            reference, cv2.COLOR_BGR2RGB if reference.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        )
     if plain:
         assert np.array_equal(fast.pixels.reshape(reference.shape), reference)
 
