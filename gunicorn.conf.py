@@ -28,10 +28,10 @@ workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
 # ONNX Runtime sessions are thread-safe and use 1 intra-op thread each (ONNX_THREADS).
 # Two: in interleaved runs at 8 clients (docs/PERFORMANCE.md, 2026-12-04), 4 threads took turns on
 # one core's GIL and queued behind each other: p99 3.0-3.1x p50 on the 400 px canvas, 3.3-4.4x on
-# the page's export, up to 5x on /health; with 2, 1.9-2.5x and 1.6-1.8x on doodles, and the model
-# routes served 9-16% more requests/s. One thread met every tail goal too, but a long request (an
-# OCR page: seconds) then holds its worker's queued connections, and uploads (which wait on fsync)
-# lost 7-17%. GUNICORN_THREADS sets it.
+# the page's export, 3.5-7.2x on /health and /api/system_info. With 2: 1.4-2.5x on every model
+# route, 2.6-3.3x on those two, and the digit and doodle routes served 3-16% more requests/s. One
+# thread met every tail goal too, but a long request (an OCR page: seconds) then holds its worker's
+# queued connections, and uploads (which wait on fsync) lost 7-29%. GUNICORN_THREADS sets it.
 # Balanced: a worker takes a new connection only while no sibling holds fewer (gthread_balanced.py);
 # plain gthread let every kept-alive connection land on one worker in 7 of 18 benchmark rounds.
 worker_class = "gthread_balanced.BalancedThreadWorker"

@@ -207,6 +207,11 @@ def test_nginx_example_matches_the_app_settings():
     factor = {"": 1, "k": 1024, "m": 1024 * 1024}[size.group(2)]
     assert int(size.group(1)) * factor == DEFAULTS["MAX_CONTENT_LENGTH"]
     assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in text
+    # A slow client is nginx's to wait for, never a gunicorn thread's (docs/DEPLOYMENT.md).
+    assert re.search(r"^\s*proxy_request_buffering\s+on;", text, re.M)
+    for timeout in ("client_header_timeout", "client_body_timeout"):
+        found = re.search(rf"^\s*{timeout}\s+(\d+)s;", text, re.M)
+        assert found and int(found.group(1)) <= 30, timeout
     assert len(re.findall(r"^\s*server\s+[\d.]+:\d+", text, re.M)) >= 2
 
 
