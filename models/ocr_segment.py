@@ -107,7 +107,16 @@ def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
     scale = side / max(gray.shape)
     if scale >= 1:
         return gray
-    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return _scaled(gray, scale, cv2.INTER_AREA)
+
+
+def _scaled(gray: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
+    """Resize by `scale`, never to nothing: a side that would round to 0 pixels (an 8x40000 strip
+    shrunk to 900 px) is kept at 1."""
+    h, w = gray.shape[:2]
+    if round(h * scale) >= 1 and round(w * scale) >= 1:
+        return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interpolation)
+    return cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interpolation)
 
 
 def estimate_cap(gray: np.ndarray) -> float:
@@ -221,7 +230,7 @@ def segment(image: np.ndarray, max_glyphs: int | None = None) -> Segmentation:
     scale = float(np.clip(TARGET_CAP / cap, 0.1, 8.0))
     scale = min(scale, MAX_SIDE / max(height, width))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    work = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=interp) if abs(scale - 1) > 0.02 else gray
+    work = _scaled(gray, scale, interp) if abs(scale - 1) > 0.02 else gray
     cap_work = cap * scale
     norm = flatten(work, cap_work)
     binary, level = binarize(norm)
@@ -258,14 +267,18 @@ def segment(image: np.ndarray, max_glyphs: int | None = None) -> Segmentation:
 
 
 def _drop_rules(binary: np.ndarray, cap: float) -> np.ndarray:
-    """Remove printed rules: thin horizontal runs over three cap heights long (no glyph has one)."""
+    """Remove printed rules: thin horizontal runs over three cap heights long (no glyph has one).
+
+    Kernels are at least 1 px (a cap shrunk under 4 px, as in a strip thousands of times longer
+    than it is high, made a 0-px kernel, which OpenCV refuses).
+    """
     long = cv2.morphologyEx(
-        binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (int(3 * cap), 1))
+        binary, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(1, int(3 * cap)), 1))
     )
     if not long.any():
         return binary
     thick = cv2.morphologyEx(
-        long, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, int(0.3 * cap)))
+        long, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(1, int(0.3 * cap))))
     )
     return binary & (1 - (long & (1 - thick)))
 

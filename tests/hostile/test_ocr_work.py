@@ -170,3 +170,27 @@ def test_the_route_answers_a_row_of_dots_in_bounded_memory(client):
     r, peak = peak_bytes(client.post, "/api/ocr", data=png(dots(4000, 3)), content_type="image/png")
     assert r.status_code == 422 and r.get_json()["code"] == "too_much_text"
     assert peak < 600 * MiB
+
+
+@pytest.mark.parametrize("shape", [(8, 40000), (40000, 8), (8, 400000), (400000, 8), (9, 30000)])
+@pytest.mark.parametrize("fill", ["white", "noise", "dots"])
+def test_strips_thousands_of_times_longer_than_high_are_read_not_crashed_on(shape, fill):
+    # An 8x40000 strip shrunk to 900 px for the polarity check rounded to 0 px high (an OpenCV
+    # assertion, a 500); a cap shrunk under 4 px made a 0-px rule kernel (another).
+    gray = np.full(shape, 255, np.uint8)
+    if fill == "noise":
+        gray = np.random.default_rng(7).integers(0, 256, shape).astype(np.uint8)
+    elif fill == "dots":
+        gray[::3, ::3] = 0
+    try:
+        segment(gray, max_glyphs=4000)
+    except ModelInputError as err:
+        assert err.status == 422
+
+
+def test_the_route_answers_a_thin_strip(client):
+    gray = np.full((8, 40000), 255, np.uint8)
+    gray[:, ::50] = 0
+    r = client.post("/api/ocr", data=png(gray), content_type="image/png")
+    assert r.status_code in (200, 422), r.get_data(as_text=True)[:300]
+    assert r.is_json
