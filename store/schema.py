@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -139,9 +141,30 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     cursor = dbapi_conn.cursor()
     # First: switching a new file to WAL takes a lock, which workers starting together contend for.
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _set_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _set_wal(cursor: Any, seconds: float = 10.0) -> None:
+    """Switch to WAL, trying again while another connection holds the lock the switch needs.
+
+    The switch takes its lock without SQLite's busy handler, so busy_timeout does not make it wait:
+    processes opening one file together failed now and then with "database is locked" (a fresh-clone
+    CI run: tests/store/test_schema.py's four engines migrating together, and three processes saving).
+    """
+    deadline = time.monotonic() + seconds
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc).lower()
+            if ("locked" not in message and "busy" not in message) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -91,3 +91,27 @@ def test_version_2_keeps_confidence_as_a_fraction_and_drops_old_oversized_exif(s
     assert rows["a"].confidence == pytest.approx(0.973) and rows["a"].exif == {"Make": "cam"}
     assert rows["b"].confidence == 0.5 and set(rows["b"].exif) == {"omitted"}
     assert rows["c"].confidence is None and rows["c"].exif is None
+
+
+def test_the_switch_to_wal_is_tried_again_while_the_file_is_locked():
+    # Switching a new file to WAL takes its lock without SQLite's busy handler: a process that
+    # opened the file beside another got "database is locked" at once (a CI run, this module's
+    # migrate-once test). The switch is tried again; other errors, and a lock that lasts, are raised.
+    import sqlite3
+
+    class Cursor:
+        def __init__(self, failures: int, message: str = "database is locked"):
+            self.failures, self.message, self.calls = failures, message, 0
+
+        def execute(self, sql: str) -> None:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise sqlite3.OperationalError(self.message)
+
+    cursor = Cursor(3)
+    schema_module._set_wal(cursor)
+    assert cursor.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        schema_module._set_wal(Cursor(1, "disk I/O error"))
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        schema_module._set_wal(Cursor(10**6), seconds=0.05)
