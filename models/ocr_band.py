@@ -61,8 +61,9 @@ def _fits(band: Band, cx: np.ndarray, top: np.ndarray, bottom: np.ndarray, cap: 
     return np.abs(top - t) + np.abs(bottom - b) < 0.45 * cap
 
 
-class TooManyRows(Exception):
-    """A group of components holds more rows than a page of text would (fit_rows' `max_rows`)."""
+class TooMuchText(Exception):
+    """More text than the caller's budget: rows in a group (fit_rows), glyphs in a line (line_glyphs),
+    components in an image; segment() answers it as 422 too_much_text."""
 
 
 def _near_counts(mids: np.ndarray, radius: float) -> np.ndarray:
@@ -82,7 +83,7 @@ def fit_rows(
 ) -> list[Band]:
     """Find the rows of cap-high components in a group (its densest row first) and fit each a band.
 
-    Raise TooManyRows past `max_rows` rows: each row costs a pass over the group's components, and
+    Raise TooMuchText past `max_rows` rows: each row costs a pass over the group's components, and
     joining rows a pass over pairs of them.
     """
     typical = np.flatnonzero((h >= 0.7 * cap) & (h <= 1.35 * cap))
@@ -91,7 +92,7 @@ def fit_rows(
     left = typical
     while left.size >= 3 or (left.size and not rows):
         if max_rows is not None and len(rows) >= max_rows:
-            raise TooManyRows(len(rows))
+            raise TooMuchText(f"over {max_rows} rows in one group")
         mids = (top[left] + bottom[left]) / 2
         # The densest row: the component with most others centred within a third of a cap of it.
         near = _near_counts(mids, 0.35 * cap)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.ocr_band import Band, fit_rows
+from models.ocr_band import Band, TooMuchText, fit_rows
 
 __all__ = ["Band", "Glyph", "band_pieces", "cap_height", "fit_rows", "line_glyphs"]
 
@@ -76,10 +76,6 @@ class Glyph:
     @property
     def cx(self) -> float:
         return (self.x0 + self.x1) / 2
-
-
-class TooManyGlyphs(Exception):
-    """A line holds more glyphs than the caller's budget (found before their windows are cut)."""
 
 
 @dataclass
@@ -226,7 +222,7 @@ def line_glyphs(
 ) -> list[Glyph]:
     """Merge broken pieces, split touching glyphs, and cut one window per glyph.
 
-    Raise TooManyGlyphs, before any window is cut, when the line has more than `limit` glyphs.
+    Raise TooMuchText, before any window is cut, when the line has more than `limit` glyphs.
     """
     if not pieces:
         return []
@@ -277,7 +273,7 @@ def line_glyphs(
         else:
             final.append(p)
     if limit is not None and len(final) > limit:
-        raise TooManyGlyphs(len(final))
+        raise TooMuchText(f"{len(final)} glyphs in a line, over the {limit} left")
     glyphs = []
     previous = None
     for p in final:

@@ -16,12 +16,11 @@ import cv2
 import numpy as np
 
 from models.image import to_gray
-from models.ocr_band import TooManyRows
+from models.ocr_band import TooMuchText
 from models.ocr_line import (
     GLYPH_SIZE,
     Band,
     Glyph,
-    TooManyGlyphs,
     band_pieces,
     cap_height,
     fit_rows,
@@ -248,17 +247,19 @@ def segment(image: np.ndarray, max_glyphs: int | None = None) -> Segmentation:
     binary = _drop_rules(binary, cap_work)
     lines = []
     count = 0
-    for band, line_cap in _find_lines(binary, max_glyphs):
-        pieces, labels, offset, cut = band_pieces(binary, band, line_cap, result.inverse, result.size)
-        try:
+    try:
+        for band, line_cap in _find_lines(binary, max_glyphs):
+            pieces, labels, offset, cut = band_pieces(binary, band, line_cap, result.inverse, result.size)
             glyphs = line_glyphs(
                 pieces, labels, band, offset, None if max_glyphs is None else max_glyphs - count
             )
-        except TooManyGlyphs:
-            raise _too_much_text(max_glyphs) from None
-        count += len(glyphs)
-        if glyphs:
-            lines.append((float(np.mean(band.at((band.x0 + band.x1) / 2))), cut, glyphs))
+            count += len(glyphs)
+            if glyphs:
+                lines.append((float(np.mean(band.at((band.x0 + band.x1) / 2))), cut, glyphs))
+    except TooMuchText:
+        raise ModelInputError(
+            f"the image holds over {max_glyphs} glyphs; crop it to the lines to read", "too_much_text", 422
+        ) from None
     # A line cut by the image's edge is other print a band was cut from, when a whole line is there too.
     if any(cut < 0.5 for _, cut, _ in lines):
         lines = [line for line in lines if line[1] < 0.5]
@@ -283,17 +284,11 @@ def _drop_rules(binary: np.ndarray, cap: float) -> np.ndarray:
     return binary & (1 - (long & (1 - thick)))
 
 
-def _too_much_text(max_glyphs: int | None) -> ModelInputError:
-    return ModelInputError(
-        f"the image holds over {max_glyphs} glyphs; crop it to the lines to read", "too_much_text", 422
-    )
-
-
 def _find_lines(binary: np.ndarray, max_glyphs: int | None = None) -> list[tuple[Band, float]]:
     """Group connected components by vertical extent, and fit a band to each row of every group.
 
     With `max_glyphs`, an image of more than COMPONENTS_PER_GLYPH times as many glyph-sized
-    components, or a group of more than MAX_ROWS rows side by side, is refused (too_much_text).
+    components, or a group of more than MAX_ROWS rows side by side, raises TooMuchText.
     """
     count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if count <= 1:
@@ -309,7 +304,7 @@ def _find_lines(binary: np.ndarray, max_glyphs: int | None = None) -> list[tuple
     if x.size == 0:
         return []
     if max_glyphs is not None and x.size > COMPONENTS_PER_GLYPH * max_glyphs:
-        raise _too_much_text(max_glyphs)
+        raise TooMuchText(f"{x.size} glyph-sized components")
     cap = cap_height(h.astype(float))
     tall = h >= 0.55 * cap
     cover = np.zeros(binary.shape[0] + 1, np.int32)
@@ -324,11 +319,6 @@ def _find_lines(binary: np.ndarray, max_glyphs: int | None = None) -> list[tuple
         if idx.size == 0:
             continue
         group_cap = cap_height(h[idx].astype(float))
-        try:
-            bands = fit_rows(
-                x[idx], y[idx], w[idx], h[idx], group_cap, None if max_glyphs is None else MAX_ROWS
-            )
-        except TooManyRows:
-            raise _too_much_text(max_glyphs) from None
+        bands = fit_rows(x[idx], y[idx], w[idx], h[idx], group_cap, None if max_glyphs is None else MAX_ROWS)
         out.extend((band, group_cap) for band in bands)
     return out

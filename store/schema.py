@@ -149,9 +149,10 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
 def _set_wal(cursor: Any, seconds: float = 10.0) -> None:
     """Switch to WAL, trying again while another connection holds the lock the switch needs.
 
-    The switch takes its lock without SQLite's busy handler, so busy_timeout does not make it wait:
-    processes opening one file together failed now and then with "database is locked" (a fresh-clone
-    CI run: tests/store/test_schema.py's four engines migrating together, and three processes saving).
+    Connections opening one file together failed now and then with "database is locked" although
+    busy_timeout was set first (a fresh-clone CI run: tests/store/test_schema.py's four engines
+    migrating together, and three processes saving): the switch's lock is, as far as seen here, not
+    waited for by SQLite's busy handler. Not reproduced on demand.
     """
     deadline = time.monotonic() + seconds
     pause = 0.005

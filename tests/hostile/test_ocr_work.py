@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.ocr_band import TooManyRows, _near_counts, fit_rows
+from models.ocr_band import TooMuchText, _near_counts, fit_rows
 from models.ocr_line import GLYPH_SIZE, WINDOW, _glyph_image, _Piece
 from models.ocr_segment import COMPONENTS_PER_GLYPH, segment
 from models.runtime import ModelInputError
@@ -115,7 +115,7 @@ def test_rows_of_a_hundred_thousand_specks_take_linear_memory():
     x, y = rng.integers(0, 4000, n), rng.integers(0, 4000, n)
     w = h = np.full(n, 30)
     result, peak = peak_bytes(fit_rows, x, y, w, h, 30.0, 64)
-    assert isinstance(result, TooManyRows)
+    assert isinstance(result, TooMuchText)
     assert peak < 64 * MiB  # the pairwise matrix was 75 GiB
 
 
@@ -124,7 +124,7 @@ def test_a_group_of_more_rows_than_a_page_holds_is_refused():
     x = np.tile([0, 40, 80], 80)
     y = np.repeat(np.arange(80) * 20, 3)
     w, h = np.full(240, 20), np.full(240, 40)
-    with pytest.raises(TooManyRows):
+    with pytest.raises(TooMuchText):
         fit_rows(x, y, w, h, 40.0, max_rows=64)
     assert len(fit_rows(x, y, w, h, 40.0)) >= 64  # without a limit (training), every row is found
 
