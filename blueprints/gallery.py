@@ -170,7 +170,8 @@ def vignette(image_id: str):
         200:
           description: >-
             The thumbnail, a JPEG at most THUMBNAIL_SIZE pixels on its longer side; a PNG of at most
-            1.5x that side and 64 KiB is its own thumbnail (the original, as image/png).
+            1.5x that side and 64 KiB, or 4x and 16 KiB, is its own thumbnail (the original, as
+            image/png).
           content:
             image/jpeg: {}
             image/png: {}

@@ -40,13 +40,26 @@ def from_pixels(data: bytes | None, fmt: str) -> bool:
 
 
 OWN_THUMBNAIL_BYTES = 64 * 1024  # larger files are worth a JPEG thumbnail, whatever their size
+# A canvas drawing (ink on transparency) up to 4x the thumbnail's side is a light PNG: the bench's
+# 400 px digit canvases are 5.5 KB (median; 1.8-20 KB), against 1.5 KB for their 128 px JPEG.
+# Serving it as it is saves the writer the thumbnail (shrink, JPEG, one more file: about half of
+# its CPU per image in a loaded worker, docs/IMAGE_STORE.md), for a few KB more per image in the
+# gallery's grid.
+LIGHT_SIDE = 4
+LIGHT_BYTES = 16 * 1024
 
 
 def own_thumbnail(fmt: str, width: int, height: int, byte_size: int, size: int) -> bool:
     """Say whether an image may be served as its own thumbnail: a PNG (no EXIF orientation to apply
-    once it has no eXIf chunk, which the caller checks), at most 1.5x the thumbnail's side, at most
-    64 KiB. The browser scales it as it would the JPEG; one file fewer per kept image."""
-    return fmt == "PNG" and max(width, height) <= size * 3 // 2 and 0 < byte_size <= OWN_THUMBNAIL_BYTES
+    once it has no eXIf chunk, which the caller checks), at most 1.5x the thumbnail's side and
+    64 KiB, or at most LIGHT_SIDE x that side and LIGHT_BYTES. The browser scales it as it would the
+    JPEG; one file fewer per kept image."""
+    if fmt != "PNG" or byte_size <= 0:
+        return False
+    side = max(width, height)
+    return (side <= size * 3 // 2 and byte_size <= OWN_THUMBNAIL_BYTES) or (
+        side <= size * LIGHT_SIDE and byte_size <= LIGHT_BYTES
+    )
 
 
 def serves_itself(data: bytes, fmt: str, width: int, height: int, size: int) -> bool:

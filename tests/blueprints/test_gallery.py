@@ -29,7 +29,7 @@ from training.gallery_export import load_labelled_images
 
 
 def test_upload_answers_201_with_id_and_url_then_metadata_and_thumbnail(gallery):
-    data = photo(120, 80)
+    data = photo(300, 200)  # over 4x the thumbnail's side: a JPEG is made
     r = upload(gallery, data, name="../../etc/passwd.png", model="numbers")
     assert r.status_code == 201
     body = r.get_json()
@@ -45,7 +45,7 @@ def test_upload_answers_201_with_id_and_url_then_metadata_and_thumbnail(gallery)
         "PNG",
         "image/png",
     )
-    assert (meta["width"], meta["height"], meta["byte_size"]) == (120, 80, len(data))
+    assert (meta["width"], meta["height"], meta["byte_size"]) == (300, 200, len(data))
     assert meta["original_name"] == "passwd.png"
     assert meta["thumbnail"]["url"] == f"/vignette/{body['id']}"
     assert meta["thumbnail"]["status"] in ("pending", "done")

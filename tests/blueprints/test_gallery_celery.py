@@ -67,7 +67,7 @@ def test_celery_worker_makes_the_thumbnail(celery_setup, monkeypatch, tmp_path):
     store = app.extensions["store"]
     assert store.thumbnails.mode == "celery"
     started = time.perf_counter()
-    r = upload(client, photo(200, 100))
+    r = upload(client, photo(400, 200))  # over 4x the thumbnail's side: a JPEG is made
     elapsed = time.perf_counter() - started
     assert r.status_code == 201
     image_id = r.get_json()["id"]
@@ -93,7 +93,7 @@ def test_broker_down_upload_still_201_and_thumbnail_done_later(monkeypatch, tmp_
     client = app.test_client()
     before = failures("broker_unavailable")
     started = time.perf_counter()
-    r = upload(client)
+    r = upload(client, photo(300, 200))  # over 4x the thumbnail's side: a JPEG is made
     elapsed = time.perf_counter() - started
     assert r.status_code == 201
     assert elapsed < 1.0  # the broker is tried off the request

@@ -12,11 +12,12 @@ from PIL import Image, PngImagePlugin
 
 from store import ImageStore
 from store.records import DONE, FAILED, PENDING
-from store.render import OWN_THUMBNAIL_BYTES, own_thumbnail
+from store.render import LIGHT_BYTES, OWN_THUMBNAIL_BYTES, own_thumbnail
 from tests.blueprints.gallery_support import photo, store_of, upload, wait_for_thumbnail
 from tests.conftest import data_url, png_bytes
 
-SIZE = 64  # the gallery fixtures' THUMBNAIL_SIZE (tests/blueprints/conftest.py): up to 96 px may be its own
+SIZE = 64  # the gallery fixtures' THUMBNAIL_SIZE (tests/blueprints/conftest.py): up to 96 px may be its own,
+# and up to 256 px when it is light
 
 
 def thumbnails_written(store: ImageStore) -> list[str]:
@@ -34,7 +35,9 @@ def digit_canvas(side: int) -> bytes:
     ("fmt", "width", "height", "byte_size", "own"),
     [
         ("PNG", 96, 96, 2_000, True),
-        ("PNG", 97, 40, 2_000, False),  # over 1.5x the thumbnail's side
+        ("PNG", 97, 40, LIGHT_BYTES + 1, False),  # over 1.5x the thumbnail's side, and not light
+        ("PNG", 256, 256, LIGHT_BYTES, True),  # a light drawing up to 4x the thumbnail's side
+        ("PNG", 257, 40, 2_000, False),  # over 4x the thumbnail's side
         ("PNG", 40, 96, OWN_THUMBNAIL_BYTES + 1, False),  # small but heavy: a JPEG is smaller
         ("JPEG", 40, 40, 2_000, False),  # may carry an EXIF orientation the browser would apply differently
         ("PNG", 40, 40, 0, False),
@@ -59,8 +62,22 @@ def test_a_kept_canvas_is_its_own_thumbnail_at_once(gallery):
     assert thumbnails_written(store) == []
 
 
+def test_a_light_canvas_up_to_4x_the_thumbnail_is_its_own_thumbnail(gallery):
+    canvas = digit_canvas(256)
+    assert len(canvas) <= LIGHT_BYTES
+    r = gallery.post("/api/predict", json={"image": data_url(canvas)})
+    assert r.status_code == 200
+    store = store_of(gallery)
+    assert store.flush(10)
+    (record,), _ = store.list()
+    assert record.thumb_status == DONE
+    vignette = gallery.get(f"/vignette/{record.id}")
+    assert vignette.status_code == 200 and vignette.mimetype == "image/png" and vignette.data == canvas
+    assert thumbnails_written(store) == []
+
+
 def test_a_larger_canvas_still_gets_a_jpeg(gallery):
-    r = gallery.post("/api/predict", json={"image": data_url(digit_canvas(140))})
+    r = gallery.post("/api/predict", json={"image": data_url(digit_canvas(300))})
     assert r.status_code == 200
     store = store_of(gallery)
     assert store.flush(10)
@@ -121,8 +138,8 @@ def test_a_smaller_thumbnail_size_later_makes_the_jpeg_after_all(gallery):
     data = photo(80, 50)
     image_id = upload(gallery, data).get_json()["id"]
     assert wait_for_thumbnail(gallery, image_id).mimetype == "image/png"
-    store.thumbnail_size = 32  # the service restarted with THUMBNAIL_SIZE=32: 80 px is over 48
+    store.thumbnail_size = 16  # the service restarted with THUMBNAIL_SIZE=16: 80 px is over 4x that
     first = gallery.get(f"/vignette/{image_id}")
     assert first.status_code == 202 and store.get(image_id).thumb_status in (PENDING, DONE)
     r = wait_for_thumbnail(gallery, image_id)
-    assert r.mimetype == "image/jpeg" and Image.open(io.BytesIO(r.data)).size == (32, 20)
+    assert r.mimetype == "image/jpeg" and Image.open(io.BytesIO(r.data)).size == (16, 10)

@@ -61,7 +61,7 @@ def test_queued_images_are_kept_with_one_commit(store, monkeypatch):
 def test_a_canvas_gets_its_thumbnail_with_its_row(store, monkeypatch):
     store.start_thumbnails()
     monkeypatch.setattr(store.thumbnails, "schedule", lambda image_id: pytest.fail("left for the runner"))
-    image = canvas()
+    image = canvas(400, 200)  # over 4x the thumbnail's side: not its own thumbnail
     image_id = submit(store, image)
     assert store.flush(30)
     record = store.get(image_id)
@@ -94,7 +94,7 @@ def test_a_png_with_an_exif_orientation_is_left_to_the_runner(sqlite_store):
 
 def test_past_the_budget_the_request_shrinks_the_pixels_instead(sqlite_store, monkeypatch):
     hold_queue(sqlite_store, monkeypatch)
-    big, small = canvas(400, 400), canvas(240, 240)  # both larger than their own thumbnails
+    big, small = canvas(400, 400), canvas(300, 300)  # both larger than their own thumbnails
     sqlite_store.writer.hold_bytes = big.pixels.nbytes + small.pixels.nbytes // 2
     submit(sqlite_store, big)
     submit(sqlite_store, small)  # over the budget now
@@ -149,13 +149,13 @@ def entry(data: bytes, *, image_id: str | None = None, confidence: float = 0.5, 
 def test_one_bad_image_does_not_keep_the_others_out(sqlite_store):
     kept = sqlite_store.save_entries([(entry(png()), None)])[0]
     existing = sqlite_store.file_path(sqlite_store.get(kept))
-    good = [entry(png(200, 100, value=v)) for v in (10, 20)]  # too large to be their own thumbnails
+    good = [entry(png(300, 150, value=v)) for v in (10, 20)]  # too large to be their own thumbnails
     results = sqlite_store.save_entries(
         [
             (good[0], None),
             (entry(png(), image_id=kept), None),  # its id is taken: the one transaction fails
             (entry(png(), confidence=3.0), None),  # refused before any file is written
-            (good[1], Decoded(np.zeros((100, 200), np.uint8), "RGB")),
+            (good[1], Decoded(np.zeros((150, 300), np.uint8), "RGB")),
         ]
     )
     assert results[0] == good[0].image_id and results[3] == good[1].image_id
