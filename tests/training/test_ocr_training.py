@@ -138,6 +138,21 @@ def test_parse_args_defaults():
     args = training.parse_args([])
     assert isinstance(args, argparse.Namespace)
     assert args.data == "/usr/share/fonts" and args.threads == 2
+    assert args.o_weight == 1.0
+
+
+@pytest.mark.tensorflow
+def test_class_weights_weigh_each_glyph_by_its_class():
+    pytest.importorskip("keras")
+    o, zero = ocr_render.CHARSET.index("O"), ocr_render.CHARSET.index("0")
+    x = np.zeros((10, 32, 32), np.uint8)
+    y = np.array([o, zero] * 5)
+    weights = np.ones(len(ocr_render.CHARSET) + 1, np.float32)
+    weights[o] = 8.0
+    xb, yb, wb = training.make_batches(x, y, 4, seed=0, weights=weights)[0]
+    assert xb.shape == (4, 32, 32, 1) and len(yb) == len(wb) == 4
+    assert np.array_equal(wb, np.where(yb == o, 8.0, 1.0))
+    assert len(training.make_batches(x, y, 4, seed=0)[0]) == 2  # unweighted: glyphs and labels only
 
 
 def test_bench_runs_tesseract_on_a_line():
