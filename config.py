@@ -120,7 +120,9 @@ class ModelSpec(BaseModel):
 def _default_models() -> dict[str, ModelSpec]:
     return {
         "numbers": ModelSpec(type="numbers", path="models/numbers.onnx"),
-        "doodles": ModelSpec(type="doodle", path="models/doodles.onnx", labels="models/doodles_labels.txt"),
+        "doodles": ModelSpec(
+            type="doodle", path="models/doodles.int8.onnx", labels="models/doodles_labels.txt"
+        ),
         "ocr": ModelSpec(type="ocr", path="models/ocr.onnx"),
         "tracking": ModelSpec(
             type="tracking", path="models/tracking.onnx", detector="models/face_detector.onnx"
