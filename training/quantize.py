@@ -189,7 +189,9 @@ def doodles(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{kind}: measured through the route in {time.time() - start:.0f} s", flush=True)
     ms_float, ms_int8 = side_by_side_ms([source, target], x[test][:200], args.calls)
     figures["ms"] = {"float": ms_float, "int8": ms_int8, "calls": args.calls}
-    drops = {name: 100 * (row["float"]["top1"] - row["int8"]["top1"]) for name, row in figures["sets"].items()}
+    drops = {
+        name: 100 * (row["float"]["top1"] - row["int8"]["top1"]) for name, row in figures["sets"].items()
+    }
     figures["max_drop_points"] = max(drops.values())
     figures["passed"] = figures["max_drop_points"] <= MAX_DROP and ms_int8 < ms_float
     figures["rule"] = f"top-1 at most {MAX_DROP} points under the float file's on every set, and faster"
@@ -219,7 +221,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument("--metrics", type=Path, default=ROOT / "models" / "doodles_metrics.json")
     d.add_argument("--fixtures", type=Path, default=ROOT / "tests" / "data" / "doodles")
     d.add_argument("--calibration", type=int, default=CALIBRATION, help="training drawings to calibrate on")
-    d.add_argument("--per-class", type=int, default=100, help="held-out drawings per class sent through the route")
+    d.add_argument(
+        "--per-class", type=int, default=100, help="held-out drawings per class sent through the route"
+    )
     d.add_argument("--calls", type=int, default=2000, help="timed calls per file")
     args = p.parse_args(argv)
     if args.metrics is not None and not str(args.metrics):
