@@ -119,7 +119,7 @@ class ModelSpec(BaseModel):
 
 def _default_models() -> dict[str, ModelSpec]:
     return {
-        "numbers": ModelSpec(type="numbers", path="models/numbers.onnx"),
+        "numbers": ModelSpec(type="numbers", path="models/numbers.int8.onnx"),
         "doodles": ModelSpec(
             type="doodle", path="models/doodles.int8.onnx", labels="models/doodles_labels.txt"
         ),

@@ -216,8 +216,12 @@ def model_cards(name: str) -> dict[str, Path]:
     cards = {}
     for key in ("path", *(cls.side_files if cls else ())):
         path = resolve_path(root, spec.get(key))
-        if path is not None and path.with_suffix(".md").is_file():
-            cards[path.with_suffix(".md").name] = path.with_suffix(".md")
+        if path is None:
+            continue
+        # An int8 file (training/quantize.py) is described by its float model's card.
+        card = path.with_name(path.stem.removesuffix(".int8") + ".md")
+        if card.is_file():
+            cards[card.name] = card
     return cards
 
 
