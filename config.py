@@ -123,7 +123,7 @@ def _default_models() -> dict[str, ModelSpec]:
         "doodles": ModelSpec(
             type="doodle", path="models/doodles.int8.onnx", labels="models/doodles_labels.txt"
         ),
-        "ocr": ModelSpec(type="ocr", path="models/ocr.onnx"),
+        "ocr": ModelSpec(type="ocr", path="models/ocr.int8.onnx"),
         "tracking": ModelSpec(
             type="tracking", path="models/tracking.onnx", detector="models/face_detector.onnx"
         ),

@@ -42,6 +42,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_DROP = 0.3
 # Most a quantized tracker's mean error may rise, in points of the inter-ocular distance (4.9% today).
 MAX_ERROR_RISE = 0.1
+# Most exact lines an OCR set of 200 may lose: one line.
+MAX_LINE_DROP = 0.5
+OCR_NOTE = (
+    "The sets are the card's held-out and out-of-collection sets, read end to end by the served code; the "
+    "tables above are the float file's. On the development sets, where choices are made (`python -m "
+    "training.ocr_eval --model models/ocr.int8.onnx --n 600`), the int8 file read 2325 lines of 2400 exactly (587 / 593 / 596 / 549), "
+    "as did the float file (586 / 594 / 596 / 549). "
+)
 # The tracker's soft-argmax reads its heatmaps' probabilities, which uint8 would step by 1/255: with
 # it quantized the mean error on the validation crops rose from 4.94% to 5.40% of the inter-ocular
 # distance, with it left in float 4.94% (chosen on validation, never on the held-out faces).
@@ -201,27 +209,11 @@ def doodles(args: argparse.Namespace) -> dict[str, Any]:
                     "top1": row["top1"],
                 }
             print(f"{kind}: measured through the route in {time.time() - start:.0f} s", flush=True)
-    ms_float, ms_int8 = side_by_side_ms([source, target], x[test][:200], args.calls)
-    figures["ms"] = {"float": ms_float, "int8": ms_int8, "calls": args.calls}
-    drops = {
-        name: 100 * (row["float"]["top1"] - row["int8"]["top1"]) for name, row in figures["sets"].items()
-    }
-    figures["max_drop_points"] = max(drops.values())
-    figures["passed"] = figures["max_drop_points"] <= MAX_DROP and ms_int8 < ms_float
-    figures["rule"] = f"top-1 at most {MAX_DROP} points under the float file's on every set, and faster"
-    figures["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    figures["command"] = f"python -m training.quantize doodles --data {os.path.relpath(args.data, ROOT)}"
-    for name, row in figures["sets"].items():
-        print(f"  {name}: float {row['float']['top1']:.4f}, int8 {row['int8']['top1']:.4f}")
-    print(
-        f"  ms per drawing: float {ms_float:.3f}, int8 {ms_int8:.3f}; largest drop "
-        f"{figures['max_drop_points']:.2f} points: keep rule {'passed' if figures['passed'] else 'FAILED'}"
+    ms = side_by_side_ms([source, target], x[test][:200], args.calls)
+    _verdict(
+        figures, (ms[0], ms[1]), args.calls, f"python -m training.quantize doodles --data {_shown(args.data)}"
     )
-    if not figures["passed"]:
-        target.unlink()
-        print(f"removed {target}: the float file stays served")
-    if args.metrics:
-        cards.store_figures(args.metrics, "int8", figures)
+    _finish(figures, target, args.metrics, "doodles", "drawing (both mirror passes)")
     return figures
 
 
@@ -274,8 +266,13 @@ def _verdict(
     """Apply the keep rule to the figures of every set, in place."""
     figures["ms"] = {"float": ms[0], "int8": ms[1], "calls": calls}
     figures["max_drop_points"] = max(_drop(row) for row in figures["sets"].values())
-    figures["passed"] = figures["max_drop_points"] <= max_drop and ms[1] < ms[0]
-    what = "error" if "error" in next(iter(figures["sets"].values()))["float"] else "top-1"
+    # Rounded: one line of 200 is 0.5 points, which 100 * (1.0 - 0.995) overshoots in binary floats.
+    figures["passed"] = round(figures["max_drop_points"], 9) <= max_drop and ms[1] < ms[0]
+    what = (
+        "error"
+        if "error" in next(iter(figures["sets"].values()))["float"]
+        else figures.get("metric", "top-1")
+    )
     figures["rule"] = (
         f"{what} at most {max_drop} points {'above' if what == 'error' else 'under'} the float file's on every set, "
         "and faster"
@@ -291,56 +288,14 @@ def _verdict(
     )
 
 
-CARD_START, CARD_END = "<!-- int8:start (written by training/quantize.py) -->", "<!-- int8:end -->"
-
-
-def write_card_section(card: Path, figures: dict[str, Any], name: str, unit: str) -> None:
-    """Put the int8 section (float and int8 side by side) into a card, between markers (added at the end once)."""
-    q = figures
-    made = q["made"]
-    key = "error" if "error" in next(iter(q["sets"].values()))["float"] else "top1"
-    rows = "\n".join(
-        f"| {set_name} | {row['float']['n']} | {100 * row['float'][key]:.2f}% | {100 * row['int8'][key]:.2f}% |"
-        for set_name, row in q["sets"].items()
-    )
-    verdict = "passed, served" if q["passed"] else "failed, the float file stays served"
-    heading = "Served in int8" if q["passed"] else "In int8: measured, not served"
-    text = f"""{CARD_START}
-## {heading}
-
-`training/quantize.py` makes `{name}.int8.onnx` from `{name}.onnx` with ONNX Runtime's static quantization
-({made["settings"]}; ranges measured on {made["calibration"]} {made["calibration_note"]}, none held out):
-{made["int8_bytes"] / 1e6:.2f} MB against {made["float_bytes"] / 1e6:.2f} MB, version `{made["version"]}`. The weights keep 7 of
-their 8 bits, so that ONNX Runtime's 16-bit pair sums cannot saturate on CPUs without VNNI: the answers
-are the same on any x86 CPU. The keep rule, fixed before any figure of the int8 file was read: {q["rule"]}.
-
-| set | n | {"mean error / IOD" if key == "error" else "top-1"}, float | int8 |
-| --- | ---: | ---: | ---: |
-{rows}
-
-{q.get("note", "")}One {unit}, ONNX Runtime on 1 thread, median of {q["ms"]["calls"]} interleaved calls each:
-**{q["ms"]["int8"]:.3f} ms** against {q["ms"]["float"]:.3f} ms for the float file (x{q["ms"]["float"] / q["ms"]["int8"]:.2f}).
-Largest drop {q["max_drop_points"]:.2f} points: **{verdict}** (`{q["command"]}`, {q["date"]}).
-{CARD_END}"""
-    old = card.read_text(encoding="utf-8")
-    if CARD_START in old and CARD_END in old:
-        head, rest = old.split(CARD_START, 1)
-        new = head + text + rest.split(CARD_END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    card.write_text(new, encoding="utf-8")
-
-
-def _finish(
-    figures: dict[str, Any], target: Path, out: Path | None, card: Path | None, name: str, unit: str
-) -> None:
+def _finish(figures: dict[str, Any], target: Path, metrics: Path | None, name: str, unit: str) -> None:
+    """Remove a file that failed the rule; store the figures in the model's metrics and render its card again."""
+    figures.update(name=name, unit=unit)
     if not figures["passed"]:
         target.unlink()
         print(f"removed {target}: the float file stays served")
-    if out is not None:
-        out.write_text(json.dumps(figures, indent=1, default=str) + "\n", encoding="utf-8")
-    if card is not None:
-        write_card_section(card, figures, name, unit)
+    if metrics is not None:
+        cards.store_figures(metrics, "int8", figures)
 
 
 def numbers(args: argparse.Namespace) -> dict[str, Any]:
@@ -386,7 +341,7 @@ def numbers(args: argparse.Namespace) -> dict[str, Any]:
     _verdict(
         figures, (ms[0], ms[1]), args.calls, f"python -m training.quantize numbers --data {_shown(args.data)}"
     )
-    _finish(figures, target, args.out, args.card, "numbers", "digit")
+    _finish(figures, target, args.metrics, "numbers", "digit")
     return figures
 
 
@@ -454,7 +409,56 @@ def tracking(args: argparse.Namespace) -> dict[str, Any]:
         f"python -m training.quantize tracking --data {_shown(args.data)}",
         max_drop=MAX_ERROR_RISE,
     )
-    _finish(figures, target, args.out, args.card, "tracking", "face (the crop and its mirror in one call)")
+    _finish(figures, target, args.metrics, "tracking", "face (the crop and its mirror in one call)")
+    return figures
+
+
+def ocr(args: argparse.Namespace) -> dict[str, Any]:
+    """Quantize the OCR glyph classifier and read the held-out and out-of-collection lines with both files."""
+    import cv2
+
+    from training.ocr_data import _render_chunk
+    from training.ocr_eval import evaluate, heldout_sets
+    from training.ocr_evalsets import evaluation_sets
+
+    source, target = args.models / "ocr.onnx", args.models / "ocr.int8.onnx"
+    cv2.setNumThreads(1)
+    # Glyph windows cut by the serving code from training's own renders (training fonts and styles),
+    # with a seed of their own.
+    windows, _, _ = _render_chunk((str(args.fonts), 60, CALIBRATION_SEED, 0.2))
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    picked = np.sort(rng.choice(len(windows), min(args.calibration, len(windows)), replace=False))
+    made = quantize(
+        source,
+        target,
+        (windows[picked].astype(np.float32) / 255)[..., None],
+        note="glyph windows cut from training renders (training fonts and styles, own seed)",
+    )
+    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
+    trained = json.loads((args.models / "ocr_metrics.json").read_text(encoding="utf-8"))
+    sets = heldout_sets(args.fonts, n=args.n, seed=int(trained.get("seed", 1)) + 7919)
+    sets += evaluation_sets(args.fonts, n=args.n)
+    scored = {kind: evaluate(path, sets, failures=0) for kind, path in (("float", source), ("int8", target))}
+    figures: dict[str, Any] = {"made": made, "sets": {}, "metric": "exact lines", "note": OCR_NOTE}
+    for s in sets:
+        figures["sets"][s.name] = {
+            kind: {"n": scored[kind][s.name]["lines"], "top1": scored[kind][s.name]["line_accuracy"] / 100}
+            for kind in scored
+        }
+    batches = []
+    for s in sets[:3]:
+        from models.ocr_segment import segment
+
+        batches += [segment(image).tensor() for image in s.images[:100]]
+    ms = _side_by_side([source, target], [b for b in batches if len(b)], args.calls)
+    _verdict(
+        figures,
+        (ms[0], ms[1]),
+        args.calls,
+        f"python -m training.quantize ocr --fonts {args.fonts}",
+        max_drop=MAX_LINE_DROP,
+    )
+    _finish(figures, target, args.metrics, "ocr", "line's glyph windows (one batch)")
     return figures
 
 
@@ -482,17 +486,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     n = sub.add_parser("numbers", help="the digit classifier (models/numbers.onnx)")
     n.add_argument("--data", type=Path, required=True, help="mnist.npz, the training data")
     n.add_argument("--models", type=Path, default=ROOT / "models", help="folder of numbers.onnx")
-    n.add_argument("--out", type=Path, default=ROOT / "models" / "numbers_int8.json", help="the figures")
-    n.add_argument("--card", type=Path, default=ROOT / "models" / "numbers.md")
+    n.add_argument("--metrics", type=Path, default=ROOT / "models" / "numbers_metrics.json")
     n.add_argument("--calibration", type=int, default=CALIBRATION, help="training digits to calibrate on")
     n.add_argument("--calls", type=int, default=2000, help="timed calls per file")
     t = sub.add_parser("tracking", help="the nose tracker (models/tracking.onnx)")
     t.add_argument("--data", type=Path, required=True, help="faces_96.npz, the training data")
     t.add_argument("--models", type=Path, default=ROOT / "models", help="folder of tracking.onnx")
-    t.add_argument("--out", type=Path, default=ROOT / "models" / "tracking_int8.json", help="the figures")
-    t.add_argument("--card", type=Path, default=ROOT / "models" / "tracking.md")
+    t.add_argument("--metrics", type=Path, default=ROOT / "models" / "tracking_metrics.json")
     t.add_argument("--calibration", type=int, default=CALIBRATION, help="training crops to calibrate on")
     t.add_argument("--calls", type=int, default=1000, help="timed calls per file")
+    o = sub.add_parser("ocr", help="the OCR glyph classifier (models/ocr.onnx)")
+    o.add_argument("--fonts", type=Path, default=Path("/usr/share/fonts"), help="folder of the fonts")
+    o.add_argument("--models", type=Path, default=ROOT / "models", help="folder of ocr.onnx")
+    o.add_argument("--metrics", type=Path, default=ROOT / "models" / "ocr_metrics.json")
+    o.add_argument("--calibration", type=int, default=2000, help="glyph windows to calibrate on")
+    o.add_argument("--n", type=int, default=200, help="lines per held-out set")
+    o.add_argument("--calls", type=int, default=600, help="timed calls per file")
     args = p.parse_args(argv)
     return args
 
@@ -503,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cv2.setNumThreads(1)
     args = parse_args(argv)
-    return {"doodles": doodles, "numbers": numbers, "tracking": tracking}[args.model](args)
+    return {"doodles": doodles, "numbers": numbers, "tracking": tracking, "ocr": ocr}[args.model](args)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def test_quantize_writes_an_int8_file_that_answers_as_the_float_one(tmp_path: Pa
     assert 0 < np.abs(int8_probs - float_probs).max() < 0.5
 
 
-@pytest.mark.parametrize("name", ["doodles", "numbers"])
+@pytest.mark.parametrize("name", ["doodles", "numbers", "ocr"])
 def test_the_served_model_is_the_int8_file_of_the_committed_float_one(name: str) -> None:
     from config import Settings
 
@@ -51,6 +51,9 @@ def test_the_served_model_is_the_int8_file_of_the_committed_float_one(name: str)
     served, source = ROOT / spec.path, MODELS / f"{name}.onnx"
     # Made from this float file: a retrained model served without quantizing it again fails here.
     assert onnx_metadata(served)["float_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    if name == "ocr":
+        _reads_the_committed_lines_as_the_float_file(source, served)
+        return
     if name == "doodles":
         x, y = _bitmaps()
     else:
@@ -63,6 +66,25 @@ def test_the_served_model_is_the_int8_file_of_the_committed_float_one(name: str)
     # The keep rule's bound is 0.3 points on thousands; on these few hundred, allow two answers.
     assert int8_top1 >= float_top1 - 2 / len(y), (int8_top1, float_top1)
     np.testing.assert_allclose(int8_probs.sum(axis=1), 1.0, atol=1e-5)  # softmax left in float
+
+
+def _reads_the_committed_lines_as_the_float_file(source: Path, served: Path) -> None:
+    import cv2
+
+    from models.ocr import OcrModel
+
+    folder = ROOT / "tests" / "data" / "ocr" / "degraded"
+    rows = [r.split("\t", 1) for r in (folder / "labels.tsv").read_text(encoding="utf-8").splitlines() if r]
+    rows = [(name, text.split("\\n")) for name, text in rows if not name.startswith("#")]
+    exact = {}
+    for kind, path in (("float", source), ("int8", served)):
+        model = OcrModel("ocr", path)
+        read = [
+            [line["text"] for line in model(cv2.imread(str(folder / n), cv2.IMREAD_GRAYSCALE))["lines"]]
+            for n, _ in rows
+        ]
+        exact[kind] = sum(got == want for got, (_, want) in zip(read, rows, strict=True))
+    assert len(rows) >= 20 and exact["int8"] >= exact["float"] - 1, exact
 
 
 def test_quantize_refuses_a_missing_float_file(tmp_path: Path) -> None:
@@ -90,24 +112,24 @@ def _figures(passed: bool, error: bool = False) -> dict:
         "passed": passed,
         "command": "python -m training.quantize x",
         "date": "today",
+        "name": "x",
+        "unit": "thing",
     }
 
 
-def test_the_card_section_is_written_once_between_its_markers(tmp_path: Path) -> None:
-    from training.quantize import CARD_END, CARD_START, write_card_section
+def test_the_int8_section_renders_from_the_figures() -> None:
+    from training import cards
 
-    card = tmp_path / "x.md"
-    card.write_text("# X\n\nBody.\n", encoding="utf-8")
-    write_card_section(card, _figures(True), "x", "thing")
-    first = card.read_text(encoding="utf-8")
-    assert first.startswith("# X\n\nBody.\n\n" + CARD_START) and first.endswith(CARD_END + "\n")
-    assert "## Served in int8" in first and "| held-out | 10 | 50.00% | 60.00% |" in first
-    card.write_text(first + "\nAfter.\n", encoding="utf-8")
-    write_card_section(card, _figures(False, error=True), "x", "thing")
-    second = card.read_text(encoding="utf-8")
-    assert second.count(CARD_START) == 1 and second.endswith(CARD_END + "\n\nAfter.\n")
-    assert "## In int8: measured, not served" in second and "mean error / IOD" in second
-    assert "failed, the float file stays served" in second
+    section = cards.environment().get_template("int8.md.j2")
+    served = section.render(int8=_figures(True))
+    assert "## Served in int8" in served and "| held-out | 10 | 50.00% | 60.00% |" in served
+    assert "`x.int8.onnx` from `x.onnx`" in served and "**passed, served**" in served
+    refused = section.render(int8=_figures(False, error=True))
+    assert (
+        "## In int8: measured, not served" in refused
+        and "| set | n | mean error / IOD, float | int8 |" in refused
+    )
+    assert "failed, the float file stays served" in refused
 
 
 def test_the_keep_rule_counts_lost_accuracy_and_gained_error_as_drops() -> None:
