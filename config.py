@@ -117,6 +117,12 @@ class ModelSpec(BaseModel):
     path: Text
 
 
+def served_path(name: str) -> Path:
+    """Return the file a default model is served from (e.g. its int8 file), absolute."""
+    path = Path(_default_models()[name].path)
+    return path if path.is_absolute() else Path(__file__).resolve().parent / path
+
+
 def _default_models() -> dict[str, ModelSpec]:
     return {
         "numbers": ModelSpec(type="numbers", path="models/numbers.int8.onnx"),

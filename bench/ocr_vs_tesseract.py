@@ -56,11 +56,13 @@ def to_markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the comparison from the command line."""
+    from config import served_path
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", default="/usr/share/fonts", help="folder holding the fonts")
-    parser.add_argument("--model", default=str(ROOT / "models" / "ocr.onnx"))
+    parser.add_argument("--model", default=str(served_path("ocr")), help="default: the served file")
     parser.add_argument("--n", type=int, default=100, help="lines per set")
     parser.add_argument(
         "--seed", type=int, default=1, help="the training seed (held-out sets use seed + 7919)"

@@ -226,10 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     """Score the model on the development sets (where segmentation and decoding choices are made)."""
     import argparse
 
+    from config import served_path
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data", default="/usr/share/fonts")
     parser.add_argument(
-        "--model", default=str(Path(__file__).resolve().parent.parent / "models" / "ocr.onnx")
+        "--model", default=str(served_path("ocr")), help="default: the served file (config.py)"
     )
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--failures", type=int, default=0, help="print this many failures per set")
