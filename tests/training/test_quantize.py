@@ -144,3 +144,12 @@ def test_the_keep_rule_counts_lost_accuracy_and_gained_error_as_drops() -> None:
     slower = _figures(True)
     _verdict(slower, (1.0, 2.0), 10, "cmd")
     assert not slower["passed"]
+
+
+def test_served_path_names_the_file_each_default_model_is_served_from() -> None:
+    from config import served_path
+
+    assert served_path("ocr") == MODELS / "ocr.int8.onnx"
+    assert served_path("tracking") == MODELS / "tracking.onnx"  # its int8 file failed the keep rule
+    for name in ("numbers", "doodles", "ocr", "tracking"):
+        assert served_path(name).is_file()
