@@ -152,11 +152,16 @@ def perturbed_validation(onnx_path: Path, data: dict, split: dict, seed: int = 5
     return {"n": len(idx), "mean_norm": float(norm.mean()), "p90_norm": float(np.percentile(norm, 90))}
 
 
-def evaluate_served(onnx_path: Path, data: dict, idx: np.ndarray, seed: int = 3) -> dict:
-    """Run the served pipeline (models/tracking.py) on held-out crops, alone and pasted into frames."""
+def evaluate_served(
+    onnx_path: Path, data: dict, idx: np.ndarray, seed: int = 3, detector: Path | None = None
+) -> dict:
+    """Run the served pipeline (models/tracking.py) on held-out crops, alone and pasted into frames.
+
+    `detector`: a face detector file other than the default (models/face_detector.onnx).
+    """
     from models.tracking import NoseModel
 
-    model = NoseModel("tracking", onnx_path)
+    model = NoseModel("tracking", onnx_path, **({"detector": str(detector)} if detector else {}))
     model.warmup()
     rng = np.random.default_rng(seed)
     rows: dict[str, dict] = {k: {"n": 0, "errors": [], "modes": {}} for k in ("crop", "crop_detect", "frame")}
