@@ -223,24 +223,10 @@ def model_ms(model, x: np.ndarray) -> float:
 
 
 def side_by_side_ms(paths: list[Path], x: np.ndarray, calls: int) -> list[float]:
-    """Return each ONNX model's median ms on one drawing, the models timed in alternating order.
+    """Return each ONNX model's median ms on one drawing, the models timed in alternating order."""
+    from training.export import interleaved_ms
 
-    One ONNX Runtime thread, as served; the calls interleave (A B B A ...) so that load from other jobs
-    falls on every model alike.
-    """
-    from models.runtime import OnnxSession
-
-    sessions = [OnnxSession(p, name=p.stem, intra_op_threads=1) for p in paths]
-    inputs = [b.astype(np.float32)[None, :, :, None] for b in x]
-    times: list[list[float]] = [[] for _ in paths]
-    for i in range(calls + 50):
-        order = range(len(paths)) if i % 2 == 0 else reversed(range(len(paths)))
-        for k in order:
-            start = time.perf_counter()
-            sessions[k].run(inputs[i % len(inputs)])
-            if i >= 50:  # the first calls warm the sessions up
-                times[k].append(time.perf_counter() - start)
-    return [1000 * float(np.median(t)) for t in times]
+    return interleaved_ms(paths, [b.astype(np.float32)[None, :, :, None] for b in x], calls)
 
 
 def keep_rule(folder: Path, x: np.ndarray, calls: int, served: Path = Path("models")) -> dict:

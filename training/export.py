@@ -75,3 +75,25 @@ def keras_predict(model: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
 def max_difference(model: Any, path: Path, sample: np.ndarray) -> float:
     """Return the largest |ONNX - Keras| over a sample: how far the export is from the trained model."""
     return float(np.abs(onnx_predict(path, sample) - keras_predict(model, sample)).max())
+
+
+def interleaved_ms(paths: list[Path], inputs: list[np.ndarray], calls: int) -> list[float]:
+    """Return each ONNX file's median ms a call, the files called in alternating order (A B B A ...).
+
+    One ONNX Runtime thread, as served; interleaving makes load from other jobs fall on every file
+    alike. `inputs` are whole tensors (batch included), taken in turn.
+    """
+    import time
+
+    from models.runtime import OnnxSession
+
+    sessions = [OnnxSession(p, name=p.stem, intra_op_threads=1) for p in paths]
+    times: list[list[float]] = [[] for _ in paths]
+    for i in range(calls + 50):
+        order = range(len(paths)) if i % 2 == 0 else reversed(range(len(paths)))
+        for k in order:
+            start = time.perf_counter()
+            sessions[k].run(inputs[i % len(inputs)])
+            if i >= 50:  # the first calls warm the sessions up
+                times[k].append(time.perf_counter() - start)
+    return [1000 * float(np.median(t)) for t in times]

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from training import cards
-from training.export import set_metadata
+from training.export import interleaved_ms, set_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 # Most a quantized file's top-1 may fall under the float file's on any set, in points.
@@ -135,6 +135,7 @@ def quantize(
     }
     set_metadata(proto, metadata, keep=False)
     onnx.save(proto, str(target))
+    print(f"wrote {target}: {target.stat().st_size:,} bytes (float {source.stat().st_size:,})", flush=True)
     return {
         "settings": settings,
         "calibration": len(calibration),
@@ -191,7 +192,6 @@ def doodles(args: argparse.Namespace) -> dict[str, Any]:
         x[picked].astype(np.float32)[..., None],
         note="drawings of the training split (quickdraw_28.npz)",
     )
-    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
 
     figures: dict[str, Any] = {"made": made, "sets": {}}
     xt = x[test].astype(np.float32)[..., None]
@@ -224,27 +224,17 @@ def doodles(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{kind}: measured through the route in {time.time() - start:.0f} s", flush=True)
     ms = side_by_side_ms([source, target], x[test][:200], args.calls)
     figures["rule_when"] = DOODLE_RULE_WHEN
-    _verdict(
-        figures, (ms[0], ms[1]), args.calls, f"python -m training.quantize doodles --data {_shown(args.data)}"
+    _finish(
+        figures,
+        target,
+        ms,
+        args.calls,
+        f"python -m training.quantize doodles --data {_shown(args.data)}",
+        args.metrics,
+        "doodles",
+        "drawing (both mirror passes)",
     )
-    _finish(figures, target, args.metrics, "doodles", "drawing (both mirror passes)")
     return figures
-
-
-def _side_by_side(paths: list[Path], inputs: list[np.ndarray], calls: int) -> list[float]:
-    """Each ONNX file's median ms a call on one input, the files called in alternating order (A B B A ...)."""
-    from models.runtime import OnnxSession
-
-    sessions = [OnnxSession(p, name=p.stem, intra_op_threads=1) for p in paths]
-    times: list[list[float]] = [[] for _ in paths]
-    for i in range(calls + 50):
-        order = range(len(paths)) if i % 2 == 0 else reversed(range(len(paths)))
-        for k in order:
-            start = time.perf_counter()
-            sessions[k].run(inputs[i % len(inputs)])
-            if i >= 50:  # the first calls warm the sessions up
-                times[k].append(time.perf_counter() - start)
-    return [1000 * float(np.median(t)) for t in times]
 
 
 def _client(name: str, path: Path):
@@ -305,8 +295,19 @@ def _verdict(
     )
 
 
-def _finish(figures: dict[str, Any], target: Path, metrics: Path | None, name: str, unit: str) -> None:
-    """Remove a file that failed the rule; store the figures in the model's metrics and render its card again."""
+def _finish(
+    figures: dict[str, Any],
+    target: Path,
+    ms: list[float],
+    calls: int,
+    command: str,
+    metrics: Path | None,
+    name: str,
+    unit: str,
+    max_drop: float = MAX_DROP,
+) -> None:
+    """Apply the keep rule; remove a file that failed it; store the figures in the model's metrics (its card)."""
+    _verdict(figures, (ms[0], ms[1]), calls, command, max_drop=max_drop)
     figures.update(name=name, unit=unit)
     if not figures["passed"]:
         target.unlink()
@@ -328,7 +329,6 @@ def numbers(args: argparse.Namespace) -> dict[str, Any]:
     # The first 55,000 are training's own digits (the last 5,000 its validation).
     picked = np.sort(rng.choice(min(len(x_train), 55000), args.calibration, replace=False))
     made = quantize(source, target, as_tensor(x_train[picked]), note="MNIST training digits")
-    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
     canvas_rng = np.random.default_rng(RENDER_SEED)
     redrawn = np.stack(
         [to_mnist(render_canvas(d, canvas_rng, scale=10, side=280, solid=0.9, tilt=8)) for d in x_test]
@@ -354,11 +354,17 @@ def numbers(args: argparse.Namespace) -> dict[str, Any]:
             right += r.status_code == 200 and r.get_json()["prediction"] == row["label"]
         rows[kind] = {"n": len(digits), "top1": right / len(digits)}
     figures["sets"]["canvas digits through /api/predict (tests/data/numbers, confident and right)"] = rows
-    ms = _side_by_side([source, target], list(as_tensor(x_test[:200])[:, None]), args.calls)
-    _verdict(
-        figures, (ms[0], ms[1]), args.calls, f"python -m training.quantize numbers --data {_shown(args.data)}"
+    ms = interleaved_ms([source, target], list(as_tensor(x_test[:200])[:, None]), args.calls)
+    _finish(
+        figures,
+        target,
+        ms,
+        args.calls,
+        f"python -m training.quantize numbers --data {_shown(args.data)}",
+        args.metrics,
+        "numbers",
+        "digit",
     )
-    _finish(figures, target, args.metrics, "numbers", "digit")
     return figures
 
 
@@ -382,7 +388,6 @@ def tracking(args: argparse.Namespace) -> dict[str, Any]:
         note="views of training crops (each and its mirror)",
         exclude=(SOFT_ARGMAX,),
     )
-    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
     figures: dict[str, Any] = {"made": made, "sets": {}}
     served = {
         kind: evaluate_served(path, data, split["test"])
@@ -413,33 +418,34 @@ def tracking(args: argparse.Namespace) -> dict[str, Any]:
         np.concatenate([c[None], c[None, :, ::-1]])
         for c in data["images"][split["test"][:200]].astype(np.float32)[..., None]
     ]
-    ms = _side_by_side([source, target], views, args.calls)
+    ms = interleaved_ms([source, target], views, args.calls)
     figures["note"] = (
         "The first int8 file quantized the soft-argmax too: its held-out error was 5.48% against 4.93% (crops, "
         "`detect: false`). The soft-argmax was then left in float, a choice made on the validation crops "
         "(4.94% float, 5.40% with it quantized, 4.94% with it in float), not on these sets. "
     )
-    _verdict(
+    _finish(
         figures,
-        (ms[0], ms[1]),
+        target,
+        ms,
         args.calls,
         f"python -m training.quantize tracking --data {_shown(args.data)}",
+        args.metrics,
+        "tracking",
+        "face (the crop and its mirror in one call)",
         max_drop=MAX_ERROR_RISE,
     )
-    _finish(figures, target, args.metrics, "tracking", "face (the crop and its mirror in one call)")
     return figures
 
 
 def ocr(args: argparse.Namespace) -> dict[str, Any]:
     """Quantize the OCR glyph classifier and read the held-out and out-of-collection lines with both files."""
-    import cv2
-
+    from models.ocr_segment import segment
     from training.ocr_data import _render_chunk
     from training.ocr_eval import evaluate, heldout_sets
     from training.ocr_evalsets import evaluation_sets
 
     source, target = args.models / "ocr.onnx", args.models / "ocr.int8.onnx"
-    cv2.setNumThreads(1)
     # Glyph windows cut by the serving code from training's own renders (training fonts and styles),
     # with a seed of their own.
     windows, _, _ = _render_chunk((str(args.fonts), 60, CALIBRATION_SEED, 0.2))
@@ -451,7 +457,6 @@ def ocr(args: argparse.Namespace) -> dict[str, Any]:
         (windows[picked].astype(np.float32) / 255)[..., None],
         note="glyph windows cut from training renders (training fonts and styles, own seed)",
     )
-    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
     trained = json.loads((args.models / "ocr_metrics.json").read_text(encoding="utf-8"))
     sets = heldout_sets(args.fonts, n=args.n, seed=int(trained.get("seed", 1)) + 7919)
     sets += evaluation_sets(args.fonts, n=args.n)
@@ -462,20 +467,19 @@ def ocr(args: argparse.Namespace) -> dict[str, Any]:
             kind: {"n": scored[kind][s.name]["lines"], "top1": scored[kind][s.name]["line_accuracy"] / 100}
             for kind in scored
         }
-    batches = []
-    for s in sets[:3]:
-        from models.ocr_segment import segment
-
-        batches += [segment(image).tensor() for image in s.images[:100]]
-    ms = _side_by_side([source, target], [b for b in batches if len(b)], args.calls)
-    _verdict(
+    batches = [segment(image).tensor() for s in sets[:3] for image in s.images[:100]]
+    ms = interleaved_ms([source, target], [b for b in batches if len(b)], args.calls)
+    _finish(
         figures,
-        (ms[0], ms[1]),
+        target,
+        ms,
         args.calls,
         f"python -m training.quantize ocr --fonts {args.fonts}",
+        args.metrics,
+        "ocr",
+        "line's glyph windows (one batch)",
         max_drop=MAX_LINE_DROP,
     )
-    _finish(figures, target, args.metrics, "ocr", "line's glyph windows (one batch)")
     return figures
 
 
@@ -510,7 +514,6 @@ def face_detector(args: argparse.Namespace) -> dict[str, Any]:
     made = quantize(
         source, target, seen, note="detector inputs (every look) of training faces pasted into frames"
     )
-    print(f"wrote {target}: {made['int8_bytes']:,} bytes (float {made['float_bytes']:,})", flush=True)
     figures: dict[str, Any] = {"made": made, "sets": {}, "metric": "found, or right"}
     paths = {"float": source, "int8": target}
     frames = held_out_frames({k: served_detector(p) for k, p in paths.items()}, data, split["test"])
@@ -535,15 +538,18 @@ def face_detector(args: argparse.Namespace) -> dict[str, Any]:
         figures["sets"][name] = {
             kind: {"n": served[kind][key]["n"], "error": served[kind][key]["mean_norm"]} for kind in served
         }
-    ms = _side_by_side([source, target], [x[None] for x in seen[:200]], args.calls)
-    _verdict(
+    ms = interleaved_ms([source, target], [x[None] for x in seen[:200]], args.calls)
+    _finish(
         figures,
-        (ms[0], ms[1]),
+        target,
+        ms,
         args.calls,
         f"python -m training.quantize face_detector --data {_shown(args.data)}",
+        args.metrics,
+        "face_detector",
+        "look (a frame's detector input)",
         max_drop=MAX_DROP,
     )
-    _finish(figures, target, args.metrics, "face_detector", "look (a frame's detector input)")
     return figures
 
 
