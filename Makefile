@@ -15,9 +15,12 @@ OCR_FONTS := fonts-noto-mono fonts-croscore fonts-go fonts-hack fonts-inconsolat
 	fonts-anonymous-pro fonts-b612 fonts-open-sans fonts-roboto-unhinted fonts-3270 fonts-agave \
 	fonts-dejavu-extra fonts-crosextra-carlito fonts-crosextra-caladea fonts-ebgaramond fonts-cantarell \
 	fonts-lato
+# Handwriting faces the digit model's out-of-collection set typesets (training/numbers_eval.py).
+DIGIT_FONTS := fonts-bwht fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript \
+	fonts-humor-sans fonts-klee fonts-comic-neue fonts-dancingscript fonts-kaushanscript fonts-kiloji
 APT_PACKAGES := redis-server postgresql chromium chromium-driver fonts-ocr-b fonts-dejavu-core \
 	fonts-liberation fonts-freefont-ttf tesseract-ocr tesseract-ocr-eng wrk nginx-light \
-	$(OCR_FONTS)
+	$(OCR_FONTS) $(DIGIT_FONTS)
 
 .PHONY: run test test-browser test-fast install install-dev system-deps lint bench bench-peers cluster serve gunicorn clean data
 

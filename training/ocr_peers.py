@@ -42,15 +42,15 @@ def tesseract_version() -> str | None:
     return first[0].strip() if first else "tesseract"
 
 
-def tesseract_read(image: np.ndarray) -> str:
-    """Read one line image with Tesseract (psm 7, whitelist) and return its text."""
+def tesseract_read(image: np.ndarray, psm: int = 7, whitelist: str = WHITELIST) -> str:
+    """Read one image with Tesseract (psm 7: one text line; 10: one character) and return its text."""
     ok, png = cv2.imencode(".png", image)
     if not ok:
         raise ValueError("cannot encode image")
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     cmd = [
-        "tesseract", "stdin", "stdout", "--psm", "7", "-l", "eng",
-        "-c", f"tessedit_char_whitelist={WHITELIST}",
+        "tesseract", "stdin", "stdout", "--psm", str(psm), "-l", "eng",
+        "-c", f"tessedit_char_whitelist={whitelist}",
         "-c", "preserve_interword_spaces=1",
     ]  # fmt: skip
     out = subprocess.run(cmd, input=png.tobytes(), capture_output=True, env=env, check=False)
@@ -81,10 +81,7 @@ class RapidOcr:
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         json.loads(self.proc.stdout.readline())  # {"ready": true} once the models are loaded
-        self.version = subprocess.run(
-            [str(python), "-c", "import importlib.metadata as m; print(m.version('rapidocr'))"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+        self.version = rapidocr_version(python)
 
     def read(self, image: np.ndarray) -> tuple[str, float]:
         """Read one image (written as PNG for the worker)."""
@@ -100,6 +97,14 @@ class RapidOcr:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
         self.folder.cleanup()
+
+
+def rapidocr_version(python: Path | None = None) -> str:
+    """The rapidocr package version in its venv."""
+    return subprocess.run(
+        [str(python or RAPIDOCR_VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('rapidocr'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
 
 
 def rapidocr_available(python: Path | None = None) -> bool:

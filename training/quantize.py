@@ -237,7 +237,7 @@ def doodles(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def _client(name: str, path: Path):
+def app_client(name: str, path: Path):
     """A test client of the app as configured by default, saving nothing, with model `name` read from `path`."""
     from app import create_app
     from config import Settings
@@ -346,7 +346,7 @@ def numbers(args: argparse.Namespace) -> dict[str, Any]:
     digits = json.loads((ROOT / "tests" / "data" / "numbers" / "canvas_digits.json").read_text())
     rows = {}
     for kind, path in (("float", source), ("int8", target)):
-        _, client = _client("numbers", path)
+        _, client = app_client("numbers", path)
         right = 0
         for row in digits:
             r = client.post("/api/predict", json={"image": row["image"]})
