@@ -252,15 +252,26 @@ def per_digit(labels: list[int], answers: list) -> list[float]:
     return [float(100 * right[labels_arr == d].mean()) if (labels_arr == d).any() else 0.0 for d in range(10)]
 
 
+def per_group(labels: list[int], answers: list, groups: list[str]) -> dict[str, float]:
+    """Right share within each group (a handwriting face), in the groups' first-seen order."""
+    right: dict[str, list[bool]] = {}
+    for a, y, g in zip(answers, labels, groups, strict=True):
+        right.setdefault(g, []).append(str(a) == str(y))
+    return {g: 100 * sum(r) / len(r) for g, r in right.items()}
+
+
 def evaluate(
     client,
-    sets: dict[str, tuple[list[np.ndarray], list[int]]],
+    sets: dict[str, tuple[list[np.ndarray], list[int]] | tuple[list[np.ndarray], list[int], list[str]]],
     peers: list[str],
     cache: dict[str, list],
 ) -> dict[str, Any]:
-    """Read every set through the route and with each peer; return the scored rows by set."""
+    """Read every set through the route and with each peer; return the scored rows by set.
+
+    A set given with a third list (each image's group: its handwriting face) is also scored per group.
+    """
     result: dict[str, Any] = {}
-    for name, (images, labels) in sets.items():
+    for name, (images, labels, *grouped) in sets.items():
         answers, guesses, cpu = read_route(client, images)
         row: dict[str, Any] = {"description": SET_NAMES.get(name, name), "ours": score(labels, answers, cpu)}
         row["ours"]["best_guess"] = (
@@ -272,8 +283,12 @@ def evaluate(
             if g != y:
                 confusions[f"{y}->{g}"] = confusions.get(f"{y}->{g}", 0) + 1
         row["ours"]["confusions"] = dict(sorted(confusions.items(), key=lambda kv: -kv[1])[:6])
+        if grouped:
+            row["ours"]["per_group"] = per_group(labels, answers, grouped[0])
         for peer, read in read_peers(images, peers, cache).items():
             row[peer] = score(labels, read["answers"], read["cpu"])
+            if grouped:
+                row[peer]["per_group"] = per_group(labels, read["answers"], grouped[0])
         result[name] = row
         print(
             f"{name:10s} n={len(labels)}  "
@@ -346,11 +361,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     counts, opt_labels = load_optdigits()
-    images, labels, _ = font_set(args.fonts, args.per_digit)
+    images, labels, faces = font_set(args.fonts, args.per_digit)
     sets = {
         "canvas": canvas_set(),
         "optdigits": ([optdigit_canvas(c) for c in counts], [int(v) for v in opt_labels]),
-        "fonts": (images, labels),
+        "fonts": (images, labels, faces),
     }
     try:
         rows = evaluate(client, sets, peers, cache)

@@ -133,3 +133,15 @@ def test_card_shows_the_collections_table():
     for name in ("optdigits", "fonts", "canvas"):
         row = metrics["collections"]["sets"][name]
         assert f"**{row['ours']['accuracy']:.2f}%**" in card
+
+
+def test_grouped_sets_are_scored_per_group(client):
+    counts, labels = numbers_eval.load_optdigits()
+    images = [numbers_eval.optdigit_canvas(c) for c in counts[:6]]
+    groups = ["a", "a", "a", "b", "b", "b"]
+    rows = numbers_eval.evaluate(client, {"s": (images, [int(v) for v in labels[:6]], groups)}, [], {})
+    assert list(rows["s"]["ours"]["per_group"]) == ["a", "b"]
+    assert numbers_eval.per_group([1, 2, 3, 4], [1, 2, 0, None], ["x", "x", "y", "y"]) == {
+        "x": 100.0,
+        "y": 0.0,
+    }
