@@ -21,7 +21,7 @@ as a user's program calls it:
 
 Peers read the same images: Tesseract 5 (`--psm 10`, one character, digits only) and RapidOCR
 (PP-OCR, its own venv: `python -m bench.ocr_vs_tesseract --setup`). Their answers are cached in
-bench/results/numbers_peer_answers.json, so the card is rebuilt without them. Right = the route's
+bench/results/numbers_peer_answers.json (not committed), so a rerun on the same machine reads only with ours. Right = the route's
 200 answer is the digit (a 422 low_certainty is not an answer); a peer is right when its whole
 answer is the digit. Cost: CPU ms per image (ours: the whole request in-process, one thread).
 
