@@ -9,12 +9,13 @@ PORT ?= 5000
 # tests, fonts for OCR renders, Tesseract for the OCR peer comparison, PostgreSQL for the store,
 # nginx to check the example proxy configuration).
 # Fonts the OCR training renders (training/ocr_render.py, training/ocr_distort.py) and the ones its
-# out-of-collection sets keep out of training (training/ocr_evalsets.py).
+# out-of-collection sets keep out of training (training/ocr_evalsets.py), and the generalization
+# development sets' faces (training/ocr_eval.py GEN_FONTS).
 OCR_FONTS := fonts-noto-mono fonts-croscore fonts-go fonts-hack fonts-inconsolata fonts-jetbrains-mono \
 	fonts-courier-prime fonts-firacode fonts-mononoki fonts-league-mono fonts-fantasque-sans fonts-hermit \
 	fonts-anonymous-pro fonts-b612 fonts-open-sans fonts-roboto-unhinted fonts-3270 fonts-agave \
 	fonts-dejavu-extra fonts-crosextra-carlito fonts-crosextra-caladea fonts-ebgaramond fonts-cantarell \
-	fonts-lato
+	fonts-lato fonts-monoid fonts-oxygen fonts-sil-gentium fonts-cmu
 # Handwriting faces the digit model's out-of-collection set typesets (training/numbers_eval.py).
 DIGIT_FONTS := fonts-bwht fonts-dkg-handwriting fonts-breip fonts-femkeklaver fonts-rufscript \
 	fonts-humor-sans fonts-klee fonts-comic-neue fonts-dancingscript fonts-kaushanscript fonts-kiloji

@@ -88,6 +88,50 @@ DEV_CONTEXT_FONTS = (
     "Lato-Regular.ttf", "Cantarell-Regular.otf", "FreeSans.ttf", "Arimo-Bold.ttf", "DejaVuSans-Bold.ttf",
     "Caladea-Regular.ttf", "Caladea-Bold.ttf", "EBGaramond12-Regular.otf",
 )  # fmt: skip
+# Faces for the generalization development sets (generalization_sets): in no training, held-out or
+# out-of-collection list (tests/training/test_ocr_training.py checks). Debian: fonts-monoid,
+# fonts-oxygen, fonts-sil-gentium, fonts-cmu.
+GEN_SEED = 626_262
+GEN_FONTS = ("Monoid-Regular.ttf", "OxygenMono-Regular.ttf")
+GEN_CONTEXT_FONTS = ("Gentium-R.ttf", "cmunss.ttf")
+
+
+def _dev_set(
+    name: str,
+    kind: str,
+    fonts: list[Path],
+    context: list[Path],
+    n: int,
+    rng: np.random.Generator,
+    description: str,
+) -> HeldOut:
+    """Render one development set of `kind` (context, photo, clean or fonts) with training's renderer."""
+    from dataclasses import replace
+
+    images, lines = [], []
+    for i in range(n):
+        text = payment_line(rng) if i % 2 == 0 else random_text(rng)
+        font = fonts[i % len(fonts)]
+        style = clean_style(rng, 300.0) if kind == "clean" else degraded_style(rng)
+        if kind in ("context", "fonts"):
+            # Gaps from the line's highest and lowest ink (brackets): touching or nearly.
+            above = (float(rng.uniform(-0.17, 0.2)), float(rng.uniform(0.15, 0.8)))
+            below = (float(rng.uniform(0.0, 0.4)), float(rng.uniform(0.15, 0.6)))
+            style = replace(
+                style,
+                context=above if i % 3 else above + below,
+                context_font=str(context[i % len(context)]),
+            )
+        if kind in ("photo", "fonts"):
+            style = replace(
+                style,
+                curve=float(rng.uniform(-0.5, 0.5)),
+                keystone=float(np.exp(rng.uniform(-0.25, 0.25))),
+                shear=float(rng.uniform(-0.12, 0.12)),
+            )
+        images.append(render([text], font, style, rng))
+        lines.append([text])
+    return HeldOut(name, description, images, lines)
 
 
 def dev_sets(data: str | Path, n: int = 100, seed: int = DEV_SEED) -> list[HeldOut]:
@@ -97,39 +141,52 @@ def dev_sets(data: str | Path, n: int = 100, seed: int = DEV_SEED) -> list[HeldO
     their own, training fonts only (never HELDOUT_FONTS nor the out-of-collection generator and its
     fonts): other print touching or near the line, photo geometry, clean lines of other layouts.
     """
-    from dataclasses import replace
-
     fonts = find_fonts(data, [MAIN_FONT, *DEV_FONTS, *DEV_CONTEXT_FONTS])
-    others = list(DEV_FONTS)
     context = [fonts[name] for name in DEV_CONTEXT_FONTS]
-    sets = []
-    for k, name in enumerate(("dev-context", "dev-photo", "dev-clean", "dev-fonts")):
-        rng = np.random.default_rng(seed + k)
-        images, lines = [], []
-        for i in range(n):
-            text = payment_line(rng) if i % 2 == 0 else random_text(rng)
-            font = fonts[MAIN_FONT] if name != "dev-fonts" else fonts[others[i % len(others)]]
-            style = clean_style(rng, 300.0) if name == "dev-clean" else degraded_style(rng)
-            if name in ("dev-context", "dev-fonts"):
-                # Gaps from the line's highest and lowest ink (brackets): touching or nearly.
-                above = (float(rng.uniform(-0.17, 0.2)), float(rng.uniform(0.15, 0.8)))
-                below = (float(rng.uniform(0.0, 0.4)), float(rng.uniform(0.15, 0.6)))
-                style = replace(
-                    style,
-                    context=above if i % 3 else above + below,
-                    context_font=str(context[i % len(context)]),
-                )
-            if name in ("dev-photo", "dev-fonts"):
-                style = replace(
-                    style,
-                    curve=float(rng.uniform(-0.5, 0.5)),
-                    keystone=float(np.exp(rng.uniform(-0.25, 0.25))),
-                    shear=float(rng.uniform(-0.12, 0.12)),
-                )
-            images.append(render([text], font, style, rng))
-            lines.append([text])
-        sets.append(HeldOut(name, "development: training renderer, own seed", images, lines))
-    return sets
+    return [
+        _dev_set(
+            f"dev-{kind}",
+            kind,
+            [fonts[name] for name in DEV_FONTS] if kind == "fonts" else [fonts[MAIN_FONT]],
+            context,
+            n,
+            np.random.default_rng(seed + k),
+            "development: training renderer, own seed",
+        )
+        for k, kind in enumerate(("context", "photo", "clean", "fonts"))
+    ]
+
+
+def generalization_sets(data: str | Path, n: int = 300, seed: int = GEN_SEED) -> list[HeldOut]:
+    """Development sets in faces that neither training nor any scored set uses (GEN_FONTS).
+
+    The dev sets above are training's fonts and neighbour faces: a change that helps a font or a
+    neighbour never seen does not show there. These do, and stay development sets (choices may be
+    made on them; the held-out and out-of-collection sets stay out of every choice).
+    """
+    fonts = find_fonts(data, [MAIN_FONT, *GEN_FONTS, *GEN_CONTEXT_FONTS, *DEV_CONTEXT_FONTS])
+    return [
+        _dev_set(
+            "gen-fonts",
+            "fonts",
+            [fonts[name] for name in GEN_FONTS],
+            [fonts[name] for name in DEV_CONTEXT_FONTS],
+            n,
+            np.random.default_rng(seed),
+            "development: monospace faces never trained on (" + ", ".join(GEN_FONTS) + "), dev-fonts' style",
+        ),
+        _dev_set(
+            "gen-context",
+            "context",
+            [fonts[MAIN_FONT]],
+            [fonts[name] for name in GEN_CONTEXT_FONTS],
+            n,
+            np.random.default_rng(seed + 1),
+            "development: OCR-B with other print in faces never trained on ("
+            + ", ".join(GEN_CONTEXT_FONTS)
+            + "), dev-context's style",
+        ),
+    ]
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -235,11 +292,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--failures", type=int, default=0, help="print this many failures per set")
+    parser.add_argument(
+        "--generalization",
+        action="store_true",
+        help="the sets in faces never trained on (generalization_sets, --n lines each) instead",
+    )
     args = parser.parse_args(argv)
     import cv2
 
     cv2.setNumThreads(1)
-    result = evaluate(Path(args.model), dev_sets(args.data, args.n), failures=max(5, args.failures))
+    sets = generalization_sets(args.data, args.n) if args.generalization else dev_sets(args.data, args.n)
+    result = evaluate(Path(args.model), sets, failures=max(5, args.failures))
     for name, row in result.items():
         for want, got in row["failures"][: args.failures]:
             print(f"  {name}: want {want} got {got}")

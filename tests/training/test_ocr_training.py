@@ -241,6 +241,33 @@ def test_dev_sets_draw_training_fonts_only():
     assert set(ocr_eval.DEV_CONTEXT_FONTS) <= set(ocr_render.CONTEXT_FONTS)
 
 
+def test_generalization_sets_draw_faces_nothing_else_uses():
+    """Their faces are in no training, held-out, development or out-of-collection list, nor of a family there."""
+    gen = (*ocr_eval.GEN_FONTS, *ocr_eval.GEN_CONTEXT_FONTS)
+    used = {
+        *ocr_render.TRAIN_FONTS,
+        *ocr_render.CONTEXT_FONTS,
+        *ocr_render.HELDOUT_FONTS,
+        *ocr_evalsets.EVAL_FONTS,
+        *ocr_evalsets.NEIGHBOUR_FONTS,
+    }
+    families = {name.split("-")[0].split(".")[0].lower() for name in used}
+    for name in gen:
+        assert name not in used, name
+        assert name.split("-")[0].split(".")[0].lower() not in families, name
+
+
+def test_generalization_sets_render(tmp_path):
+    try:
+        sets = ocr_eval.generalization_sets("/usr/share/fonts", n=2)
+    except SystemExit as missing:  # fonts not installed (make system-deps installs them)
+        pytest.skip(str(missing))
+    assert [s.name for s in sets] == ["gen-fonts", "gen-context"]
+    for s in sets:
+        assert len(s.images) == len(s.lines) == 2
+        assert all(image.ndim == 2 and image.size > 0 for image in s.images)
+
+
 def test_lookalike_lines_put_letters_among_digits():
     rng = np.random.default_rng(4)
     lines = [ocr_render.lookalike_line(rng) for _ in range(100)]
