@@ -9,12 +9,12 @@ as a user's program calls it:
 
 - **optdigits**: the test set of UCI's "Optical Recognition of Handwritten Digits" (E. Alpaydin,
   C. Kaynak, 1998; CC BY 4.0): 1,797 digits written by 13 people on NIST's forms at Bogazici
-  University, none of them MNIST's writers. Only the 8x8 counts (0-16 ink pixels of each 4x4 block
+  University, a collection apart from MNIST. Only the 8x8 counts (0-16 ink pixels of each 4x4 block
   of a 32x32 bitmap) are distributed; each is scaled up smoothly to a 200 px digit. Committed as
   tests/data/numbers/optdigits.npz, made by `--optdigits-csv` from the CSV that scikit-learn ships
   (`sklearn/datasets/data/digits.csv.gz`, the same rows as UCI's `optdigits.tes`).
 - **handwriting fonts**: digits typeset in the handwriting faces of Debian's font packages
-  (HANDWRITING_FONTS; rendering, not handwriting, but each face is one person's hand), at random
+  (HANDWRITING_FONTS; rendering, not handwriting: faces drawn to look handwritten), at random
   sizes, places, tilts and pen widths.
 - **canvas digits** (in-distribution, for the peers): the 200 MNIST test digits redrawn as canvases
   in tests/data/numbers/canvas_digits.json.
