@@ -130,14 +130,9 @@ def font_digit(font: Path, digit: int, rng: np.random.Generator, side: int = SID
 
 def find_handwriting_fonts(root: Path) -> dict[str, Path]:
     """Find HANDWRITING_FONTS under `root`; fail naming the packages of the missing ones."""
-    found: dict[str, Path] = {}
-    for path in sorted(Path(root).rglob("*")):
-        if path.name in HANDWRITING_FONTS and path.name not in found:
-            found[path.name] = path
-    missing = sorted({HANDWRITING_FONTS[n] for n in HANDWRITING_FONTS if n not in found})
-    if missing:
-        raise SystemExit(f"handwriting fonts missing under {root}: apt-get install {' '.join(missing)}")
-    return found
+    from training.ocr_render import find_fonts
+
+    return find_fonts(root, list(HANDWRITING_FONTS), packages=HANDWRITING_FONTS)
 
 
 def font_set(

@@ -238,18 +238,26 @@ def random_text(rng: np.random.Generator) -> str:
 # ---------------------------------------------------------------------------- rendering
 
 
-def find_fonts(root: str | Path, names: list[str] | tuple[str, ...]) -> dict[str, Path]:
-    """Find font files by name under a folder; fail naming the missing ones and their packages."""
+def find_fonts(
+    root: str | Path, names: list[str] | tuple[str, ...], packages: dict[str, str] | None = None
+) -> dict[str, Path]:
+    """Find font files by name under a folder; fail naming the missing ones and their packages.
+
+    `packages` (font file -> Debian package) names what to install; without it the message points at
+    the OCR training script's list.
+    """
     found: dict[str, Path] = {}
     for path in sorted(Path(root).rglob("*")):
         if path.name in names and path.name not in found:
             found[path.name] = path
     missing = [n for n in names if n not in found]
     if missing:
-        raise SystemExit(
-            f"fonts not found under {root}: {', '.join(missing)}; install the packages listed in "
-            "`python -m training.ocr --help`"
+        install = (
+            "apt-get install " + " ".join(sorted({packages[n] for n in missing}))
+            if packages
+            else "install the packages listed in `python -m training.ocr --help`"
         )
+        raise SystemExit(f"fonts not found under {root}: {', '.join(missing)}; {install}")
     return found
 
 
