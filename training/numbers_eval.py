@@ -191,16 +191,9 @@ def read_route(client, images: list[np.ndarray]) -> tuple[list[int | None], list
     return answers, guesses, cpu
 
 
-def tesseract_digit(image: np.ndarray) -> str:
-    """Tesseract's reading of one character, digits only (`--psm 10`)."""
-    from training.ocr_peers import tesseract_read
-
-    return tesseract_read(image, psm=10, whitelist="0123456789")
-
-
 def read_peers(images: list[np.ndarray], peers: list[str], cache: dict[str, list]) -> dict[str, dict]:
     """Each installed peer's answers and CPU ms on the images, through (and into) `cache`."""
-    from training.ocr_peers import RapidOcr, _children_cpu
+    from training.ocr_peers import RapidOcr, tesseract_timed
 
     out: dict[str, dict] = {name: {"answers": [], "cpu": []} for name in peers}
     rapid = None
@@ -211,9 +204,7 @@ def read_peers(images: list[np.ndarray], peers: list[str], cache: dict[str, list
                 key = f"{name}/{digest}"
                 if key not in cache:
                     if name == "tesseract":
-                        start = _children_cpu()
-                        text = tesseract_digit(image)
-                        cache[key] = [text, 1000 * (_children_cpu() - start)]
+                        cache[key] = tesseract_timed(image, psm=10, whitelist="0123456789")
                     else:
                         rapid = rapid or RapidOcr()
                         cache[key] = list(rapid.read(image))

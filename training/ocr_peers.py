@@ -57,6 +57,13 @@ def tesseract_read(image: np.ndarray, psm: int = 7, whitelist: str = WHITELIST) 
     return out.stdout.decode("utf-8", "replace").strip()
 
 
+def tesseract_timed(image: np.ndarray, psm: int = 7, whitelist: str = WHITELIST) -> list:
+    """[text, CPU ms] of one Tesseract reading (its child process's rusage)."""
+    start = _children_cpu()
+    text = tesseract_read(image, psm=psm, whitelist=whitelist)
+    return [text, 1000 * (_children_cpu() - start)]
+
+
 def fold(text: str) -> str:
     """NFKC-fold a peer's answer: full-width （）＊ and digits become ()* and 0-9."""
     return unicodedata.normalize("NFKC", text)
@@ -161,9 +168,7 @@ def compare(
                 for name in result["peers"]:
                     if f"{name}/{key}" not in saved:
                         if name == "tesseract":
-                            start = _children_cpu()
-                            text = tesseract_read(image)
-                            saved[f"{name}/{key}"] = [text, 1000 * (_children_cpu() - start)]
+                            saved[f"{name}/{key}"] = tesseract_timed(image)
                         else:
                             saved[f"{name}/{key}"] = list(rapid.read(image))
                     text, ms = saved[f"{name}/{key}"]
